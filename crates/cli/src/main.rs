@@ -1,0 +1,72 @@
+//! `parley`: the one binary.
+//!
+//! - `parley serve` — run a node (see `parley serve --help` for every setting)
+//! - `parley token` — mint a token with the shared secret, as an operator's backend would
+
+mod logging;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "parley",
+    version,
+    about = "Parley: a real-time chat server that runs on a laptop and scales out on Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: HTTP + WebSocket on one port, embedded SQLite by default.
+    Serve(parley_server::Config),
+    /// Print a token for USER signed with the shared secret (what an
+    /// operator's own backend does to sign its users in).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The shared HS256 secret (the node's PARLEY_JWT_SECRET).
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The username the token speaks for.
+    #[arg(long)]
+    user: String,
+    /// How long the token is valid.
+    #[arg(long, default_value = "24h", value_parser = parley_server::config::parse_duration)]
+    ttl: std::time::Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => serve(config),
+        Command::Token(args) => {
+            anyhow::ensure!(
+                parley_protocol::valid_username(&args.user),
+                "{:?} is not a valid username (1–32 of A–Z a–z 0–9 _ . -)",
+                args.user
+            );
+            let auth = parley_server::auth::Auth::new(args.secret.as_bytes(), args.ttl);
+            println!("{}", auth.issue(&args.user));
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: parley_server::Config) -> anyhow::Result<()> {
+    logging::init(&config.log, config.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = parley_server::Server::start(config).await?;
+        parley_server::shutdown::signal().await;
+        server.stop().await
+    })
+}

@@ -1,0 +1,570 @@
+//! The invariants of docs/architecture.md, each pinned by a test that fails
+//! if it breaks. Real sockets, real SQLite files in temp dirs, and for the
+//! process-level ones (crash, SIGTERM, memory) the real `parley` binary.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use parley_client::protocol::{ClientFrame, ErrorCode, Message, ServerFrame, close};
+use parley_client::{Connection, http};
+use parley_testkit::{NodeProcess, TestNode, connect, faulty, fetch_all, token};
+
+const WAIT: Duration = Duration::from_secs(10);
+const BIN: &str = env!("CARGO_BIN_EXE_parley");
+
+/// Reads pushed messages of `room` until `seq == last` (or the connection ends).
+async fn collect_until(conn: &mut Connection, room: &str, last: u64) -> Vec<Message> {
+    let mut got = Vec::new();
+    while got.last().map(|m: &Message| m.seq) != Some(last) {
+        match conn.recv_timeout(WAIT).await {
+            Ok(ServerFrame::Message(m)) if m.room == room => got.push(m),
+            Ok(_) => {}
+            Err(e) => panic!("stream ended before seq {last}: {e} (got {})", got.len()),
+        }
+    }
+    got
+}
+
+fn assert_gapless(seqs: &[u64], from: u64, to: u64) {
+    let expected: Vec<u64> = (from..=to).collect();
+    assert_eq!(
+        seqs,
+        expected.as_slice(),
+        "expected exactly {from}..={to} in order"
+    );
+}
+
+/// Sends `n` messages pipelined (all frames first, then the acks); returns acked seqs.
+async fn pipelined_sends(conn: &mut Connection, room: &str, n: usize, text: &str) -> Vec<u64> {
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let id = conn.next_id();
+        ids.insert(id);
+        let frame = ClientFrame::Send {
+            id: Some(id),
+            room: Some(room.into()),
+            to: None,
+            text: format!("{text} {i}"),
+            nonce: Some(format!("{id}")),
+        };
+        conn.send_frame(&frame).await.unwrap();
+    }
+    let mut seqs = Vec::new();
+    while !ids.is_empty() {
+        match conn.recv_timeout(WAIT).await.unwrap() {
+            ServerFrame::Ack {
+                re: Some(id), seq, ..
+            } => {
+                assert!(ids.remove(&id));
+                seqs.push(seq);
+            }
+            ServerFrame::Error {
+                re: Some(id),
+                code,
+                message,
+            } if ids.contains(&id) => {
+                panic!("send failed: {code} {message}")
+            }
+            _ => {}
+        }
+    }
+    seqs
+}
+
+/// Invariant 1: an ack means stored — acked messages survive kill -9 and a restart.
+#[tokio::test]
+async fn acked_messages_survive_a_crash() {
+    let mut node = NodeProcess::start(BIN, &[]).await;
+    let mut alice = connect(&node.ws_url(), "alice").await;
+    alice.join("general", None).await.unwrap();
+    let acked = pipelined_sends(&mut alice, "general", 300, "durable").await;
+    node.signal("KILL");
+    node.wait_exit(WAIT).await;
+    let dir = node.dir.clone();
+    let node2 = NodeProcess::spawn(BIN, &dir, &[]).await;
+    let stored: HashSet<u64> = fetch_all(&node2.http(), "general")
+        .await
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    for seq in &acked {
+        assert!(stored.contains(seq), "acked seq {seq} lost by the crash");
+    }
+    drop(node);
+}
+
+/// Invariant 1 and 7: with the store down, a send gets `unavailable`, nothing
+/// is delivered, readiness is 503; when it is back, seq continues with no gap.
+#[tokio::test]
+async fn storage_outage_refuses_sends_and_delivers_nothing() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (server, store) = faulty::start(dir.path()).await;
+    let ws = format!("ws://{}/ws", server.addr());
+    let base = format!("http://{}", server.addr());
+    let mut alice = connect(&ws, "alice").await;
+    let mut bob = connect(&ws, "bob").await;
+    alice.join("general", None).await.unwrap();
+    bob.join("general", None).await.unwrap();
+    assert_eq!(alice.send("general", "before", None).await.unwrap().seq, 1);
+
+    store.set_down(true);
+    let e = alice.send("general", "during", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable));
+    let e = http::post_message(&base, &token("bob"), "general", "during", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable));
+    let r = http::request(&base, "GET", "/readyz", None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    let r = http::request(&base, "GET", "/healthz", None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "liveness is not readiness");
+
+    store.set_down(false);
+    assert_eq!(
+        alice.send("general", "after", None).await.unwrap().seq,
+        2,
+        "no gap after the outage"
+    );
+    let got = collect_until(&mut bob, "general", 2).await;
+    let texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec!["before", "after"],
+        "the refused message was never delivered"
+    );
+    server.stop().await.unwrap();
+}
+
+/// Invariant 2: 50 concurrent senders in one room produce a gapless sequence
+/// that every member sees identically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_produce_one_gapless_sequence() {
+    const SENDERS: usize = 50;
+    const EACH: usize = 20;
+    let node = TestNode::start().await;
+    let mut observers = Vec::new();
+    for i in 0..3 {
+        let mut o = node.connect(&format!("observer{i}")).await;
+        o.join("busy", None).await.unwrap();
+        observers.push(o);
+    }
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let mut c = node.connect(&format!("sender{i}")).await;
+        c.join("busy", None).await.unwrap();
+        senders.push(c);
+    }
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut c| tokio::spawn(async move { pipelined_sends(&mut c, "busy", EACH, "hi").await }))
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked.sort_unstable();
+    let total = (SENDERS * EACH) as u64;
+    assert_gapless(&acked, 1, total);
+
+    let mut seen: Vec<Vec<(u64, String, String)>> = Vec::new();
+    for o in observers.iter_mut() {
+        let got = collect_until(o, "busy", total).await;
+        assert_gapless(&got.iter().map(|m| m.seq).collect::<Vec<_>>(), 1, total);
+        seen.push(got.into_iter().map(|m| (m.seq, m.from, m.text)).collect());
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "every member sees the same sequence"
+    );
+}
+
+/// Invariant 4: join with `since` while others send: history then live
+/// stream, no gap, no duplicate — at many different moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_with_since_under_concurrent_sends_has_no_gap_or_duplicate() {
+    const TOTAL: u64 = 600;
+    let node = TestNode::start().await;
+    let mut sender = node.connect("sender").await;
+    sender.join("live", None).await.unwrap();
+    let send_task = tokio::spawn(async move {
+        for i in 0..TOTAL {
+            sender.send("live", &format!("m{i}"), None).await.unwrap();
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        sender
+    });
+    let mut joiners = Vec::new();
+    for k in 0..12u64 {
+        let url = node.ws_url();
+        joiners.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(k * 15)).await;
+            let mut c = connect(&url, &format!("joiner{k}")).await;
+            // Alternate between a since-join (from some point back) and a plain join.
+            let since = if k % 2 == 0 { Some(k * 7) } else { None };
+            let j = c.join("live", since).await.unwrap();
+            let mut seqs: Vec<u64> = j.history.iter().map(|m| m.seq).collect();
+            let start = seqs.first().copied().unwrap_or(j.last_seq + 1);
+            if let Some(since) = since
+                && !seqs.is_empty()
+            {
+                assert_eq!(start, since + 1, "history starts right after since");
+            }
+            if j.last_seq < TOTAL {
+                let live = collect_until(&mut c, "live", TOTAL).await;
+                seqs.extend(live.iter().map(|m| m.seq));
+            }
+            (start, seqs)
+        }));
+    }
+    send_task.await.unwrap();
+    for j in joiners {
+        let (start, seqs) = j.await.unwrap();
+        assert_gapless(&seqs, start, TOTAL);
+    }
+}
+
+/// Invariant 5: a client that stops reading is closed with 4408 instead of
+/// growing the node's queue; it then resumes with `since` and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_closed_with_4408_and_resumes() {
+    const TOTAL: usize = 6000;
+    // The sender pipelines 25 sends at a time: its own pushes and acks (50
+    // frames) fit its queue, so only the client that stops reading overflows.
+    let node = TestNode::start_with(|c| c.outbound_queue = 64).await;
+    let mut slow = node.connect("slow").await;
+    slow.join("flood", None).await.unwrap();
+    let mut sender = node.connect("sender").await;
+    sender.join("flood", None).await.unwrap();
+    let text = "x".repeat(3000);
+    // The slow client does not read while this runs.
+    for chunk in 0..(TOTAL / 25) {
+        pipelined_sends(&mut sender, "flood", 25, &format!("{chunk} {text}")).await;
+    }
+    let mut seen = Vec::new();
+    let closed = loop {
+        match slow.recv_timeout(WAIT).await {
+            Ok(ServerFrame::Message(m)) => seen.push(m.seq),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(closed.close_code(), Some(close::SLOW_CONSUMER), "{closed}");
+    assert!(seen.len() < TOTAL, "it was cut off before the end");
+    if let Some(&last) = seen.last() {
+        assert_gapless(&seen, 1, last);
+    }
+    // Resume with since: exactly the rest.
+    let last = seen.last().copied().unwrap_or(0);
+    let mut again = node.connect("slow").await;
+    let j = again.join("flood", Some(last)).await.unwrap();
+    let mut seqs: Vec<u64> = j.history.iter().map(|m| m.seq).collect();
+    let mut tail = seqs.last().copied().unwrap_or(last);
+    let mut more = j.more;
+    while more {
+        let (page, m) = again
+            .history("flood", None, Some(tail), Some(500))
+            .await
+            .unwrap();
+        seqs.extend(page.iter().map(|m| m.seq));
+        tail = seqs.last().copied().unwrap_or(tail);
+        more = m;
+    }
+    assert_gapless(&seqs, last + 1, TOTAL as u64);
+    let r = http::request(&node.http(), "GET", "/metrics", None, None)
+        .await
+        .unwrap();
+    assert!(
+        r.text().contains("parley_queue_overflows_total"),
+        "overflow is counted"
+    );
+}
+
+/// Invariant 5, at process level: many clients that stop reading while a lot
+/// is sent do not make the node hold it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_with_stuck_clients() {
+    const STUCK: usize = 20;
+    const MESSAGES: usize = 20_000;
+    let node = NodeProcess::start(BIN, &[("PARLEY_OUTBOUND_QUEUE", "64")]).await;
+    let mut stuck = Vec::new();
+    for i in 0..STUCK {
+        let mut c = connect(&node.ws_url(), &format!("stuck{i}")).await;
+        c.join("flood", None).await.unwrap();
+        stuck.push(c);
+    }
+    let mut sender = connect(&node.ws_url(), "sender").await;
+    sender.join("flood", None).await.unwrap();
+    let before = node.rss_kib();
+    let text = "y".repeat(3500);
+    for chunk in 0..(MESSAGES / 25) {
+        pipelined_sends(&mut sender, "flood", 25, &format!("{chunk} {text}")).await;
+        // The sender reads its own pushes, so it is not the slow one.
+        while let Ok(f) = sender.recv_timeout(Duration::from_millis(1)).await {
+            drop(f);
+        }
+    }
+    let after = node.rss_kib();
+    let grown_mib = after.saturating_sub(before) / 1024;
+    let sent_mib = (MESSAGES * 3500 / (1 << 20)) as u64;
+    assert!(
+        grown_mib < sent_mib / 2,
+        "node grew by {grown_mib} MiB while {sent_mib} MiB were sent to {STUCK} stuck clients"
+    );
+    drop(stuck);
+}
+
+/// Invariant 6: SIGTERM drains — readiness 503 at once, sessions closed with
+/// 1001, no acked message lost, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_without_losing_acked_messages() {
+    let mut node = NodeProcess::start(
+        BIN,
+        &[
+            ("PARLEY_DRAIN_GRACE", "1s"),
+            ("PARLEY_DRAIN_SPREAD", "1s"),
+            ("PARLEY_DRAIN_TIMEOUT", "10s"),
+        ],
+    )
+    .await;
+    let mut watchers = Vec::new();
+    for i in 0..5 {
+        let mut c = connect(&node.ws_url(), &format!("watcher{i}")).await;
+        c.join("general", None).await.unwrap();
+        watchers.push(c);
+    }
+    let mut sender = connect(&node.ws_url(), "sender").await;
+    sender.join("general", None).await.unwrap();
+    // Keep sending until the node closes the connection; remember every ack.
+    let sender_task = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0.. {
+            match sender
+                .send("general", &format!("m{i}"), Some(&format!("n{i}")))
+                .await
+            {
+                Ok(ack) => acked.push(ack.seq),
+                Err(e) => return (acked, e),
+            }
+        }
+        unreachable!()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = http::request(&node.http(), "GET", "/readyz", None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "readiness turns 503 at once");
+
+    for mut w in watchers {
+        let e = loop {
+            match w.recv_timeout(WAIT).await {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.close_code(), Some(close::GOING_AWAY), "{e}");
+    }
+    let (acked, e) = sender_task.await.unwrap();
+    assert_eq!(e.close_code(), Some(close::GOING_AWAY), "{e}");
+    assert!(!acked.is_empty());
+    // New connections are refused once the grace period is over.
+    assert!(
+        Connection::connect(&node.ws_url()).await.is_err(),
+        "a draining node refuses connections"
+    );
+    assert_eq!(
+        node.wait_exit(Duration::from_secs(15)).await,
+        Some(0),
+        "clean exit"
+    );
+
+    let dir = node.dir.clone();
+    let node2 = NodeProcess::spawn(BIN, &dir, &[]).await;
+    let stored: HashSet<u64> = fetch_all(&node2.http(), "general")
+        .await
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    for seq in &acked {
+        assert!(stored.contains(seq), "acked seq {seq} lost by the drain");
+    }
+}
+
+/// Invariant 7: garbage never panics the node; each gets the specified answer.
+#[tokio::test]
+async fn garbage_input_gets_errors_not_panics() {
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let node = TestNode::start().await;
+    let mut alice = node.connect("alice").await;
+    alice.join("general", None).await.unwrap();
+    alice.send("general", "precious", None).await.unwrap();
+
+    let cases: Vec<(String, Option<u64>)> = vec![
+        ("not json at all".into(), None),
+        ("{".into(), None),
+        ("[]".into(), None),
+        ("null".into(), None),
+        ("{}".into(), None),
+        (r#"{"type":42,"id":1}"#.into(), Some(1)),
+        (r#"{"type":"teleport","id":2}"#.into(), Some(2)),
+        (r#"{"type":"join","id":3}"#.into(), Some(3)),
+        (
+            r#"{"type":"join","id":4,"room":"general","since":-1}"#.into(),
+            Some(4),
+        ),
+        (
+            r#"{"type":"join","id":5,"room":"general","since":99999999999999999999999}"#.into(),
+            Some(5),
+        ),
+        (
+            r#"{"type":"send","id":6,"room":"general","text":7}"#.into(),
+            Some(6),
+        ),
+        (
+            format!(
+                r#"{{"type":"ping","id":7,"deep":{}{}}}"#,
+                "[".repeat(5_000),
+                "]".repeat(5_000)
+            ),
+            None,
+        ),
+        (
+            format!("{}{}", "{\"a\":".repeat(2000), "}".repeat(2000)),
+            None,
+        ),
+    ];
+    alice.next_message(WAIT).await.unwrap();
+    for (text, re) in cases {
+        alice.send_text(text.clone()).await.unwrap();
+        match alice.recv_timeout(WAIT).await.unwrap() {
+            ServerFrame::Error { code, re: got, .. } => {
+                assert_eq!(code, ErrorCode::BadRequest, "{text:.60}");
+                if re.is_some() {
+                    assert_eq!(got, re, "error carries the request id for {text:.60}");
+                }
+            }
+            other => panic!("expected an error for {text:.60}, got {other:?}"),
+        }
+        alice
+            .ping()
+            .await
+            .expect("the connection survives a bad frame");
+    }
+    // Invalid room names and unknown rooms.
+    for room in [
+        "",
+        "UPPER",
+        "-dash",
+        &"a".repeat(65),
+        "dm:zed:amy",
+        "dm:only",
+    ] {
+        let e = alice.join(room, None).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{room}");
+    }
+
+    // Binary frame → 1003.
+    let mut c = node.connect("bin").await;
+    c.send_message(Ws::binary(vec![0u8, 159, 146, 150]))
+        .await
+        .unwrap();
+    assert_eq!(drain_close(&mut c).await, Some(close::UNSUPPORTED_DATA));
+    // Invalid UTF-8 in a text frame → 1007.
+    let mut c = node.connect("utf8").await;
+    let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
+    c.send_message(Ws::Frame(frame)).await.unwrap();
+    assert_eq!(drain_close(&mut c).await, Some(close::INVALID_PAYLOAD));
+    // A frame over 16 KiB → 1009.
+    let mut c = node.connect("big").await;
+    c.send_text(format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "z".repeat(20_000)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(drain_close(&mut c).await, Some(close::TOO_BIG));
+    // A peer that keeps sending garbage is cut off (1008).
+    let mut c = node.connect("noisy").await;
+    for _ in 0..10 {
+        c.send_text("garbage").await.unwrap();
+    }
+    assert_eq!(drain_close(&mut c).await, Some(close::POLICY_VIOLATION));
+    // Random printable noise, mutated frames: errors only.
+    let mut c = node.connect("fuzz").await;
+    let valid = r#"{"type":"send","id":9,"room":"general","text":"hi","nonce":"z"}"#;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..300 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let cut = (rng as usize) % valid.len();
+        let mut s: String = valid.chars().take(cut).collect();
+        s.push(char::from(b' ' + (rng >> 32) as u8 % 94));
+        c.send_text(s).await.unwrap();
+        if i % 5 == 4 {
+            c.ping().await.expect("still serving");
+        }
+    }
+
+    // Nothing stored was lost, the node still serves.
+    let page = http::messages(
+        &node.http(),
+        &token("alice"),
+        "general",
+        None,
+        Some(0),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.messages[0].text, "precious");
+    let r = http::request(&node.http(), "GET", "/healthz", None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+/// Reads until the connection closes; returns the close code.
+async fn drain_close(conn: &mut Connection) -> Option<u16> {
+    loop {
+        match conn.recv_timeout(WAIT).await {
+            Ok(_) => {}
+            Err(e) => return e.close_code(),
+        }
+    }
+}
+
+/// Messages are delivered in seq order per room even across several rooms.
+#[tokio::test]
+async fn each_room_is_delivered_in_order() {
+    let node = TestNode::start().await;
+    let mut reader = node.connect("reader").await;
+    let mut writer = node.connect("writer").await;
+    for room in ["a", "b", "c"] {
+        reader.join(room, None).await.unwrap();
+        writer.join(room, None).await.unwrap();
+    }
+    for i in 0..60 {
+        let room = ["a", "b", "c"][i % 3];
+        writer.send(room, "x", None).await.unwrap();
+    }
+    let mut per_room: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    while per_room.values().map(Vec::len).sum::<usize>() < 60 {
+        if let ServerFrame::Message(m) = reader.recv_timeout(WAIT).await.unwrap() {
+            per_room.entry(m.room).or_default().push(m.seq);
+        }
+    }
+    for seqs in per_room.values() {
+        assert_gapless(seqs, 1, 20);
+    }
+}

@@ -1,0 +1,449 @@
+//! One WebSocket connection to a node.
+//!
+//! Requests carry an id; [`Connection::request`] waits for the frame whose
+//! `re` matches and keeps every other frame (pushes, other replies) in an
+//! inbox that [`Connection::recv`] hands out first, so nothing is lost
+//! while a caller waits for a reply.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use parley_protocol::{ClientFrame, Message, ServerFrame, parse_server_frame};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{ClientError, Result};
+
+/// How long a request waits for its reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub user: String,
+    pub node: String,
+    pub session: String,
+    pub heartbeat_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub room: String,
+    pub last_seq: u64,
+    pub history: Vec<Message>,
+    pub more: bool,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub room: String,
+    pub seq: u64,
+    pub ts: String,
+}
+
+/// How to open a connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Source address to bind (127.0.0.x), to get past the ephemeral-port
+    /// limit of one source address in load tests.
+    pub local_addr: Option<IpAddr>,
+    /// Token sent with the upgrade as `Authorization: Bearer` (the session is
+    /// then authenticated without a hello).
+    pub bearer: Option<String>,
+}
+
+pub struct Connection {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    inbox: VecDeque<ServerFrame>,
+    pub welcome: Option<Welcome>,
+}
+
+impl Connection {
+    /// Connects to `url` (`ws://host:port/ws`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let err = |message: String| ClientError::Connect {
+            url: url.to_string(),
+            message,
+        };
+        let uri: tungstenite::http::Uri = url.parse().map_err(|e| err(format!("bad URL: {e}")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| err("URL has no host".into()))?
+            .to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .next()
+            .ok_or_else(|| err("host did not resolve".into()))?;
+        let stream = connect_tcp(addr, options.local_addr)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(url)
+            .map_err(|e| err(e.to_string()))?;
+        if let Some(token) = &options.bearer {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| err("token is not a valid header".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0)
+            .max_message_size(Some(64 << 20));
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            request,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            ws,
+            next_id: 0,
+            inbox: VecDeque::new(),
+            welcome: None,
+        })
+    }
+
+    /// A fresh request id.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends raw text (tests use it for malformed frames).
+    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<()> {
+        self.ws
+            .send(WsMessage::text(text.into()))
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))
+    }
+
+    /// Sends any WebSocket message (binary, ping …).
+    pub async fn send_message(&mut self, message: WsMessage) -> Result<()> {
+        self.ws
+            .send(message)
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))
+    }
+
+    pub async fn send_frame(&mut self, frame: &ClientFrame) -> Result<()> {
+        let text =
+            serde_json::to_string(frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send_text(text).await
+    }
+
+    /// The next frame from the server: what the inbox holds first, then the
+    /// socket. A close becomes [`ClientError::Closed`].
+    pub async fn recv(&mut self) -> Result<ServerFrame> {
+        if let Some(frame) = self.inbox.pop_front() {
+            return Ok(frame);
+        }
+        self.read_frame().await
+    }
+
+    /// Like [`Connection::recv`] with a time limit.
+    pub async fn recv_timeout(&mut self, limit: Duration) -> Result<ServerFrame> {
+        tokio::time::timeout(limit, self.recv())
+            .await
+            .map_err(|_| ClientError::Timeout("a frame"))?
+    }
+
+    /// Frames that arrived while a request waited, not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.inbox.len()
+    }
+
+    async fn read_frame(&mut self) -> Result<ServerFrame> {
+        loop {
+            let message = match self.ws.next().await {
+                None => {
+                    return Err(ClientError::Closed {
+                        code: None,
+                        reason: "connection ended".into(),
+                    });
+                }
+                Some(Err(e)) => return Err(ClientError::WebSocket(e.to_string())),
+                Some(Ok(m)) => m,
+            };
+            match message {
+                WsMessage::Text(text) => {
+                    return parse_server_frame(&text).map_err(|e| {
+                        ClientError::Protocol(format!("unparseable frame {text:?}: {e}"))
+                    });
+                }
+                WsMessage::Close(frame) => {
+                    return Err(ClientError::Closed {
+                        code: frame.as_ref().map(|f| u16::from(f.code)),
+                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    });
+                }
+                WsMessage::Binary(_) => {
+                    return Err(ClientError::Protocol("binary frame from server".into()));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends a request and waits for its reply (the frame with `re == id`).
+    /// An `error` reply becomes [`ClientError::Server`].
+    pub async fn request(&mut self, id: u64, frame: &ClientFrame) -> Result<ServerFrame> {
+        self.send_frame(frame).await?;
+        let wait = async {
+            loop {
+                let frame = self.read_frame().await?;
+                if reply_to(&frame) == Some(id) {
+                    return match frame {
+                        ServerFrame::Error { code, message, .. } => {
+                            Err(ClientError::Server { code, message })
+                        }
+                        other => Ok(other),
+                    };
+                }
+                self.inbox.push_back(frame);
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, wait)
+            .await
+            .map_err(|_| ClientError::Timeout("a reply"))?
+    }
+
+    /// Authenticates with a token.
+    pub async fn hello(&mut self, token: &str) -> Result<Welcome> {
+        let id = self.next_id();
+        let frame = ClientFrame::Hello {
+            id: Some(id),
+            token: token.to_string(),
+            client: Some(client_name()),
+        };
+        match self.request(id, &frame).await? {
+            ServerFrame::Welcome {
+                user,
+                node,
+                session,
+                heartbeat_s,
+                ..
+            } => {
+                let welcome = Welcome {
+                    user,
+                    node,
+                    session,
+                    heartbeat_s,
+                };
+                self.welcome = Some(welcome.clone());
+                Ok(welcome)
+            }
+            other => Err(unexpected("welcome", &other)),
+        }
+    }
+
+    /// Waits for the welcome of a connection authenticated at upgrade time.
+    pub async fn await_welcome(&mut self) -> Result<Welcome> {
+        match self.recv_timeout(REQUEST_TIMEOUT).await? {
+            ServerFrame::Welcome {
+                user,
+                node,
+                session,
+                heartbeat_s,
+                ..
+            } => {
+                let welcome = Welcome {
+                    user,
+                    node,
+                    session,
+                    heartbeat_s,
+                };
+                self.welcome = Some(welcome.clone());
+                Ok(welcome)
+            }
+            other => Err(unexpected("welcome", &other)),
+        }
+    }
+
+    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Result<Joined> {
+        let id = self.next_id();
+        match self
+            .request(
+                id,
+                &ClientFrame::Join {
+                    id: Some(id),
+                    room: room.into(),
+                    since,
+                },
+            )
+            .await?
+        {
+            ServerFrame::Joined {
+                room,
+                last_seq,
+                history,
+                more,
+                members,
+                ..
+            } => Ok(Joined {
+                room,
+                last_seq,
+                history,
+                more,
+                members,
+            }),
+            other => Err(unexpected("joined", &other)),
+        }
+    }
+
+    pub async fn leave(&mut self, room: &str) -> Result<()> {
+        let id = self.next_id();
+        match self
+            .request(
+                id,
+                &ClientFrame::Leave {
+                    id: Some(id),
+                    room: room.into(),
+                },
+            )
+            .await?
+        {
+            ServerFrame::Left { .. } => Ok(()),
+            other => Err(unexpected("left", &other)),
+        }
+    }
+
+    /// Sends to a room and waits for the ack (the message is then stored).
+    pub async fn send(&mut self, room: &str, text: &str, nonce: Option<&str>) -> Result<Ack> {
+        let id = self.next_id();
+        let frame = ClientFrame::Send {
+            id: Some(id),
+            room: Some(room.into()),
+            to: None,
+            text: text.into(),
+            nonce: nonce.map(Into::into),
+        };
+        self.ack(id, &frame).await
+    }
+
+    /// Sends a direct message to a user and waits for the ack.
+    pub async fn send_dm(&mut self, to: &str, text: &str, nonce: Option<&str>) -> Result<Ack> {
+        let id = self.next_id();
+        let frame = ClientFrame::Send {
+            id: Some(id),
+            room: None,
+            to: Some(to.into()),
+            text: text.into(),
+            nonce: nonce.map(Into::into),
+        };
+        self.ack(id, &frame).await
+    }
+
+    async fn ack(&mut self, id: u64, frame: &ClientFrame) -> Result<Ack> {
+        match self.request(id, frame).await? {
+            ServerFrame::Ack { room, seq, ts, .. } => Ok(Ack { room, seq, ts }),
+            other => Err(unexpected("ack", &other)),
+        }
+    }
+
+    /// A history page; returns (messages, more).
+    pub async fn history(
+        &mut self,
+        room: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<Message>, bool)> {
+        let id = self.next_id();
+        let frame = ClientFrame::History {
+            id: Some(id),
+            room: room.into(),
+            before,
+            after,
+            limit,
+        };
+        match self.request(id, &frame).await? {
+            ServerFrame::History { messages, more, .. } => Ok((messages, more)),
+            other => Err(unexpected("history", &other)),
+        }
+    }
+
+    pub async fn ping(&mut self) -> Result<()> {
+        let id = self.next_id();
+        match self
+            .request(id, &ClientFrame::Ping { id: Some(id) })
+            .await?
+        {
+            ServerFrame::Pong { .. } => Ok(()),
+            other => Err(unexpected("pong", &other)),
+        }
+    }
+
+    pub async fn typing(&mut self, room: &str) -> Result<()> {
+        self.send_frame(&ClientFrame::Typing {
+            id: None,
+            room: room.into(),
+        })
+        .await
+    }
+
+    /// Waits for the next pushed `message` (skipping other frames).
+    pub async fn next_message(&mut self, limit: Duration) -> Result<Message> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let ServerFrame::Message(m) = self.recv_timeout(left).await? {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let stream = match local {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+fn reply_to(frame: &ServerFrame) -> Option<u64> {
+    match frame {
+        ServerFrame::Welcome { re, .. }
+        | ServerFrame::Joined { re, .. }
+        | ServerFrame::Left { re, .. }
+        | ServerFrame::Ack { re, .. }
+        | ServerFrame::History { re, .. }
+        | ServerFrame::Pong { re }
+        | ServerFrame::Error { re, .. } => *re,
+        _ => None,
+    }
+}
+
+fn unexpected(wanted: &str, got: &ServerFrame) -> ClientError {
+    ClientError::Protocol(format!("expected {wanted}, got {got:?}"))
+}
+
+fn client_name() -> String {
+    format!("parley-client/{}", env!("CARGO_PKG_VERSION"))
+}

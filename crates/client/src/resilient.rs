@@ -1,0 +1,481 @@
+//! A client that survives disconnects — what the protocol's delivery
+//! guarantee asks of a client.
+//!
+//! [`Client`] runs one background task that owns the [`Connection`]. When the
+//! connection breaks (node drained with 1001, slow-consumer 4408, crash), it
+//! reconnects — at once for 1001/4408, with exponential backoff and jitter
+//! otherwise — re-joins every room with `since` = the last `seq` it handed
+//! out, pages forward while `more` is true, and fills any gap it sees in the
+//! live stream from history. Unacknowledged sends are sent again with the
+//! same nonce, which the server de-duplicates. The application therefore sees
+//! every message of a joined room exactly once and in `seq` order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use parley_protocol::{ClientFrame, ErrorCode, Message, PresenceState, ServerFrame, close};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::connection::{ConnectOptions, Connection, Welcome};
+use crate::{ClientError, Result};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `ws://host:port/ws`.
+    pub url: String,
+    pub token: String,
+    /// Rooms to join at start.
+    pub rooms: Vec<String>,
+    pub connect: ConnectOptions,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+    /// Prefix of generated nonces.
+    pub nonce_prefix: String,
+}
+
+impl ClientConfig {
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: token.into(),
+            rooms: Vec::new(),
+            connect: ConnectOptions::default(),
+            max_backoff: Duration::from_secs(5),
+            nonce_prefix: "c".into(),
+        }
+    }
+}
+
+/// What the client reports to the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Connected(Welcome),
+    Disconnected {
+        code: Option<u16>,
+        reason: String,
+    },
+    Joined {
+        room: String,
+        members: Vec<String>,
+    },
+    Left {
+        room: String,
+    },
+    /// A message of a joined room (exactly once, in seq order), or a direct
+    /// message pushed for a DM room that was not joined.
+    Message(Message),
+    Acked {
+        nonce: String,
+        room: String,
+        seq: u64,
+    },
+    /// A send the server refused for good (not retried).
+    SendFailed {
+        nonce: String,
+        code: ErrorCode,
+        message: String,
+    },
+    Presence {
+        room: String,
+        user: String,
+        state: PresenceState,
+    },
+    Typing {
+        room: String,
+        user: String,
+    },
+    /// Any other error reply.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+enum Command {
+    Join(String),
+    Leave(String),
+    Send(Outgoing),
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+struct Outgoing {
+    nonce: String,
+    room: Option<String>,
+    to: Option<String>,
+    text: String,
+}
+
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+    prefix: String,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl Client {
+    /// Starts the client; events arrive on the returned receiver.
+    pub fn start(config: ClientConfig) -> (Client, mpsc::UnboundedReceiver<Event>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let prefix = format!("{}-{:08x}", config.nonce_prefix, rand::random::<u32>());
+        let rooms = config.rooms.iter().map(|r| (r.clone(), None)).collect();
+        let task = Task {
+            config,
+            events,
+            commands: rx,
+            rooms,
+            dm_seen: HashMap::new(),
+            unacked: Vec::new(),
+            inflight: HashMap::new(),
+            retry_at: None,
+        };
+        let task = tokio::spawn(task.run());
+        (
+            Client {
+                commands,
+                task,
+                prefix,
+                counter: Default::default(),
+            },
+            events_rx,
+        )
+    }
+
+    pub fn join(&self, room: &str) {
+        let _ = self.commands.send(Command::Join(room.to_string()));
+    }
+
+    pub fn leave(&self, room: &str) {
+        let _ = self.commands.send(Command::Leave(room.to_string()));
+    }
+
+    /// Queues a message for a room; returns its nonce (reported in `Acked`).
+    pub fn send(&self, room: &str, text: &str) -> String {
+        self.queue(Some(room.to_string()), None, text)
+    }
+
+    /// Queues a direct message to a user; returns its nonce.
+    pub fn send_dm(&self, to: &str, text: &str) -> String {
+        self.queue(None, Some(to.to_string()), text)
+    }
+
+    fn queue(&self, room: Option<String>, to: Option<String>, text: &str) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let nonce = format!("{}-{n}", self.prefix);
+        let _ = self.commands.send(Command::Send(Outgoing {
+            nonce: nonce.clone(),
+            room,
+            to,
+            text: text.into(),
+        }));
+        nonce
+    }
+
+    /// Closes the connection and ends the background task.
+    pub async fn stop(self) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = self.task.await;
+    }
+}
+
+struct Task {
+    config: ClientConfig,
+    events: mpsc::UnboundedSender<Event>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Joined rooms → the last seq handed to the application (None: none yet).
+    rooms: BTreeMap<String, Option<u64>>,
+    /// Direct-message rooms not joined → last seq seen, to drop repeats.
+    dm_seen: HashMap<String, u64>,
+    /// Sends not acknowledged yet, in order.
+    unacked: Vec<Outgoing>,
+    /// Request id → nonce of sends on the current connection.
+    inflight: HashMap<u64, String>,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    Stop,
+    Lost(ClientError),
+}
+
+impl Task {
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let error = match self.connect().await {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(200);
+                    match self.serve(conn).await {
+                        Ended::Stop => return,
+                        Ended::Lost(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            let code = error.close_code();
+            self.emit(Event::Disconnected {
+                code,
+                reason: error.to_string(),
+            });
+            self.inflight.clear();
+            if code == Some(close::UNAUTHORIZED) {
+                // A bad token does not get better by retrying.
+                return;
+            }
+            let wait = match code {
+                Some(close::GOING_AWAY) | Some(close::SLOW_CONSUMER) => Duration::from_millis(50),
+                _ => {
+                    let w = backoff;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    w
+                }
+            };
+            let jitter =
+                Duration::from_millis(rand::random::<u64>() % (wait.as_millis() as u64 / 2 + 1));
+            if self.idle(wait + jitter).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits while disconnected, still taking commands. True on Stop.
+    async fn idle(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return false,
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Stop) => return true,
+                    Some(Command::Join(room)) => { self.rooms.entry(room).or_insert(None); }
+                    Some(Command::Leave(room)) => { self.rooms.remove(&room); }
+                    Some(Command::Send(out)) => self.unacked.push(out),
+                },
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Connection> {
+        let mut conn = Connection::connect_with(&self.config.url, &self.config.connect).await?;
+        let welcome = conn.hello(&self.config.token).await?;
+        self.emit(Event::Connected(welcome));
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.join_room(&mut conn, &room).await?;
+        }
+        for out in self.unacked.clone() {
+            self.transmit(&mut conn, &out).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn serve(&mut self, mut conn: Connection) -> Ended {
+        loop {
+            let retry = self.retry_at;
+            tokio::select! {
+                cmd = self.commands.recv() => {
+                    let result = match cmd {
+                        None | Some(Command::Stop) => {
+                            conn.close().await;
+                            return Ended::Stop;
+                        }
+                        Some(Command::Join(room)) => {
+                            if self.rooms.contains_key(&room) {
+                                Ok(())
+                            } else {
+                                self.rooms.insert(room.clone(), None);
+                                self.join_room(&mut conn, &room).await
+                            }
+                        }
+                        Some(Command::Leave(room)) => {
+                            self.rooms.remove(&room);
+                            match conn.leave(&room).await {
+                                Ok(()) | Err(ClientError::Server { .. }) => {
+                                    self.emit(Event::Left { room });
+                                    Ok(())
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        Some(Command::Send(out)) => {
+                            self.unacked.push(out.clone());
+                            self.transmit(&mut conn, &out).await
+                        }
+                    };
+                    if let Err(e) = result {
+                        return Ended::Lost(e);
+                    }
+                }
+                frame = conn.recv() => {
+                    let result = match frame {
+                        Ok(frame) => self.handle(&mut conn, frame).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        return Ended::Lost(e);
+                    }
+                }
+                _ = async { match retry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                    self.retry_at = None;
+                    let waiting: Vec<Outgoing> = self
+                        .unacked
+                        .iter()
+                        .filter(|o| !self.inflight.values().any(|n| *n == o.nonce))
+                        .cloned()
+                        .collect();
+                    for out in waiting {
+                        if let Err(e) = self.transmit(&mut conn, &out).await {
+                            return Ended::Lost(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn transmit(&mut self, conn: &mut Connection, out: &Outgoing) -> Result<()> {
+        let id = conn.next_id();
+        self.inflight.insert(id, out.nonce.clone());
+        conn.send_frame(&ClientFrame::Send {
+            id: Some(id),
+            room: out.room.clone(),
+            to: out.to.clone(),
+            text: out.text.clone(),
+            nonce: Some(out.nonce.clone()),
+        })
+        .await
+    }
+
+    /// Joins (or re-joins with `since`) and hands out what was missed.
+    async fn join_room(&mut self, conn: &mut Connection, room: &str) -> Result<()> {
+        let since = self.rooms.get(room).copied().flatten();
+        let joined = match conn.join(room, since).await {
+            Ok(j) => j,
+            Err(ClientError::Server { code, message }) => {
+                self.rooms.remove(room);
+                self.emit(Event::Error { code, message });
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.emit(Event::Joined {
+            room: room.to_string(),
+            members: joined.members,
+        });
+        for m in joined.history {
+            self.accept(m);
+        }
+        if joined.more && since.is_some() {
+            self.fill(conn, room, u64::MAX).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands out a room message if it is the next one; returns false on a gap.
+    fn accept(&mut self, m: Message) -> bool {
+        let Some(last) = self.rooms.get_mut(&m.room) else {
+            return true;
+        };
+        match *last {
+            Some(l) if m.seq <= l => true,
+            Some(l) if m.seq > l + 1 => false,
+            _ => {
+                *last = Some(m.seq);
+                let _ = self.events.send(Event::Message(m));
+                true
+            }
+        }
+    }
+
+    /// Pages forward from the last handed-out seq until `upto` (or the end).
+    async fn fill(&mut self, conn: &mut Connection, room: &str, upto: u64) -> Result<()> {
+        loop {
+            let Some(Some(last)) = self.rooms.get(room).copied() else {
+                return Ok(());
+            };
+            if last >= upto {
+                return Ok(());
+            }
+            let (messages, more) = match conn.history(room, None, Some(last), Some(500)).await {
+                Ok(page) => page,
+                Err(ClientError::Server { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let progressed = !messages.is_empty();
+            for m in messages {
+                self.accept(m);
+            }
+            if !more || !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handle(&mut self, conn: &mut Connection, frame: ServerFrame) -> Result<()> {
+        match frame {
+            ServerFrame::Message(m) => {
+                if self.rooms.contains_key(&m.room) {
+                    let (room, seq) = (m.room.clone(), m.seq);
+                    if !self.accept(m.clone()) {
+                        self.fill(conn, &room, seq - 1).await?;
+                        self.accept(m);
+                    }
+                } else {
+                    let seen = self.dm_seen.entry(m.room.clone()).or_insert(0);
+                    if m.seq > *seen {
+                        *seen = m.seq;
+                        self.emit(Event::Message(m));
+                    }
+                }
+            }
+            ServerFrame::Ack {
+                re: Some(id),
+                room,
+                seq,
+                ..
+            } => {
+                if let Some(nonce) = self.inflight.remove(&id) {
+                    self.unacked.retain(|o| o.nonce != nonce);
+                    self.emit(Event::Acked { nonce, room, seq });
+                }
+            }
+            ServerFrame::Error {
+                re: Some(id),
+                code,
+                message,
+            } if self.inflight.contains_key(&id) => {
+                let nonce = self.inflight.remove(&id).unwrap_or_default();
+                if matches!(
+                    code,
+                    ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
+                ) {
+                    self.retry_at
+                        .get_or_insert(tokio::time::Instant::now() + Duration::from_secs(1));
+                } else {
+                    self.unacked.retain(|o| o.nonce != nonce);
+                    self.emit(Event::SendFailed {
+                        nonce,
+                        code,
+                        message,
+                    });
+                }
+            }
+            ServerFrame::Error { code, message, .. } => self.emit(Event::Error { code, message }),
+            ServerFrame::Presence { room, user, state } => {
+                self.emit(Event::Presence { room, user, state })
+            }
+            ServerFrame::Typing { room, user } => self.emit(Event::Typing { room, user }),
+            _ => {}
+        }
+        Ok(())
+    }
+}

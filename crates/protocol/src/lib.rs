@@ -1,0 +1,450 @@
+//! Parley wire protocol, version 1.
+//!
+//! This crate owns the *shape* of everything that crosses the wire between a
+//! Parley node and its clients: WebSocket frames ([`ClientFrame`],
+//! [`ServerFrame`]), REST bodies ([`rest`]), error and close codes, and the
+//! naming rules for users and rooms. It performs no I/O and knows nothing about
+//! storage or delivery; the server, the client library, the CLI and the load
+//! tester all depend on it so that they cannot drift apart.
+//!
+//! The contract itself is written up in `docs/protocol.md`.
+
+pub mod names;
+pub mod rest;
+pub mod time;
+
+use serde::{Deserialize, Serialize};
+
+pub use names::{dm_members, dm_room, is_dm_room, valid_room, valid_username};
+
+/// Protocol version announced by this crate.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Close codes used by the server (RFC 6455 plus Parley's 4xxx codes).
+pub mod close {
+    /// Normal closure (client or server said goodbye).
+    pub const NORMAL: u16 = 1000;
+    /// Node is draining: reconnect at once and resume with `since`.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Binary frame received: Parley speaks text frames only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Invalid UTF-8 in a text frame.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The peer kept sending frames that are not Parley frames.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// Frame larger than the node accepts.
+    pub const TOO_BIG: u16 = 1009;
+    /// No hello in time, or a bad/expired token.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// Slow consumer: the outbound queue overflowed; resume with `since`.
+    pub const SLOW_CONSUMER: u16 = 4408;
+    /// Rate limited repeatedly: back off.
+    pub const RATE_LIMITED: u16 = 4429;
+}
+
+/// The error codes of `{"type":"error"}` frames and of REST error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    RateLimited,
+    /// Storage is down: the message was NOT stored; retry later.
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this code on the REST API.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored chat message: the payload of a `message` push and the element of
+/// every history list. On the wire it always carries `"type":"message"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "message")]
+pub struct Message {
+    pub room: String,
+    /// Per-room sequence number assigned by the store: 1, 2, 3, … with no gap.
+    pub seq: u64,
+    pub from: String,
+    pub text: String,
+    /// RFC 3339 UTC with millisecond precision.
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Hello {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    Join {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    Leave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+    },
+    Send {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+    },
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+}
+
+impl ClientFrame {
+    /// The request id, echoed as `re` in the direct reply.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            ClientFrame::Hello { id, .. }
+            | ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Send { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Typing { id, .. }
+            | ClientFrame::Ping { id } => *id,
+        }
+    }
+}
+
+/// Why a text frame could not be turned into a [`ClientFrame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The request id, when the frame was JSON with a usable `id`.
+    pub id: Option<u64>,
+    pub message: String,
+}
+
+/// Parses one client text frame.
+///
+/// On failure it still tries to recover the request `id`, so that the error
+/// frame can carry `re` and the client can match it to its request.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => Ok(frame),
+        Err(err) => {
+            #[derive(Deserialize)]
+            struct Envelope {
+                #[serde(rename = "type")]
+                kind: Option<serde_json::Value>,
+                id: Option<u64>,
+            }
+            let envelope = serde_json::from_str::<Envelope>(text).ok();
+            let id = envelope.as_ref().and_then(|e| e.id);
+            let message = match envelope.and_then(|e| e.kind) {
+                None if text.trim_start().starts_with('{') => {
+                    "frame has no string field \"type\"".to_string()
+                }
+                Some(serde_json::Value::String(kind))
+                    if !KNOWN_CLIENT_TYPES.contains(&kind.as_str()) =>
+                {
+                    format!("unknown frame type {kind:?}")
+                }
+                _ => format!("malformed frame: {err}"),
+            };
+            Err(FrameError { id, message })
+        }
+    }
+}
+
+const KNOWN_CLIENT_TYPES: &[&str] = &[
+    "hello", "join", "leave", "send", "history", "typing", "ping",
+];
+
+/// Presence state carried by `presence` pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    Joined,
+    Left,
+}
+
+/// Frames the server sends. `re` is set on direct replies, absent on pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+        user: String,
+        node: String,
+        session: String,
+        heartbeat_s: u64,
+    },
+    Joined {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+        room: String,
+        last_seq: u64,
+        history: Vec<Message>,
+        more: bool,
+        members: Vec<String>,
+    },
+    Left {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+        room: String,
+    },
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+        room: String,
+        seq: u64,
+        ts: String,
+    },
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+        room: String,
+        messages: Vec<Message>,
+        more: bool,
+    },
+    Presence {
+        room: String,
+        user: String,
+        state: PresenceState,
+    },
+    Typing {
+        room: String,
+        user: String,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// A pushed chat message. Untagged here because [`Message`] carries its
+    /// own `"type":"message"` tag (it is also the element of history lists);
+    /// serde requires untagged variants to come last.
+    #[serde(untagged)]
+    Message(Message),
+}
+
+impl ServerFrame {
+    /// Serialises the frame to the JSON text sent on the wire.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain data types cannot fail: no maps with
+        // non-string keys, no custom serialisers that error.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"serialisation failed"}"#.to_string()
+        })
+    }
+
+    pub fn error(re: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            re,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one server text frame (used by clients).
+pub fn parse_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64) -> Message {
+        Message {
+            room: "general".into(),
+            seq,
+            from: "alice".into(),
+            text: "hi".into(),
+            ts: "2026-11-22T21:00:00.123Z".into(),
+            nonce: None,
+        }
+    }
+
+    #[test]
+    fn message_push_carries_type_message() {
+        let json = ServerFrame::Message(msg(58)).to_json();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["seq"], 58);
+        assert!(v.get("nonce").is_none());
+        assert_eq!(json.matches("\"type\"").count(), 1);
+    }
+
+    #[test]
+    fn history_elements_are_tagged_messages() {
+        let frame = ServerFrame::Joined {
+            re: Some(1),
+            room: "general".into(),
+            last_seq: 2,
+            history: vec![msg(1), msg(2)],
+            more: false,
+            members: vec!["alice".into()],
+        };
+        let v: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
+        assert_eq!(v["type"], "joined");
+        assert_eq!(v["re"], 1);
+        assert_eq!(v["history"][1]["type"], "message");
+        assert_eq!(v["history"][1]["seq"], 2);
+    }
+
+    #[test]
+    fn server_frames_round_trip() {
+        let frames = vec![
+            ServerFrame::Message(msg(3)),
+            ServerFrame::Ack {
+                re: Some(3),
+                room: "general".into(),
+                seq: 58,
+                ts: "t".into(),
+            },
+            ServerFrame::Pong { re: Some(6) },
+            ServerFrame::error(Some(3), ErrorCode::RateLimited, "slow down"),
+            ServerFrame::Presence {
+                room: "r".into(),
+                user: "bob".into(),
+                state: PresenceState::Left,
+            },
+        ];
+        for frame in frames {
+            let back = parse_server_frame(&frame.to_json()).unwrap();
+            assert_eq!(back, frame);
+        }
+    }
+
+    #[test]
+    fn parses_the_examples_of_the_protocol() {
+        let f =
+            parse_client_frame(r#"{"type":"join","id":1,"room":"general","since":41}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Join {
+                id: Some(1),
+                room: "general".into(),
+                since: Some(41)
+            }
+        );
+        let f = parse_client_frame(r#"{"type":"send","id":4,"to":"bob","text":"hi bob"}"#).unwrap();
+        assert_eq!(f.id(), Some(4));
+        let f = parse_client_frame(r#"{"type":"ping","id":6}"#).unwrap();
+        assert_eq!(f, ClientFrame::Ping { id: Some(6) });
+    }
+
+    #[test]
+    fn bad_frames_keep_their_id() {
+        let e = parse_client_frame(r#"{"type":"teleport","id":9}"#).unwrap_err();
+        assert_eq!(e.id, Some(9));
+        assert!(e.message.contains("unknown frame type"), "{}", e.message);
+        let e = parse_client_frame(r#"{"type":"join","id":2}"#).unwrap_err();
+        assert_eq!(e.id, Some(2));
+        let e = parse_client_frame(r#"{"id":3}"#).unwrap_err();
+        assert_eq!(e.id, Some(3));
+        assert!(e.message.contains("type"));
+        let e = parse_client_frame("not json").unwrap_err();
+        assert_eq!(e.id, None);
+        // A number too large for u64 is rejected, not wrapped.
+        let e = parse_client_frame(r#"{"type":"ping","id":184467440737095516150}"#).unwrap_err();
+        assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_client_frame(&deep).is_err());
+        let deep_obj = format!(
+            r#"{{"type":"ping","id":1,"x":{}1{}}}"#,
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        assert!(parse_client_frame(&deep_obj).is_err());
+    }
+
+    #[test]
+    fn error_codes_map_to_http() {
+        assert_eq!(ErrorCode::Conflict.http_status(), 409);
+        assert_eq!(ErrorCode::Unavailable.http_status(), 503);
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::TooLarge).unwrap(),
+            "\"too_large\""
+        );
+        assert_eq!(ErrorCode::RateLimited.to_string(), "rate_limited");
+    }
+}

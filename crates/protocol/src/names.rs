@@ -1,0 +1,92 @@
+//! Naming rules for users and rooms, and the direct-message room convention.
+//!
+//! Pure functions only: the server validates with them, clients use them to
+//! build DM room names the same way the server does.
+
+/// Usernames: 1–32 chars of `[A-Za-z0-9_.-]`.
+pub fn valid_username(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Room names: `[a-z0-9][a-z0-9_-]{0,63}`, or a well-formed DM room name.
+pub fn valid_room(room: &str) -> bool {
+    valid_public_room(room) || dm_members(room).is_some()
+}
+
+fn valid_public_room(room: &str) -> bool {
+    let bytes = room.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes[1..]
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whether `room` uses the DM prefix (well-formed or not).
+pub fn is_dm_room(room: &str) -> bool {
+    room.starts_with("dm:")
+}
+
+/// The DM room of two users: `dm:<a>:<b>` with the names sorted, so both
+/// sides compute the same name.
+pub fn dm_room(a: &str, b: &str) -> String {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    format!("dm:{first}:{second}")
+}
+
+/// The two members of a well-formed DM room: valid usernames, distinct, sorted.
+/// `None` for anything else (including `dm:b:a`, which is not canonical).
+pub fn dm_members(room: &str) -> Option<(&str, &str)> {
+    let rest = room.strip_prefix("dm:")?;
+    let (a, b) = rest.split_once(':')?;
+    (valid_username(a) && valid_username(b) && a < b).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(valid_username("alice"));
+        assert!(valid_username("A.b-c_9"));
+        assert!(valid_username(&"x".repeat(32)));
+        assert!(!valid_username(""));
+        assert!(!valid_username(&"x".repeat(33)));
+        assert!(!valid_username("al ice"));
+        assert!(!valid_username("alice:bob"));
+        assert!(!valid_username("élise"));
+    }
+
+    #[test]
+    fn rooms() {
+        assert!(valid_room("general"));
+        assert!(valid_room("0"));
+        assert!(valid_room("a-b_c"));
+        assert!(valid_room(&format!("a{}", "b".repeat(63))));
+        assert!(!valid_room(&format!("a{}", "b".repeat(64))));
+        assert!(!valid_room("-a"));
+        assert!(!valid_room("_a"));
+        assert!(!valid_room("General"));
+        assert!(!valid_room(""));
+        assert!(!valid_room("a b"));
+    }
+
+    #[test]
+    fn dm_rooms_are_canonical() {
+        assert_eq!(dm_room("bob", "alice"), "dm:alice:bob");
+        assert_eq!(dm_room("alice", "bob"), "dm:alice:bob");
+        assert_eq!(dm_members("dm:alice:bob"), Some(("alice", "bob")));
+        assert_eq!(dm_members("dm:bob:alice"), None);
+        assert_eq!(dm_members("dm:alice:alice"), None);
+        assert_eq!(dm_members("dm:alice"), None);
+        assert_eq!(dm_members("dm:al ice:bob"), None);
+        assert!(valid_room("dm:alice:bob"));
+        assert!(!valid_room("dm:bob:alice"));
+        assert!(is_dm_room("dm:x"));
+    }
+}

@@ -1,0 +1,61 @@
+//! Bodies of the REST API (`/api/...`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, Message};
+
+/// `POST /api/auth/register` and `POST /api/auth/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+}
+
+/// Reply to register and login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthReply {
+    pub token: String,
+    pub user: UserInfo,
+}
+
+/// One element of `GET /api/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub members_online: u64,
+    pub last_seq: u64,
+}
+
+/// `GET /api/rooms/{room}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagesPage {
+    pub room: String,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub more: bool,
+}
+
+/// `POST /api/rooms/{room}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostMessage {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// Every REST error: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}

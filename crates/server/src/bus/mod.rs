@@ -1,0 +1,71 @@
+//! The bus: node ↔ node fan-out of stored messages and ephemeral events.
+//!
+//! Every node publishes what it stored and receives what any node stored, for
+//! the rooms its sessions have joined. The bus only makes delivery *fast*: it
+//! may lose envelopes (Redis Pub/Sub is at-most-once), so correctness never
+//! depends on it — the hub fills gaps from the store (invariants 3 and 8).
+//!
+//! This module must not know about sockets or storage.
+
+pub mod local;
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+
+/// What travels on the bus.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub room: Arc<str>,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A stored message: `frame` is its `message` push, serialised once by
+    /// the node that stored it and forwarded as is to every receiver.
+    Message { seq: u64, frame: Utf8Bytes },
+    /// Presence and typing: not stored, not ordered, best effort. Delivered to
+    /// the room's joined sessions except those of `from`.
+    Ephemeral { from: Arc<str>, frame: Utf8Bytes },
+}
+
+/// Where a bus hands what it receives (the hub).
+pub trait Inbox: Send + Sync + 'static {
+    fn deliver(&self, envelope: Envelope);
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("bus unavailable: {0}")]
+pub struct BusError(pub String);
+
+/// Guarantees a bus gives:
+/// - [`Bus::publish`] never blocks and never fails the caller: a bus that
+///   cannot reach its peers drops the envelope (the store has the message).
+/// - Envelopes published by one node arrive at each subscribed node in the
+///   order that node published them, unless lost.
+/// - After [`Bus::subscribe_room`] returns `Ok`, envelopes published for that
+///   room are received (until lost or unsubscribed).
+/// - [`Bus::lossy`] says whether envelopes may be lost; the hub then runs a
+///   periodic anti-entropy check against the store.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Registers the receiver of incoming envelopes. Held weakly: the hub owns the bus.
+    fn set_inbox(&self, inbox: Weak<dyn Inbox>);
+
+    /// Hands an envelope to every subscribed node, this one included.
+    fn publish(&self, envelope: Envelope);
+
+    /// Starts receiving a room's envelopes on this node.
+    async fn subscribe_room(&self, room: &str) -> Result<(), BusError>;
+
+    /// Stops receiving a room's envelopes on this node.
+    async fn unsubscribe_room(&self, room: &str);
+
+    /// Whether envelopes can be lost, so that the hub must check the store periodically.
+    fn lossy(&self) -> bool;
+
+    /// A short description for logs and metrics (`local`, `redis`).
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,211 @@
+//! Node configuration: every flag is also a `PARLEY_*` environment variable
+//! (12-factor). `parley serve --help` prints this table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line: what log shippers (Vector, Fluent Bit) parse.
+    Json,
+    /// Human-readable, for a terminal.
+    Text,
+}
+
+/// Configuration of one node.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on (HTTP, WebSocket, health, metrics).
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Storage: `sqlite://FILE` (embedded default) or `postgres://…` (fleet).
+    #[arg(
+        long,
+        env = "PARLEY_DATABASE_URL",
+        default_value = "sqlite://parley.db"
+    )]
+    pub database_url: String,
+
+    /// Redis for node-to-node fan-out (`redis://host:6379`). Unset: a single
+    /// node with an in-process bus.
+    #[arg(long, env = "PARLEY_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// HS256 secret that signs and verifies tokens. Required for a fleet;
+    /// a single node without one generates one and keeps it in its database.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Name of this node in `welcome.node`, logs and metrics (default: the host name,
+    /// which is the pod name in Kubernetes).
+    #[arg(long, env = "PARLEY_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Log filter, in `tracing` syntax (e.g. `info,parley_server=debug`).
+    #[arg(long, env = "PARLEY_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Lifetime of tokens issued by register/login.
+    #[arg(long, env = "PARLEY_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Largest message text, in bytes of UTF-8 (larger: `too_large`).
+    #[arg(long, env = "PARLEY_MAX_TEXT_BYTES", default_value_t = 4096)]
+    pub max_text_bytes: usize,
+
+    /// Largest WebSocket frame, in bytes (larger: close 1009).
+    #[arg(long, env = "PARLEY_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Sustained sends per second allowed to one user on one node.
+    #[arg(long, env = "PARLEY_SEND_RATE", default_value_t = 10.0)]
+    pub send_rate: f64,
+
+    /// Burst of sends allowed to one user above the sustained rate.
+    #[arg(long, env = "PARLEY_SEND_BURST", default_value_t = 30)]
+    pub send_burst: u32,
+
+    /// Rejected sends in a row after which the connection is closed with 4429.
+    #[arg(long, env = "PARLEY_RATE_LIMIT_STRIKES", default_value_t = 20)]
+    pub rate_limit_strikes: u32,
+
+    /// Frames waiting to be written to one connection; overflow closes it with 4408.
+    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Messages in `joined.history` when the client gives no `since`, and
+    /// the default page size of `history`.
+    #[arg(long, env = "PARLEY_HISTORY_PAGE", default_value_t = 50)]
+    pub history_page: u32,
+
+    /// Largest page of history a client may ask for (also caps `since` joins).
+    #[arg(long, env = "PARLEY_HISTORY_MAX", default_value_t = 500)]
+    pub history_max: u32,
+
+    /// Interval of server pings; a peer silent for two intervals is closed.
+    #[arg(long, env = "PARLEY_HEARTBEAT", default_value = "25s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Time a new connection has to authenticate (hello) before close 4401.
+    #[arg(long, env = "PARLEY_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+
+    /// Drain: how long after SIGTERM the node still accepts new connections
+    /// (while /readyz already says 503 and the load balancer takes it out).
+    #[arg(long, env = "PARLEY_DRAIN_GRACE", default_value = "3s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+
+    /// Drain: sessions are closed with 1001 spread over this window, so that
+    /// clients do not reconnect all at once.
+    #[arg(long, env = "PARLEY_DRAIN_SPREAD", default_value = "5s", value_parser = parse_duration)]
+    pub drain_spread: Duration,
+
+    /// Drain: hard limit for the whole drain (keep below Kubernetes'
+    /// terminationGracePeriodSeconds).
+    #[arg(long, env = "PARLEY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Most appends committed in one transaction (group commit).
+    #[arg(long, env = "PARLEY_COMMIT_BATCH", default_value_t = 512)]
+    pub commit_batch: usize,
+
+    /// Anti-entropy period of a clustered node: how often each joined room is
+    /// checked against the store for messages the bus lost.
+    #[arg(long, env = "PARLEY_ANTI_ENTROPY", default_value = "3s", value_parser = parse_duration)]
+    pub anti_entropy: Duration,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn with_defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parsing an empty argument list cannot fail: every field has a default.
+        // Environment variables are deliberately honoured, as in `parley serve`.
+        <Wrapper as clap::Parser>::parse_from(["parley"]).config
+    }
+
+    /// The node id: the configured one, else the host name, else "parley".
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "parley".to_string())
+    }
+}
+
+/// Parses durations written the way operators write them: `250ms`, `5s`,
+/// `2m`, `1h`, `1d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 5s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let c = Config::with_defaults();
+        assert_eq!(c.max_text_bytes, 4096);
+        assert_eq!(c.max_frame_bytes, 16 * 1024);
+        assert_eq!(c.hello_timeout, Duration::from_secs(10));
+        assert_eq!(c.heartbeat, Duration::from_secs(25));
+    }
+}

@@ -1,0 +1,136 @@
+//! The HTTP edge: one axum router for the REST API, the WebSocket upgrade,
+//! health and metrics, and the embedded web UI.
+//!
+//! Handlers are thin: they extract, call [`Node`](crate::node::Node), and map
+//! [`ChatError`] to `{"error":{"code","message"}}` with the matching status.
+
+pub mod api;
+pub mod health;
+pub mod web;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use parley_protocol::rest::{ErrorBody, ErrorDetail};
+
+use crate::error::ChatError;
+use crate::node::Node;
+
+/// Largest REST request body.
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/api/auth/register", post(api::register))
+        .route("/api/auth/login", post(api::login))
+        .route("/api/rooms", get(api::rooms))
+        .route(
+            "/api/rooms/{room}/messages",
+            get(api::messages).post(api::post_message),
+        )
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .merge(web::routes())
+        .fallback(|| async { ChatError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(node)
+}
+
+/// Content-Security-Policy for the web UI: no inline script, nothing from
+/// elsewhere; WebSocket back to this origin only.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+impl IntoResponse for ChatError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// `axum::Json`, but a bad body becomes a `bad_request` error in Parley's format.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ChatError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    parley_protocol::ErrorCode::TooLarge
+                } else {
+                    parley_protocol::ErrorCode::BadRequest
+                };
+                Err(ChatError::new(code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// The user of a request's bearer token.
+pub struct AuthUser(pub String);
+
+impl FromRequestParts<Arc<Node>> for AuthUser {
+    type Rejection = ChatError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        node: &Arc<Node>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ChatError::unauthorized("missing Authorization: Bearer <token>"))?;
+        node.auth.verify(token).map(AuthUser)
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}

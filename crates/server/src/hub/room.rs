@@ -1,0 +1,322 @@
+//! One room on one node: its local subscribers, and the task that delivers
+//! the room's messages to them in `seq` order.
+//!
+//! The delivery task keeps a cursor — the last `seq` delivered on this node —
+//! and is the only code that moves it. A message from the bus with
+//! `seq <= cursor` is a duplicate and dropped; `seq > cursor + 1` means the bus
+//! lost something (or reordered two nodes' publishes), so the missing range is
+//! read from the store and delivered first (invariant 3). On a lossy bus the
+//! task also compares its cursor with the store periodically (anti-entropy),
+//! which bounds how late a lost publish can be.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::bus::Bus;
+use crate::session::outbox::Outbox;
+use crate::store::Store;
+
+use super::encode_message;
+
+/// A session's subscription to a room.
+struct Sub {
+    user: Arc<str>,
+    outbox: Outbox,
+    /// Live messages with `seq <= after` are not pushed: the session got them
+    /// in its `joined` history.
+    after: u64,
+    /// While the session is joining (reading history), live messages are
+    /// parked here instead of its outbox, so that `joined` goes out first.
+    pending: Option<Vec<(u64, Utf8Bytes)>>,
+}
+
+pub(crate) enum RoomEvent {
+    Message { seq: u64, frame: Utf8Bytes },
+    Resync,
+    Stop,
+}
+
+pub struct Room {
+    pub(crate) name: Arc<str>,
+    subs: Mutex<HashMap<u64, Sub>>,
+    events: mpsc::UnboundedSender<RoomEvent>,
+    ready: watch::Receiver<bool>,
+    pending_cap: usize,
+}
+
+pub(crate) struct RoomDeps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub anti_entropy: Option<Duration>,
+    pub page: u32,
+}
+
+impl Room {
+    /// Creates the room and starts its delivery task.
+    pub(crate) fn start(name: Arc<str>, deps: RoomDeps, pending_cap: usize) -> Arc<Room> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = watch::channel(false);
+        let room = Arc::new(Room {
+            name,
+            subs: Mutex::new(HashMap::new()),
+            events,
+            ready,
+            pending_cap,
+        });
+        tokio::spawn(deliver_loop(
+            Arc::downgrade(&room),
+            room.name.clone(),
+            rx,
+            ready_tx,
+            deps,
+        ));
+        room
+    }
+
+    fn subs(&self) -> MutexGuard<'_, HashMap<u64, Sub>> {
+        // A panic while holding this lock would be a bug in this module; keep
+        // serving rather than poisoning every later delivery.
+        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn send(&self, event: RoomEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Waits until the delivery task is subscribed to the bus and knows the
+    /// room's current `seq`; false on timeout.
+    pub(crate) async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready.clone();
+        matches!(
+            tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Adds a subscriber whose live messages are parked until [`Room::activate`].
+    pub(crate) fn add_pending(&self, session: u64, user: Arc<str>, outbox: Outbox) {
+        self.subs().insert(
+            session,
+            Sub {
+                user,
+                outbox,
+                after: 0,
+                pending: Some(Vec::new()),
+            },
+        );
+    }
+
+    /// Ends the joining phase: parked messages newer than `after` go to the
+    /// outbox (after `joined`, which the session queued before calling this),
+    /// and from now on live messages go straight there.
+    pub(crate) fn activate(&self, session: u64, after: u64) {
+        let mut subs = self.subs();
+        if let Some(sub) = subs.get_mut(&session) {
+            sub.after = sub.after.max(after);
+            for (seq, frame) in sub.pending.take().unwrap_or_default() {
+                if seq > sub.after && !sub.outbox.push(frame) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Removes a subscriber; returns (removed, whether the room is now empty,
+    /// whether its user still has another session here).
+    pub(crate) fn remove(&self, session: u64) -> (bool, bool, bool) {
+        let mut subs = self.subs();
+        let removed = subs.remove(&session);
+        let user_still_here = removed
+            .as_ref()
+            .is_some_and(|r| subs.values().any(|s| s.user == r.user));
+        (removed.is_some(), subs.is_empty(), user_still_here)
+    }
+
+    pub(crate) fn contains(&self, session: u64) -> bool {
+        self.subs().contains_key(&session)
+    }
+
+    pub(crate) fn has_user(&self, user: &str, except_session: u64) -> bool {
+        self.subs()
+            .iter()
+            .any(|(id, s)| *id != except_session && &*s.user == user)
+    }
+
+    /// Distinct users subscribed on this node, sorted.
+    pub fn members(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.subs().values().map(|s| s.user.to_string()).collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
+    /// Distinct users subscribed on this node.
+    pub fn member_count(&self) -> usize {
+        self.members().len()
+    }
+
+    /// Pushes an ephemeral frame to every active subscriber not of `from`.
+    pub(crate) fn deliver_ephemeral(&self, from: &str, frame: &Utf8Bytes) {
+        for sub in self.subs().values() {
+            if sub.pending.is_none() && &*sub.user != from {
+                sub.outbox.push(frame.clone());
+            }
+        }
+    }
+
+    /// Hands one message to every subscriber. Called by the delivery task
+    /// only, in seq order.
+    fn deliver(&self, seq: u64, frame: &Utf8Bytes) {
+        let mut delivered = 0u64;
+        for sub in self.subs().values_mut() {
+            match &mut sub.pending {
+                Some(parked) => {
+                    if parked.len() < self.pending_cap {
+                        parked.push((seq, frame.clone()));
+                    } else {
+                        sub.outbox
+                            .request_close(parley_protocol::close::SLOW_CONSUMER);
+                    }
+                }
+                None if seq > sub.after => {
+                    if sub.outbox.push(frame.clone()) {
+                        delivered += 1;
+                    }
+                }
+                None => {}
+            }
+        }
+        metrics::counter!("parley_messages_delivered_total").increment(delivered);
+    }
+}
+
+/// The delivery task of one room. Holds the room weakly: the hub owns it.
+async fn deliver_loop(
+    room: std::sync::Weak<Room>,
+    name: Arc<str>,
+    mut events: mpsc::UnboundedReceiver<RoomEvent>,
+    ready: watch::Sender<bool>,
+    deps: RoomDeps,
+) {
+    // Subscribe first, then read the cursor: whatever is committed after the
+    // read is published after it, hence after the subscription, so it reaches
+    // this task (or is found by a gap fill).
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match deps.bus.subscribe_room(&name).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(room = %name, error = %e, "bus subscribe failed; delivery falls back to the store");
+                if deps.bus.lossy() {
+                    // The anti-entropy check delivers from the store meanwhile.
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    let mut cursor = loop {
+        match deps.store.last_seq(&name).await {
+            Ok(seq) => break seq.unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(room = %name, error = %e, "cannot read room cursor; retrying");
+                if room.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    let _ = ready.send(true);
+
+    let mut ticker = deps.anti_entropy.map(|period| {
+        let mut t = tokio::time::interval(period);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+
+    loop {
+        let event = tokio::select! {
+            ev = events.recv() => ev.unwrap_or(RoomEvent::Stop),
+            _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => RoomEvent::Resync,
+        };
+        let Some(room) = room.upgrade() else { break };
+        match event {
+            RoomEvent::Stop => break,
+            RoomEvent::Message { seq, frame } => {
+                if seq <= cursor {
+                    continue;
+                }
+                if seq > cursor + 1 {
+                    metrics::counter!("parley_gap_fills_total").increment(1);
+                    cursor = fill(&room, &deps, cursor, seq - 1).await;
+                    if cursor + 1 != seq {
+                        // The store could not be read: drop this one too (it is
+                        // stored) and retry the whole range shortly.
+                        schedule_resync(&room);
+                        continue;
+                    }
+                }
+                room.deliver(seq, &frame);
+                cursor = seq;
+            }
+            RoomEvent::Resync => match deps.store.last_seq(&name).await {
+                Ok(Some(last)) if last > cursor => {
+                    metrics::counter!("parley_anti_entropy_repairs_total").increment(1);
+                    cursor = fill(&room, &deps, cursor, last).await;
+                    if cursor < last {
+                        schedule_resync(&room);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(room = %name, error = %e, "anti-entropy check failed");
+                }
+            },
+        }
+    }
+    deps.bus.unsubscribe_room(&name).await;
+}
+
+/// Delivers `cursor+1 ..= upto` from the store; returns the new cursor
+/// (short of `upto` if the store failed).
+async fn fill(room: &Room, deps: &RoomDeps, mut cursor: u64, upto: u64) -> u64 {
+    while cursor < upto {
+        match deps
+            .store
+            .range_forward(&room.name, cursor, upto + 1, deps.page)
+            .await
+        {
+            Ok(batch) if batch.is_empty() => break,
+            Ok(batch) => {
+                for m in batch {
+                    if m.seq != cursor + 1 {
+                        tracing::error!(room = %room.name, expected = cursor + 1, got = m.seq, "store returned a gap");
+                        return cursor;
+                    }
+                    room.deliver(m.seq, &encode_message(&m));
+                    cursor = m.seq;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room = %room.name, error = %e, "gap fill from the store failed");
+                break;
+            }
+        }
+    }
+    cursor
+}
+
+fn schedule_resync(room: &Room) {
+    let events = room.events.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = events.send(RoomEvent::Resync);
+    });
+}

@@ -1,0 +1,238 @@
+//! The node's shared state, and the chat rules that the WebSocket sessions
+//! and the REST API have in common: who may read or write a room, what a
+//! valid message is, the rate limit, history paging, and submitting an
+//! append. Keeping them here is what makes REST and WebSocket behave alike.
+//!
+//! Nothing in here touches a socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use parley_protocol::{ErrorCode, dm_members, dm_room, is_dm_room, valid_room, valid_username};
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::error::ChatError;
+use crate::hub::Hub;
+use crate::ratelimit::RateLimiter;
+use crate::session::outbox::Outbox;
+use crate::shutdown::Drain;
+use crate::store::group_commit::{Appender, PendingAppend};
+use crate::store::{NewMessage, Store, StoredMessage};
+
+/// Longest accepted nonce, in bytes.
+pub const MAX_NONCE_LEN: usize = 64;
+
+pub struct Node {
+    pub config: Config,
+    pub node_id: String,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub appender: Appender,
+    pub auth: Auth,
+    pub limiter: RateLimiter,
+    pub drain: Drain,
+    pub metrics: PrometheusHandle,
+    pub sessions: SessionRegistry,
+}
+
+/// A page of history and whether more exists in the direction asked.
+pub struct Page {
+    pub messages: Vec<StoredMessage>,
+    pub more: bool,
+}
+
+impl Node {
+    /// May `user` read `room`? Checks the name, then DM privacy.
+    pub fn check_read(&self, user: &str, room: &str) -> Result<(), ChatError> {
+        if is_dm_room(room) {
+            let (a, b) = dm_members(room).ok_or_else(|| {
+                ChatError::bad_request(format!(
+                    "{room:?} is not a direct-message room name (dm:<a>:<b>, two valid usernames, sorted)"
+                ))
+            })?;
+            if user != a && user != b {
+                return Err(ChatError::forbidden(
+                    "direct-message rooms are private to their two users",
+                ));
+            }
+            Ok(())
+        } else if valid_room(room) {
+            Ok(())
+        } else {
+            Err(ChatError::bad_request(format!(
+                "{room:?} is not a valid room name ([a-z0-9][a-z0-9_-]{{0,63}})"
+            )))
+        }
+    }
+
+    /// The DM room for a send `to` another user.
+    pub fn dm_room_for(&self, user: &str, to: &str) -> Result<String, ChatError> {
+        if !valid_username(to) {
+            return Err(ChatError::bad_request(format!(
+                "{to:?} is not a valid username"
+            )));
+        }
+        if to == user {
+            return Err(ChatError::bad_request(
+                "cannot send a direct message to yourself",
+            ));
+        }
+        Ok(dm_room(user, to))
+    }
+
+    /// The room's `last_seq`; `not_found` if nobody ever joined it.
+    /// DM rooms exist implicitly (they are created by their first message).
+    pub async fn existing_room(&self, room: &str) -> Result<u64, ChatError> {
+        match self.store.last_seq(room).await? {
+            Some(seq) => Ok(seq),
+            None if is_dm_room(room) => Ok(0),
+            None => Err(ChatError::not_found(format!(
+                "room {room:?} does not exist (join it to create it)"
+            ))),
+        }
+    }
+
+    pub fn validate_message(&self, text: &str, nonce: Option<&str>) -> Result<(), ChatError> {
+        if text.len() > self.config.max_text_bytes {
+            return Err(ChatError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "text is {} bytes; the limit is {}",
+                    text.len(),
+                    self.config.max_text_bytes
+                ),
+            ));
+        }
+        if text.trim().is_empty() {
+            return Err(ChatError::bad_request("text is empty"));
+        }
+        if let Some(nonce) = nonce
+            && (nonce.is_empty() || nonce.len() > MAX_NONCE_LEN)
+        {
+            return Err(ChatError::bad_request(format!(
+                "nonce must be 1–{MAX_NONCE_LEN} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts a send against the user's rate limit.
+    pub fn check_rate(&self, user: &str) -> Result<(), ChatError> {
+        if self.limiter.allow(user) {
+            Ok(())
+        } else {
+            metrics::counter!("parley_rate_limited_total").increment(1);
+            Err(ChatError::new(
+                ErrorCode::RateLimited,
+                "too many messages; slow down",
+            ))
+        }
+    }
+
+    /// Validates and queues a message for group commit. The returned handle
+    /// resolves when it is durably stored (then the ack may be sent).
+    pub async fn submit(
+        &self,
+        user: &str,
+        room: &str,
+        text: String,
+        nonce: Option<String>,
+    ) -> Result<PendingAppend, ChatError> {
+        self.validate_message(&text, nonce.as_deref())?;
+        self.check_rate(user)?;
+        metrics::counter!("parley_messages_received_total").increment(1);
+        let message = NewMessage {
+            room: room.to_string(),
+            from: user.to_string(),
+            text,
+            nonce,
+            ts_ms: now_ms(),
+        };
+        Ok(self.appender.submit(message).await?)
+    }
+
+    /// A page of history. `after` pages forward (oldest first from `after`),
+    /// otherwise backward from `before` (or from the newest message).
+    pub async fn history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<Page, ChatError> {
+        let limit = limit
+            .unwrap_or(self.config.history_page)
+            .clamp(1, self.config.history_max.max(1));
+        match after {
+            Some(after) => {
+                let mut messages = self
+                    .store
+                    .range_forward(room, after, before.unwrap_or(u64::MAX), limit + 1)
+                    .await?;
+                let more = messages.len() > limit as usize;
+                messages.truncate(limit as usize);
+                Ok(Page { messages, more })
+            }
+            None => {
+                let messages = self
+                    .store
+                    .range_backward(room, before.unwrap_or(u64::MAX), limit)
+                    .await?;
+                let more = messages.first().is_some_and(|m| m.seq > 1);
+                Ok(Page { messages, more })
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The node's live connections, so that a drain can close each of them.
+#[derive(Default)]
+pub struct SessionRegistry {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<u64, Outbox>>,
+}
+
+impl SessionRegistry {
+    pub fn register(&self, outbox: Outbox) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.insert(id, outbox);
+        metrics::gauge!("parley_connections").set(live.len() as f64);
+        metrics::counter!("parley_connections_total").increment(1);
+        id
+    }
+
+    pub fn unregister(&self, id: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.remove(&id);
+        metrics::gauge!("parley_connections").set(live.len() as f64);
+    }
+
+    pub fn snapshot(&self) -> Vec<Outbox> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

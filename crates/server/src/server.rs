@@ -1,0 +1,235 @@
+//! Start-up and shutdown of a node.
+//!
+//! [`Server::start`] opens the store (applying migrations), builds the bus,
+//! hub and group committer, binds the listener and serves. A node stops only
+//! by draining (invariant 6), triggered by [`RunningServer::shutdown`] (the
+//! CLI calls it on SIGTERM/SIGINT):
+//!
+//! 1. `/readyz` turns 503 at once, so the load balancer stops sending traffic;
+//! 2. after `drain_grace` the listener stops accepting;
+//! 3. sessions are closed with 1001, spread evenly over `drain_spread` so
+//!    their reconnects do not arrive at the other nodes all at once; each
+//!    session first delivers the acks of its in-flight sends;
+//! 4. the group committer commits what is queued, then the process may exit.
+//!
+//! Everything is bounded by `drain_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use parley_protocol::close;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::auth::Auth;
+use crate::bus::Bus;
+use crate::bus::local::LocalBus;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::node::{Node, SessionRegistry};
+use crate::ratelimit::RateLimiter;
+use crate::shutdown::{Drain, Phase};
+use crate::store::Store;
+use crate::store::group_commit::Appender;
+
+pub struct Server;
+
+/// A node that is serving.
+pub struct RunningServer {
+    addr: SocketAddr,
+    node: Arc<Node>,
+    trigger: Arc<Notify>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Opens everything and starts serving in the background.
+    pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+        let store = crate::store::open(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the store at {}",
+                    crate::store::redact(&config.database_url)
+                )
+            })?;
+        Self::start_with_store(config, store).await
+    }
+
+    /// Starts a node on a store opened by the caller (tests wrap the real
+    /// store to inject faults).
+    pub async fn start_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<RunningServer> {
+        let node_id = config.node_id();
+        let bus: Arc<dyn Bus> = match &config.redis_url {
+            None => Arc::new(LocalBus::new()),
+            Some(_) => anyhow::bail!(
+                "the Redis bus is not built into this version yet; unset PARLEY_REDIS_URL"
+            ),
+        };
+        let auth = Auth::from_config(
+            config.jwt_secret.as_deref(),
+            store.as_ref(),
+            config.token_ttl,
+        )
+        .await
+        .context("loading the JWT secret")?;
+        let hub = Hub::new(
+            store.clone(),
+            bus.clone(),
+            config.anti_entropy,
+            config.history_max.max(1),
+            config.outbound_queue,
+        );
+        let (appender, committer) =
+            Appender::spawn(store.clone(), bus.clone(), config.commit_batch);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+
+        let node = Arc::new(Node {
+            limiter: RateLimiter::new(config.send_rate, config.send_burst),
+            config,
+            node_id,
+            store,
+            hub,
+            appender,
+            auth,
+            drain: Drain::new(),
+            metrics: crate::metrics::install(),
+            sessions: SessionRegistry::default(),
+        });
+        tracing::info!(
+            node = %node.node_id,
+            %addr,
+            store = %crate::store::redact(&node.config.database_url),
+            bus = node.hub.bus().kind(),
+            version = env!("CARGO_PKG_VERSION"),
+            "parley node serving"
+        );
+
+        let trigger = Arc::new(Notify::new());
+        let task = tokio::spawn(lifecycle(
+            listener,
+            node.clone(),
+            trigger.clone(),
+            committer,
+        ));
+        Ok(RunningServer {
+            addr,
+            node,
+            trigger,
+            task,
+        })
+    }
+}
+
+impl RunningServer {
+    /// The address the node listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Starts the drain; returns at once.
+    pub fn shutdown(&self) {
+        self.trigger.notify_one();
+    }
+
+    /// Waits until the node has drained and stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Drains and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+async fn lifecycle(
+    listener: TcpListener,
+    node: Arc<Node>,
+    trigger: Arc<Notify>,
+    committer: JoinHandle<()>,
+) -> anyhow::Result<()> {
+    let router = crate::http::router(node.clone());
+    let drain = node.drain.clone();
+    let stop_accepting = {
+        let drain = drain.clone();
+        async move { drain.reached(Phase::Closing).await }
+    };
+    let serve = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting)
+        .await
+    });
+
+    trigger.notified().await;
+    let config = &node.config;
+    let deadline = Instant::now() + config.drain_timeout;
+    tracing::info!(
+        sessions = node.sessions.len(),
+        "draining: readiness is now 503"
+    );
+    drain.advance(Phase::Draining);
+    metrics::gauge!("parley_draining").set(1.0);
+    tokio::time::sleep(config.drain_grace.min(config.drain_timeout)).await;
+
+    drain.advance(Phase::Closing);
+    close_sessions_spread(&node, config.drain_spread, deadline).await;
+    while !node.sessions.is_empty() && Instant::now() < deadline {
+        // Late arrivals (upgrades that were in flight) are closed too.
+        for outbox in node.sessions.snapshot() {
+            outbox.request_close(close::GOING_AWAY);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !node.sessions.is_empty() {
+        tracing::warn!(
+            left = node.sessions.len(),
+            "drain timeout: sessions still open"
+        );
+    }
+
+    node.appender.close();
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    if tokio::time::timeout(remaining, committer).await.is_err() {
+        tracing::error!("drain timeout: pending appends were not all committed");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), serve).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        _ => {}
+    }
+    tracing::info!("drained; stopping");
+    Ok(())
+}
+
+/// Asks every session to close with 1001, evenly spread over `spread`.
+async fn close_sessions_spread(node: &Node, spread: Duration, deadline: Instant) {
+    let sessions = node.sessions.snapshot();
+    let n = sessions.len().max(1) as u32;
+    let start = Instant::now();
+    for (i, outbox) in sessions.into_iter().enumerate() {
+        let at = (start + spread * i as u32 / n).min(deadline);
+        tokio::time::sleep_until(at).await;
+        outbox.request_close(close::GOING_AWAY);
+    }
+}

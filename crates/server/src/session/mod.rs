@@ -1,0 +1,593 @@
+//! One WebSocket connection, from `hello` to close.
+//!
+//! The connection's main task (this module) reads and handles frames; a
+//! second task ([`writer`]) writes everything queued in the connection's
+//! [`outbox`]. Replies and pushes share that one bounded queue, so a client
+//! sees them in order and a slow one is cut off with 4408 (invariant 5).
+//!
+//! Sends are pipelined: a `send` is queued for group commit in arrival order,
+//! and its ack is written when the commit completes, while the session goes on
+//! reading. Only the ack of a stored message is ever sent (invariant 1).
+
+pub mod outbox;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::StreamExt;
+use futures_util::stream::{FuturesUnordered, SplitStream};
+use parley_protocol::{
+    ClientFrame, ErrorCode, PresenceState, ServerFrame, close, parse_client_frame,
+};
+use tokio::sync::watch;
+
+use crate::bus::{Envelope, Event};
+use crate::error::ChatError;
+use crate::hub::SessionRef;
+use crate::node::Node;
+use crate::store::{AppendOutcome, StoreError};
+use outbox::Outbox;
+
+/// Malformed frames in a row after which the peer is cut off (1008).
+const MAX_BAD_FRAMES: u32 = 10;
+/// How long a draining session waits for its pending appends before closing.
+const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Ack =
+    Pin<Box<dyn Future<Output = (Option<u64>, Result<AppendOutcome, StoreError>)> + Send + Sync>>;
+
+/// Why the read loop ended.
+enum End {
+    /// The peer went away or the socket failed: nothing more to write.
+    Gone,
+    /// We close with this code; the writer sends the frame.
+    Close(u16),
+}
+
+/// Serves one upgraded connection. `preauth` is the user of a token given at
+/// upgrade time (header or query); otherwise the client must send `hello`.
+pub async fn run(socket: WebSocket, node: Arc<Node>, preauth: Option<String>) {
+    let (sink, stream) = socket.split();
+    let (outbox, rx) = outbox::outbox(node.config.outbound_queue);
+    let writer = tokio::spawn(writer::run(sink, rx));
+    let id = node.sessions.register(outbox.clone());
+    let mut close_rx = outbox.close_watch();
+
+    let mut reader = Reader {
+        stream,
+        last_seen: Instant::now(),
+    };
+    let user = match preauth {
+        Some(user) => Some((user, None)),
+        None => authenticate(&node, &outbox, &mut reader, &mut close_rx).await,
+    };
+    if let Some((user, re)) = user {
+        let me = SessionRef {
+            id,
+            user: Arc::from(user.as_str()),
+            outbox: outbox.clone(),
+        };
+        let mut session = Session {
+            node: node.clone(),
+            me,
+            joined: HashSet::new(),
+            acks: FuturesUnordered::new(),
+            bad_frames: 0,
+            strikes: 0,
+        };
+        session.welcome(re);
+        node.hub.add_session(&session.me);
+        let end = session.serve(&mut reader, &mut close_rx).await;
+        session.finish(end).await;
+    }
+
+    node.sessions.unregister(id);
+    drop(outbox);
+    // The writer ends once the close frame is out or every outbox handle is gone.
+    let mut writer = writer;
+    if tokio::time::timeout(writer::CLOSE_LINGER + Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// Reading side of the socket, with liveness tracking.
+struct Reader {
+    stream: SplitStream<WebSocket>,
+    last_seen: Instant,
+}
+
+/// What one read produced.
+enum Input {
+    Text(Utf8Bytes),
+    /// Socket-level problem, answered by closing with this code (or just ending).
+    End(End),
+    /// Control frame or nothing of interest.
+    Nothing,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Input {
+        let Some(item) = self.stream.next().await else {
+            return Input::End(End::Gone);
+        };
+        self.last_seen = Instant::now();
+        match item {
+            Ok(WsMessage::Text(text)) => Input::Text(text),
+            Ok(WsMessage::Binary(_)) => {
+                metrics::counter!("parley_frames_rejected_total", "reason" => "binary")
+                    .increment(1);
+                Input::End(End::Close(close::UNSUPPORTED_DATA))
+            }
+            Ok(WsMessage::Close(_)) => Input::End(End::Gone),
+            Ok(_) => Input::Nothing,
+            Err(err) => Input::End(classify_read_error(err)),
+        }
+    }
+}
+
+fn classify_read_error(err: axum::Error) -> End {
+    let inner = err.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            metrics::counter!("parley_frames_rejected_total", "reason" => "too_big").increment(1);
+            End::Close(close::TOO_BIG)
+        }
+        Some(tungstenite::Error::Utf8(_)) => {
+            metrics::counter!("parley_frames_rejected_total", "reason" => "utf8").increment(1);
+            End::Close(close::INVALID_PAYLOAD)
+        }
+        Some(tungstenite::Error::Protocol(_)) => {
+            metrics::counter!("parley_frames_rejected_total", "reason" => "protocol").increment(1);
+            End::Close(1002)
+        }
+        _ => End::Gone,
+    }
+}
+
+/// Queues a server frame.
+fn push(outbox: &Outbox, frame: &ServerFrame) -> bool {
+    outbox.push(Utf8Bytes::from(frame.to_json()))
+}
+
+/// Queues a close frame behind everything already queued (or, if the queue
+/// is full, asks the writer to close at once).
+fn close_with(outbox: &Outbox, code: u16) {
+    if !outbox.push_message(writer::close_frame(code, writer::reason(code))) {
+        outbox.request_close(code);
+    }
+}
+
+/// Waits for a valid `hello` within the hello timeout; returns the user and
+/// the hello's request id.
+async fn authenticate(
+    node: &Node,
+    outbox: &Outbox,
+    reader: &mut Reader,
+    close_rx: &mut watch::Receiver<Option<u16>>,
+) -> Option<(String, Option<u64>)> {
+    let deadline = tokio::time::Instant::now() + node.config.hello_timeout;
+    let mut bad = 0;
+    loop {
+        let input = tokio::select! {
+            input = reader.next() => input,
+            _ = tokio::time::sleep_until(deadline) => {
+                push(outbox, &ServerFrame::error(None, ErrorCode::Unauthorized, "no hello within the time limit"));
+                close_with(outbox, close::UNAUTHORIZED);
+                return None;
+            }
+            _ = close_rx.changed() => return None,
+        };
+        let text = match input {
+            Input::Text(text) => text,
+            Input::Nothing => continue,
+            Input::End(End::Gone) => return None,
+            Input::End(End::Close(code)) => {
+                close_with(outbox, code);
+                return None;
+            }
+        };
+        match parse_client_frame(&text) {
+            Ok(ClientFrame::Hello { id, token, .. }) => match node.auth.verify(&token) {
+                Ok(user) => return Some((user, id)),
+                Err(e) => {
+                    push(
+                        outbox,
+                        &ServerFrame::error(id, ErrorCode::Unauthorized, e.message),
+                    );
+                    close_with(outbox, close::UNAUTHORIZED);
+                    return None;
+                }
+            },
+            Ok(other) => {
+                push(
+                    outbox,
+                    &ServerFrame::error(
+                        other.id(),
+                        ErrorCode::Unauthorized,
+                        "send hello with a token first",
+                    ),
+                );
+            }
+            Err(e) => {
+                bad += 1;
+                push(
+                    outbox,
+                    &ServerFrame::error(e.id, ErrorCode::BadRequest, e.message),
+                );
+                if bad >= MAX_BAD_FRAMES {
+                    close_with(outbox, close::POLICY_VIOLATION);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn welcome_frame(node: &Node, re: Option<u64>, user: &str) -> ServerFrame {
+    ServerFrame::Welcome {
+        re,
+        user: user.to_string(),
+        node: node.node_id.clone(),
+        session: crate::auth::random_hex(8),
+        heartbeat_s: node.config.heartbeat.as_secs().max(1),
+    }
+}
+
+struct Session {
+    node: Arc<Node>,
+    me: SessionRef,
+    joined: HashSet<Arc<str>>,
+    acks: FuturesUnordered<Ack>,
+    bad_frames: u32,
+    strikes: u32,
+}
+
+impl Session {
+    fn push(&self, frame: &ServerFrame) -> bool {
+        push(&self.me.outbox, frame)
+    }
+
+    fn welcome(&self, re: Option<u64>) {
+        self.push(&welcome_frame(&self.node, re, &self.me.user));
+    }
+
+    /// The read loop of an authenticated session.
+    async fn serve(
+        &mut self,
+        reader: &mut Reader,
+        close_rx: &mut watch::Receiver<Option<u16>>,
+    ) -> End {
+        let heartbeat = self.node.config.heartbeat.max(Duration::from_millis(100));
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        loop {
+            tokio::select! {
+                biased;
+                _ = close_rx.changed() => {
+                    let code = *close_rx.borrow_and_update();
+                    return match code {
+                        Some(close::GOING_AWAY) => End::Close(close::GOING_AWAY),
+                        // The writer is already closing (slow consumer).
+                        _ => End::Gone,
+                    };
+                }
+                Some((re, result)) = self.acks.next(), if !self.acks.is_empty() => self.answer(re, result),
+                input = reader.next() => match input {
+                    Input::Text(text) => {
+                        if let Some(end) = self.handle_text(&text).await {
+                            return end;
+                        }
+                    }
+                    Input::Nothing => {}
+                    Input::End(end) => return end,
+                },
+                _ = ticker.tick() => {
+                    if reader.last_seen.elapsed() > heartbeat * 2 {
+                        tracing::debug!(user = %self.me.user, "peer silent for two heartbeats; closing");
+                        return End::Close(close::NORMAL);
+                    }
+                    self.me.outbox.push_message(WsMessage::Ping(Default::default()));
+                }
+            }
+        }
+    }
+
+    /// Leaves every room, answers what is still pending, and queues the close.
+    async fn finish(&mut self, end: End) {
+        if let End::Close(code) = end {
+            // Acks of messages already submitted: they are being committed;
+            // the client should get them before the close (a drain must not
+            // make an acked-but-unannounced message look lost).
+            let flush = async {
+                while let Some((re, result)) = self.acks.next().await {
+                    self.answer(re, result);
+                }
+            };
+            let _ = tokio::time::timeout(ACK_FLUSH_TIMEOUT, flush).await;
+            close_with(&self.me.outbox, code);
+            metrics::counter!("parley_sessions_closed_total", "code" => code.to_string())
+                .increment(1);
+        }
+        let rooms: Vec<Arc<str>> = self.joined.drain().collect();
+        for room in self.node.hub.remove_session(&self.me, &rooms) {
+            self.publish_presence(&room, PresenceState::Left);
+        }
+    }
+
+    fn answer(&self, re: Option<u64>, result: Result<AppendOutcome, StoreError>) {
+        match result {
+            Ok(outcome) => {
+                let m = outcome.message();
+                self.push(&ServerFrame::Ack {
+                    re,
+                    room: m.room.clone(),
+                    seq: m.seq,
+                    ts: parley_protocol::time::format_millis(m.ts_ms),
+                });
+            }
+            Err(e) => {
+                let e = ChatError::from(e);
+                self.push(&ServerFrame::error(re, e.code, e.message));
+            }
+        }
+    }
+
+    /// Handles one text frame; `Some` ends the session.
+    async fn handle_text(&mut self, text: &str) -> Option<End> {
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => {
+                self.bad_frames = 0;
+                frame
+            }
+            Err(e) => {
+                metrics::counter!("parley_frames_rejected_total", "reason" => "malformed")
+                    .increment(1);
+                self.push(&ServerFrame::error(e.id, ErrorCode::BadRequest, e.message));
+                self.bad_frames += 1;
+                return (self.bad_frames >= MAX_BAD_FRAMES)
+                    .then_some(End::Close(close::POLICY_VIOLATION));
+            }
+        };
+        let re = frame.id();
+        let result = match frame {
+            ClientFrame::Hello { id, .. } => {
+                self.welcome(id);
+                Ok(())
+            }
+            ClientFrame::Ping { id } => {
+                self.push(&ServerFrame::Pong { re: id });
+                Ok(())
+            }
+            ClientFrame::Join { id, room, since } => self.join(id, room, since).await,
+            ClientFrame::Leave { id, room } => self.leave(id, &room),
+            ClientFrame::Send {
+                id,
+                room,
+                to,
+                text,
+                nonce,
+            } => self.send(id, room, to, text, nonce).await,
+            ClientFrame::History {
+                id,
+                room,
+                before,
+                after,
+                limit,
+            } => self.history(id, &room, before, after, limit).await,
+            ClientFrame::Typing { room, .. } => self.typing(&room),
+        };
+        if let Err(e) = result {
+            self.push(&ServerFrame::error(re, e.code, e.message));
+            if e.code == ErrorCode::RateLimited {
+                self.strikes += 1;
+                if self.strikes >= self.node.config.rate_limit_strikes {
+                    return Some(End::Close(close::RATE_LIMITED));
+                }
+            }
+        }
+        None
+    }
+
+    /// Join: subscribe first, then read history, then let live messages
+    /// through from after the history's end — no gap, no duplicate (invariant 4).
+    async fn join(
+        &mut self,
+        id: Option<u64>,
+        room: String,
+        since: Option<u64>,
+    ) -> Result<(), ChatError> {
+        self.node.check_read(&self.me.user, &room)?;
+        let room: Arc<str> = Arc::from(room);
+        if self.joined.contains(&room) {
+            // Already subscribed: answer with history only (a catch-up).
+            let (history, more, last_seq, _) = self.join_history(&room, since).await?;
+            self.push_joined(id, &room, history, more, last_seq);
+            return Ok(());
+        }
+        self.node.store.ensure_room(&room).await?;
+        if !self.node.hub.join(&room, &self.me).await {
+            return Err(ChatError::new(
+                ErrorCode::Unavailable,
+                "room is not available right now; retry",
+            ));
+        }
+        let first_here = !self.node.hub.user_in_room(&room, &self.me.user, self.me.id);
+        match self.join_history(&room, since).await {
+            Ok((history, more, last_seq, tail)) => {
+                self.push_joined(id, &room, history, more, last_seq);
+                self.node.hub.activate(&room, self.me.id, tail);
+                self.joined.insert(room.clone());
+                if first_here {
+                    self.publish_presence(&room, PresenceState::Joined);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.node.hub.leave(&room, self.me.id);
+                Err(e)
+            }
+        }
+    }
+
+    fn push_joined(
+        &self,
+        re: Option<u64>,
+        room: &str,
+        history: Vec<crate::store::StoredMessage>,
+        more: bool,
+        last_seq: u64,
+    ) {
+        self.push(&ServerFrame::Joined {
+            re,
+            room: room.to_string(),
+            last_seq,
+            history: history.into_iter().map(|m| m.into_wire()).collect(),
+            more,
+            members: self.node.hub.members(room),
+        });
+    }
+
+    /// History for a join: (messages, more, room's last_seq, seq after which
+    /// live messages must be pushed).
+    async fn join_history(
+        &self,
+        room: &str,
+        since: Option<u64>,
+    ) -> Result<(Vec<crate::store::StoredMessage>, bool, u64, u64), ChatError> {
+        let store = &self.node.store;
+        match since {
+            Some(since) => {
+                let limit = self.node.config.history_max.max(1);
+                let mut history = store
+                    .range_forward(room, since, u64::MAX, limit + 1)
+                    .await?;
+                let more = history.len() > limit as usize;
+                history.truncate(limit as usize);
+                let last_seq = match (more, history.last()) {
+                    (false, Some(m)) => m.seq,
+                    _ => store.last_seq(room).await?.unwrap_or(0),
+                };
+                let tail = history.last().map_or(since.min(last_seq), |m| m.seq);
+                Ok((history, more, last_seq, tail))
+            }
+            None => {
+                let page = self.node.config.history_page.max(1);
+                let history = store.range_backward(room, u64::MAX, page).await?;
+                let more = history.first().is_some_and(|m| m.seq > 1);
+                let tail = history.last().map_or(0, |m| m.seq);
+                Ok((history, more, tail, tail))
+            }
+        }
+    }
+
+    fn leave(&mut self, id: Option<u64>, room: &str) -> Result<(), ChatError> {
+        if !self.joined.remove(room) {
+            return Err(ChatError::not_found(format!("not joined to room {room:?}")));
+        }
+        if self.node.hub.leave(room, self.me.id) == Some(false) {
+            self.publish_presence(room, PresenceState::Left);
+        }
+        self.push(&ServerFrame::Left {
+            re: id,
+            room: room.to_string(),
+        });
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        id: Option<u64>,
+        room: Option<String>,
+        to: Option<String>,
+        text: String,
+        nonce: Option<String>,
+    ) -> Result<(), ChatError> {
+        let room = match (room, to) {
+            (Some(room), None) => {
+                if !self.joined.contains(room.as_str()) {
+                    self.node.check_read(&self.me.user, &room)?;
+                    return Err(ChatError::forbidden(format!(
+                        "join room {room:?} before sending to it"
+                    )));
+                }
+                room
+            }
+            (None, Some(to)) => self.node.dm_room_for(&self.me.user, &to)?,
+            _ => {
+                return Err(ChatError::bad_request(
+                    "a send needs exactly one of \"room\" and \"to\"",
+                ));
+            }
+        };
+        let pending = self.node.submit(&self.me.user, &room, text, nonce).await?;
+        self.strikes = 0;
+        self.acks.push(Box::pin(async move {
+            let result = pending
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("committer stopped".to_string())));
+            (id, result)
+        }));
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        id: Option<u64>,
+        room: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(), ChatError> {
+        self.node.check_read(&self.me.user, room)?;
+        self.node.existing_room(room).await?;
+        let page = self.node.history(room, before, after, limit).await?;
+        self.push(&ServerFrame::History {
+            re: id,
+            room: room.to_string(),
+            messages: page.messages.into_iter().map(|m| m.into_wire()).collect(),
+            more: page.more,
+        });
+        Ok(())
+    }
+
+    fn typing(&self, room: &str) -> Result<(), ChatError> {
+        if !self.joined.contains(room) {
+            return Err(ChatError::forbidden(format!(
+                "join room {room:?} before typing in it"
+            )));
+        }
+        let frame = ServerFrame::Typing {
+            room: room.to_string(),
+            user: self.me.user.to_string(),
+        };
+        self.publish_ephemeral(room, &frame);
+        Ok(())
+    }
+
+    fn publish_presence(&self, room: &str, state: PresenceState) {
+        let frame = ServerFrame::Presence {
+            room: room.to_string(),
+            user: self.me.user.to_string(),
+            state,
+        };
+        self.publish_ephemeral(room, &frame);
+    }
+
+    fn publish_ephemeral(&self, room: &str, frame: &ServerFrame) {
+        self.node.hub.bus().publish(Envelope {
+            room: Arc::from(room),
+            event: Event::Ephemeral {
+                from: self.me.user.clone(),
+                frame: Utf8Bytes::from(frame.to_json()),
+            },
+        });
+    }
+}

@@ -1,0 +1,223 @@
+//! Storage: the source of truth for users, rooms and messages.
+//!
+//! Everything durable goes through the [`Store`] trait; the embedded default
+//! is [`sqlite::SqliteStore`]. Appends are not called directly by sessions:
+//! they go through [`group_commit::Appender`], which batches them into one
+//! transaction and publishes each stored message on the bus afterwards.
+//!
+//! This module must not know about sessions, sockets or the bus.
+
+pub mod group_commit;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use parley_protocol::Message;
+
+/// A message to append; the store assigns `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub room: String,
+    pub from: String,
+    pub text: String,
+    pub nonce: Option<String>,
+    /// Milliseconds since the Unix epoch, taken when the node accepted it.
+    pub ts_ms: i64,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub text: String,
+    pub ts_ms: i64,
+    pub nonce: Option<String>,
+}
+
+impl StoredMessage {
+    pub fn to_wire(&self) -> Message {
+        Message {
+            room: self.room.clone(),
+            seq: self.seq,
+            from: self.from.clone(),
+            text: self.text.clone(),
+            ts: parley_protocol::time::format_millis(self.ts_ms),
+            nonce: self.nonce.clone(),
+        }
+    }
+
+    pub fn into_wire(self) -> Message {
+        Message {
+            ts: parley_protocol::time::format_millis(self.ts_ms),
+            room: self.room,
+            seq: self.seq,
+            from: self.from,
+            text: self.text,
+            nonce: self.nonce,
+        }
+    }
+}
+
+/// What happened to one append of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Newly stored with a fresh `seq`.
+    Stored(StoredMessage),
+    /// A repeated (room, sender, nonce): nothing stored; this is the original.
+    Duplicate(StoredMessage),
+}
+
+impl AppendOutcome {
+    pub fn message(&self) -> &StoredMessage {
+        match self {
+            AppendOutcome::Stored(m) | AppendOutcome::Duplicate(m) => m,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the work; nothing was
+    /// stored. Clients get `unavailable` and retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was violated (e.g. a taken username).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Anything else: corrupt data, a bug.
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+/// The storage contract every backend keeps.
+///
+/// Guarantees:
+/// - **Gapless sequence** (invariant 2): per room, `seq` starts at 1 and grows
+///   by exactly 1. The room's `last_seq` is bumped in the same transaction as
+///   the insert that takes it, so seq N+1 is only assigned after seq N commits,
+///   even with several writers (several nodes) at once.
+/// - **Atomic batches**: [`Store::append_batch`] commits all of its stored
+///   messages in one transaction or none of them; an `Err` means nothing of the
+///   batch is stored. A returned `Ok` means durably committed.
+/// - **Idempotence**: a repeated (room, sender, nonce) is stored once; later
+///   appends return [`AppendOutcome::Duplicate`] with the original.
+/// - Reads return messages oldest first.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends messages in order, creating rooms as needed, in one transaction.
+    async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError>;
+
+    /// Creates the room if it does not exist; returns its `last_seq`.
+    async fn ensure_room(&self, room: &str) -> Result<u64, StoreError>;
+
+    /// The room's `last_seq`, or `None` if the room does not exist.
+    async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Every room with its `last_seq`, by name.
+    async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Messages with `after < seq < before`, oldest first, at most `limit`,
+    /// taken from the old end (`after` side) of the range.
+    async fn range_forward(
+        &self,
+        room: &str,
+        after: u64,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// The newest `limit` messages with `seq < before`, returned oldest first.
+    async fn range_backward(
+        &self,
+        room: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Stores a new user; `Conflict` if the name is taken.
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
+
+    /// The user's password hash, or `None` if there is no such user.
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Returns the stored value of `key`, storing `value` first if there is none
+    /// (first writer wins, so concurrent callers agree).
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    /// Cheap round trip to the database, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store named by a database URL and applies its migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Internal(
+            "PostgreSQL support is not built into this version yet".to_string(),
+        ))
+    } else {
+        Err(StoreError::Internal(format!(
+            "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
+            redact(url)
+        )))
+    }
+}
+
+/// A database URL with any password removed, safe to log.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Classifies a sqlx error: connection trouble is `Unavailable` (retry), a
+/// unique violation is `Conflict`, the rest is `Internal`.
+pub(crate) fn classify(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_string())
+        }
+        sqlx::Error::Database(db) => {
+            // SQLite BUSY/LOCKED and I/O errors are transient; so are
+            // PostgreSQL's admin shutdown and connection failure classes.
+            let code = db.code().unwrap_or_default();
+            let transient = matches!(code.as_ref(), "5" | "6" | "10" | "13" | "261" | "517")
+                || code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53");
+            if transient {
+                StoreError::Unavailable(err.to_string())
+            } else {
+                StoreError::Internal(err.to_string())
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(err.to_string()),
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://parley:s3cret@db:5432/parley"),
+            "postgres://parley:***@db:5432/parley"
+        );
+        assert_eq!(redact("sqlite://parley.db"), "sqlite://parley.db");
+    }
+}

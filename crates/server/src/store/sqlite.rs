@@ -1,0 +1,294 @@
+//! The embedded default store: SQLite in WAL mode.
+//!
+//! Writes go through one dedicated connection (SQLite has a single writer
+//! anyway; a second writer would only meet `SQLITE_BUSY`), reads through a
+//! small pool that WAL lets run beside the writer. `synchronous=FULL`: a
+//! commit is on disk before it returns, so an ack survives a power cut; group
+//! commit (see [`super::group_commit`]) pays that fsync once per batch.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{AppendOutcome, NewMessage, Store, StoreError, StoredMessage, classify};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://FILE`) and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("bad SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(classify)?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(classify)?;
+        Ok(Self { writer, reader })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS parley_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(classify)?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await.map_err(classify)?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM parley_migrations WHERE version = ?1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if done.is_none() {
+            sqlx::raw_sql(*sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::query("INSERT INTO parley_migrations (version, applied_ms) VALUES (?1, ?2)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            tracing::info!(version, "applied SQLite migration");
+        }
+        tx.commit().await.map_err(classify)?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn row_to_message(room: &str, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, StoreError> {
+    let seq: i64 = row.try_get("seq").map_err(classify)?;
+    Ok(StoredMessage {
+        room: room.to_string(),
+        seq: seq as u64,
+        from: row.try_get("sender").map_err(classify)?,
+        text: row.try_get("body").map_err(classify)?,
+        ts_ms: row.try_get("ts_ms").map_err(classify)?,
+        nonce: row.try_get("nonce").map_err(classify)?,
+    })
+}
+
+/// Clamps a u64 bound into SQLite's i64 range (seq never gets near it).
+fn bound(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn append_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    m: &NewMessage,
+) -> Result<AppendOutcome, StoreError> {
+    if let Some(nonce) = &m.nonce {
+        let existing = sqlx::query("SELECT seq, sender, body, ts_ms, nonce FROM messages WHERE room = ?1 AND sender = ?2 AND nonce = ?3")
+            .bind(&m.room)
+            .bind(&m.from)
+            .bind(nonce)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)?;
+        if let Some(row) = existing {
+            return Ok(AppendOutcome::Duplicate(row_to_message(&m.room, &row)?));
+        }
+    }
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO rooms (name, last_seq, created_ms) VALUES (?1, 1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + 1 RETURNING last_seq",
+    )
+    .bind(&m.room)
+    .bind(m.ts_ms)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(classify)?;
+    sqlx::query("INSERT INTO messages (room, seq, sender, body, ts_ms, nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .bind(&m.room)
+        .bind(seq)
+        .bind(&m.from)
+        .bind(&m.text)
+        .bind(m.ts_ms)
+        .bind(&m.nonce)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    Ok(AppendOutcome::Stored(StoredMessage {
+        room: m.room.clone(),
+        seq: seq as u64,
+        from: m.from.clone(),
+        text: m.text.clone(),
+        ts_ms: m.ts_ms,
+        nonce: m.nonce.clone(),
+    }))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            out.push(append_one(&mut tx, m).await?);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(out)
+    }
+
+    async fn ensure_room(&self, room: &str) -> Result<u64, StoreError> {
+        sqlx::query("INSERT INTO rooms (name, last_seq, created_ms) VALUES (?1, 0, ?2) ON CONFLICT (name) DO NOTHING")
+            .bind(room)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM rooms WHERE name = ?1")
+            .bind(room)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(seq as u64)
+    }
+
+    async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM rooms WHERE name = ?1")
+            .bind(room)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(seq.map(|s| s as u64))
+    }
+
+    async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT name, last_seq FROM rooms ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("last_seq").map_err(classify)?;
+                Ok((r.try_get("name").map_err(classify)?, seq as u64))
+            })
+            .collect()
+    }
+
+    async fn range_forward(
+        &self,
+        room: &str,
+        after: u64,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, sender, body, ts_ms, nonce FROM messages \
+             WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT ?4",
+        )
+        .bind(room)
+        .bind(bound(after))
+        .bind(bound(before))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(|r| row_to_message(room, r)).collect()
+    }
+
+    async fn range_backward(
+        &self,
+        room: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, sender, body, ts_ms, nonce FROM messages \
+             WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        )
+        .bind(room)
+        .bind(bound(before))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        let mut out = rows
+            .iter()
+            .map(|r| row_to_message(room, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3)")
+            .bind(name)
+            .bind(password_hash)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match classify(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("username {name:?} is taken"))
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.writer)
+        .await
+        .map_err(classify)?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1")
+            .bind(key)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(classify)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,371 @@
+//! Test helpers shared by every test suite: start a node in this process or
+//! as a `parley serve` child process (in a temp dir, on a port chosen at run
+//! time), mint tokens with the node's secret, and connect clients.
+//!
+//! Everything a helper starts, it stops: nodes on drop of their handle,
+//! child processes are killed on drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use parley_client::Connection;
+use parley_server::auth::Auth;
+use parley_server::{Config, RunningServer, Server};
+use tempfile::TempDir;
+
+/// The JWT secret every test node uses, so tests can mint tokens.
+pub const SECRET: &str = "parley-test-secret";
+
+/// A configuration for tests: loopback, port 0, generous rate limits, short drain.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::with_defaults();
+    config.listen = "127.0.0.1:0".parse().expect("literal address");
+    config.database_url = format!("sqlite://{}", dir.join("parley.db").display());
+    config.jwt_secret = Some(SECRET.to_string());
+    config.node_id = Some("test-node".to_string());
+    config.send_rate = 100_000.0;
+    config.send_burst = 100_000;
+    config.drain_grace = Duration::from_millis(100);
+    config.drain_spread = Duration::from_millis(300);
+    config.drain_timeout = Duration::from_secs(10);
+    config
+}
+
+/// Mints a token for `user` with the test secret.
+pub fn token(user: &str) -> String {
+    Auth::new(SECRET.as_bytes(), Duration::from_secs(3600)).issue(user)
+}
+
+/// A node running inside the test process.
+pub struct TestNode {
+    server: Option<RunningServer>,
+    addr: SocketAddr,
+    config: Config,
+    dir: Option<TempDir>,
+}
+
+impl TestNode {
+    /// Starts a node with [`test_config`] in a fresh temp dir.
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a node, letting the test adjust the configuration first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestNode {
+        let dir = TempDir::new().expect("temp dir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        Self::start_in(config, Some(dir)).await
+    }
+
+    async fn start_in(config: Config, dir: Option<TempDir>) -> TestNode {
+        let server = Server::start(config.clone()).await.expect("node starts");
+        let addr = server.addr();
+        TestNode {
+            server: Some(server),
+            addr,
+            config,
+            dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("node is running")
+    }
+
+    /// Connects and authenticates as `user` (token minted with the test secret).
+    pub async fn connect(&self, user: &str) -> Connection {
+        connect(&self.ws_url(), user).await
+    }
+
+    /// Drains and stops the node, keeping its data directory.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean stop");
+        }
+    }
+
+    /// Stops the node and starts it again on the same database (and port 0:
+    /// the new address is in [`TestNode::addr`]).
+    pub async fn restart(mut self) -> TestNode {
+        self.stop().await;
+        let dir = self.dir.take();
+        Self::start_in(self.config.clone(), dir).await
+    }
+}
+
+/// Connects to a node's WebSocket URL and says hello as `user`.
+pub async fn connect(ws_url: &str, user: &str) -> Connection {
+    let mut conn = Connection::connect(ws_url)
+        .await
+        .expect("websocket connects");
+    conn.hello(&token(user)).await.expect("hello is welcomed");
+    conn
+}
+
+/// A `parley serve` child process.
+pub struct NodeProcess {
+    child: Option<tokio::process::Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<TempDir>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl NodeProcess {
+    /// Starts `binary serve` in a fresh temp dir with test settings plus
+    /// `env`, and waits until `/readyz` answers 200.
+    pub async fn start(binary: &str, env: &[(&str, &str)]) -> NodeProcess {
+        let tmp = TempDir::new().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Self::spawn(binary, &dir, env).await;
+        node._tmp = Some(tmp);
+        node
+    }
+
+    /// Starts `binary serve` with its database in `dir`.
+    pub async fn spawn(binary: &str, dir: &Path, env: &[(&str, &str)]) -> NodeProcess {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env("PARLEY_LISTEN", addr.to_string())
+            .env(
+                "PARLEY_DATABASE_URL",
+                format!("sqlite://{}", dir.join("parley.db").display()),
+            )
+            .env("PARLEY_JWT_SECRET", SECRET)
+            .env("PARLEY_NODE_ID", format!("node-{port}"))
+            .env("PARLEY_SEND_RATE", "100000")
+            .env("PARLEY_SEND_BURST", "100000")
+            .env("PARLEY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("parley binary starts");
+        let node = NodeProcess {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        };
+        node.wait_ready(Duration::from_secs(20)).await;
+        node
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("running child")
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(r) =
+                parley_client::http::request(&self.http(), "GET", "/readyz", None, None).await
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node at {} did not become ready",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("running child");
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .expect("node exits in time")
+            .expect("wait");
+        self.child = None;
+        status.code()
+    }
+
+    /// Resident memory of the process in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS line")
+    }
+}
+
+/// A real store with a switch that makes it fail like a database outage:
+/// while `down`, every call returns `Unavailable`.
+pub mod faulty {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use parley_server::store::{AppendOutcome, NewMessage, Store, StoreError, StoredMessage};
+
+    pub struct FaultyStore {
+        inner: Arc<dyn Store>,
+        down: AtomicBool,
+    }
+
+    impl FaultyStore {
+        pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+            Arc::new(Self {
+                inner,
+                down: AtomicBool::new(false),
+            })
+        }
+
+        pub fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError::Unavailable("injected outage".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[parley_server::async_trait]
+    impl Store for FaultyStore {
+        async fn append_batch(
+            &self,
+            batch: &[NewMessage],
+        ) -> Result<Vec<AppendOutcome>, StoreError> {
+            self.check()?;
+            self.inner.append_batch(batch).await
+        }
+        async fn ensure_room(&self, room: &str) -> Result<u64, StoreError> {
+            self.check()?;
+            self.inner.ensure_room(room).await
+        }
+        async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
+            self.check()?;
+            self.inner.last_seq(room).await
+        }
+        async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            self.check()?;
+            self.inner.rooms().await
+        }
+        async fn range_forward(
+            &self,
+            room: &str,
+            after: u64,
+            before: u64,
+            limit: u32,
+        ) -> Result<Vec<StoredMessage>, StoreError> {
+            self.check()?;
+            self.inner.range_forward(room, after, before, limit).await
+        }
+        async fn range_backward(
+            &self,
+            room: &str,
+            before: u64,
+            limit: u32,
+        ) -> Result<Vec<StoredMessage>, StoreError> {
+            self.check()?;
+            self.inner.range_backward(room, before, limit).await
+        }
+        async fn create_user(&self, name: &str, hash: &str) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.create_user(name, hash).await
+        }
+        async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+            self.check()?;
+            self.inner.password_hash(name).await
+        }
+        async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+            self.check()?;
+            self.inner.setting_or_insert(key, value).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.ping().await
+        }
+    }
+
+    /// Starts an in-process node on a faulty SQLite store in `dir`.
+    pub async fn start(dir: &std::path::Path) -> (parley_server::RunningServer, Arc<FaultyStore>) {
+        let config = super::test_config(dir);
+        let inner = parley_server::store::open(&config.database_url)
+            .await
+            .expect("store opens");
+        let store = FaultyStore::new(inner);
+        let server = parley_server::Server::start_with_store(config, store.clone())
+            .await
+            .expect("node starts");
+        (server, store)
+    }
+}
+
+/// Every message of a room, read over REST page by page (oldest first).
+pub async fn fetch_all(http_base: &str, room: &str) -> Vec<parley_protocol::Message> {
+    let reader = token("history-reader");
+    let mut all: Vec<parley_protocol::Message> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |m| m.seq);
+        let page =
+            parley_client::http::messages(http_base, &reader, room, None, Some(after), Some(500))
+                .await
+                .expect("history page");
+        all.extend(page.messages);
+        if !page.more {
+            return all;
+        }
+    }
+}

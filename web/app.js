@@ -1,0 +1,1289 @@
+/*
+ * Parley web client.
+ *
+ * A plain script (no modules, no build step) loaded with `defer`, so the DOM is
+ * parsed when it runs. The server's CSP forbids inline script, inline handlers
+ * and inline styles: every handler is attached here and every look is a class.
+ *
+ * Sections: constants · pure helpers · state · DOM helpers · HTTP · transport
+ * (WebSocket, reconnect, ping) · protocol handlers · actions (send, join,
+ * leave) · rendering · UI wiring · start.
+ *
+ * Security rule for this file: user-provided text (messages, names, room
+ * names, server error messages) only ever reaches the page through
+ * textContent / createTextNode. There is no innerHTML anywhere.
+ */
+(function () {
+  'use strict';
+
+  // ===== Constants =====================================================
+
+  const CLIENT_NAME = 'parley-web/0.1';
+  const MAX_TEXT_BYTES = 4096;            // protocol: text of one message
+  const MAX_FRAME_BYTES = 16 * 1024;      // protocol: larger frames get close 1009
+  const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+  const USER_RE = /^[A-Za-z0-9_.-]{1,32}$/;
+  const ROOMS_REFRESH_MS = 10000;
+  const PING_EVERY_MS = 20000;
+  const PONG_TIMEOUT_MS = 10000;
+  const WELCOME_TIMEOUT_MS = 15000;       // server allows 10 s for hello; add connect time
+  const BACKOFF_START_MS = 500;
+  const BACKOFF_CAP_MS = 10000;
+  const TYPING_SEND_EVERY_MS = 3000;
+  const TYPING_SHOW_MS = 5000;
+  const OLDER_PAGE = 50;
+  const FORWARD_PAGE = 100;
+  const EDGE_PX = 80;                     // "near the top/bottom" of the scroller
+  const STORE = { token: 'parley.token', user: 'parley.user', rooms: 'parley.rooms', active: 'parley.active' };
+
+  // Human text for the protocol's error codes (shown in toasts, never blocking).
+  const ERROR_TEXT = {
+    rate_limited: 'Slow down — you are sending too fast.',
+    unavailable: 'Server unavailable, retrying…',
+    forbidden: 'You are not allowed to do that.',
+    not_found: 'Not found.',
+    too_large: 'Message too large (limit 4096 bytes).',
+    bad_request: 'The server rejected the request.',
+    conflict: 'Conflict.',
+    internal: 'Server error.',
+  };
+
+  // ===== Pure helpers (no DOM, no state) ===============================
+
+  const textEncoder = new TextEncoder();
+  function utf8Length(s) { return textEncoder.encode(s).length; }
+
+  function validateRoomName(name) {
+    if (!name) return 'Enter a room name.';
+    if (ROOM_RE.test(name)) return null;
+    return 'Room names are 1–64 characters of lowercase letters, digits, "-" and "_", starting with a letter or digit.';
+  }
+
+  function validateUsername(name) {
+    if (!name) return 'Enter a username.';
+    if (USER_RE.test(name)) return null;
+    return 'Usernames are 1–32 characters: letters, digits, ".", "_" and "-".';
+  }
+
+  function validatePassword(pw) {
+    const n = utf8Length(pw);
+    if (n < 8) return 'Passwords must be at least 8 characters long.';
+    if (n > 256) return 'Passwords must be at most 256 bytes long.';
+    return null;
+  }
+
+  function validateMessageText(text) {
+    const n = utf8Length(text);
+    if (n <= MAX_TEXT_BYTES) return null;
+    return `Message too long: ${n} bytes, the limit is ${MAX_TEXT_BYTES} bytes (UTF-8). Remove ${n - MAX_TEXT_BYTES} bytes.`;
+  }
+
+  // DM rooms are `dm:<a>:<b>` with the two names sorted. JS string order is
+  // UTF-16 code unit order, which equals byte order for the ASCII-only names
+  // the protocol allows, so this matches what the server computes.
+  function dmRoomName(a, b) {
+    const pair = [a, b].sort();
+    return `dm:${pair[0]}:${pair[1]}`;
+  }
+
+  function isDmRoom(room) { return typeof room === 'string' && room.startsWith('dm:'); }
+
+  // The other participant of a DM room, or null if `me` is not in it.
+  // Usernames cannot contain ':' so a plain split is exact.
+  function dmPeer(room, me) {
+    const parts = String(room).split(':');
+    if (parts.length !== 3 || parts[0] !== 'dm') return null;
+    if (parts[1] === me) return parts[2];
+    if (parts[2] === me) return parts[1];
+    return null;
+  }
+
+  function isValidMessage(m) {
+    return !!m && Number.isSafeInteger(m.seq) && m.seq > 0 &&
+      typeof m.from === 'string' && typeof m.text === 'string';
+  }
+
+  // Merge messages into a room's seq-keyed Map and return only those that
+  // were new, in seq order. Keyed by seq because seq is unique per room and the
+  // same message legitimately arrives more than once (ack + push, resume
+  // overlap, history + live stream): the first copy wins, nothing shows twice.
+  function mergeMessages(store, incoming) {
+    const added = [];
+    for (const m of Array.isArray(incoming) ? incoming : []) {
+      if (!isValidMessage(m) || store.has(m.seq)) continue;
+      store.set(m.seq, m);
+      added.push(m);
+    }
+    return added.sort((a, b) => a.seq - b.seq);
+  }
+
+  // Highest seq s >= from such that from+1..s are all present. Seqs are gapless
+  // on the server, so anything above this that we lack is a hole to fetch.
+  function contiguousHigh(store, from) {
+    let s = from;
+    while (store.has(s + 1)) s += 1;
+    return s;
+  }
+
+  // Exponential backoff with "equal jitter": half fixed, half random, so
+  // many clients dropped together do not come back in lockstep.
+  function backoffDelay(attempt, random) {
+    const base = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * Math.pow(2, Math.max(0, attempt - 1)));
+    return base / 2 + random() * (base / 2);
+  }
+
+  function typingText(users) {
+    if (users.length === 0) return '';
+    if (users.length === 1) return `${users[0]} is typing…`;
+    if (users.length === 2) return `${users[0]} and ${users[1]} are typing…`;
+    return 'Several people are typing…';
+  }
+
+  function formatTime(date, now) {
+    const time = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    if (date.toDateString() === now.toDateString()) return time;
+    const opts = { month: 'short', day: 'numeric' };
+    if (date.getFullYear() !== now.getFullYear()) opts.year = 'numeric';
+    return `${date.toLocaleDateString([], opts)} ${time}`;
+  }
+
+  function randomHex(bytes) {
+    const a = new Uint8Array(bytes);
+    crypto.getRandomValues(a); // works on plain http too, unlike randomUUID
+    return Array.from(a, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  // Nonces make sends idempotent: a retry after reconnect reuses the nonce and
+  // the server stores the message once. ≤ 64 chars per protocol (~30 here).
+  const nonceTab = randomHex(8);
+  let nonceCounter = 0;
+  function makeNonce() {
+    nonceCounter += 1;
+    return `w-${nonceTab}-${Date.now().toString(36)}-${nonceCounter.toString(36)}`;
+  }
+
+  // ===== State ===========================================================
+
+  function newRoom(name) {
+    return {
+      name,
+      isDm: isDmRoom(name),
+      messages: new Map(),   // seq -> Message
+      minSeq: 0, maxSeq: 0,  // 0 = no messages yet
+      wanted: false,         // the user has it open: (re)join it on every connection
+      joined: false,         // joined on the current connection
+      joinPending: false,
+      everJoined: false,     // we hold history from a join: re-join with `since`
+      members: new Set(),
+      typing: new Map(),     // user -> expiry (ms)
+      unread: 0,
+      loadingOlder: false, olderExhausted: false,
+      filling: false,        // forward paging (resume catch-up or gap fill) in flight
+      membersOnline: null,
+      lastActivity: 0,
+      retryTimer: null,
+    };
+  }
+
+  const state = {
+    token: null,
+    me: null,
+    ws: null,
+    connected: false,       // welcome received on the current socket
+    attempt: 0,             // reconnect attempts since the last welcome
+    timers: { reconnect: null, welcome: null, ping: null, pong: null, rooms: null, roomsSoon: null, sidebar: null, typing: null },
+    nextId: 1,
+    pending: new Map(),     // request id -> { kind, room?, nonce?, ... }
+    rooms: new Map(),       // name -> room state
+    roomList: [],           // last GET /api/rooms
+    active: null,           // room name shown in the conversation pane
+    outbox: new Map(),      // nonce -> { nonce, room, peer, text, state, error, retries, retryTimer }
+    lastTypingSent: new Map(),
+  };
+
+  function getRoom(name) {
+    let room = state.rooms.get(name);
+    if (!room) { room = newRoom(name); state.rooms.set(name, room); }
+    return room;
+  }
+
+  function activeRoom() { return state.active ? state.rooms.get(state.active) || null : null; }
+
+  function roomLabel(room) {
+    if (room.isDm) return '@' + (dmPeer(room.name, state.me) || room.name);
+    return '#' + room.name;
+  }
+
+  // sessionStorage: per tab, gone when the tab closes (the brief's choice).
+  function storageGet(key) { try { return sessionStorage.getItem(key); } catch (e) { return null; } }
+  function storageSet(key, value) {
+    try {
+      if (value == null) sessionStorage.removeItem(key); else sessionStorage.setItem(key, value);
+    } catch (e) { /* private mode or quota: the session just won't survive a reload */ }
+  }
+  function saveSession() {
+    storageSet(STORE.token, state.token);
+    storageSet(STORE.user, state.me);
+    const wanted = [...state.rooms.values()].filter((r) => r.wanted).map((r) => r.name);
+    storageSet(STORE.rooms, state.token ? JSON.stringify(wanted) : null);
+    storageSet(STORE.active, state.active);
+  }
+
+  // Put a merged batch into a room, keeping the derived fields right.
+  function mergeInto(room, incoming, opts) {
+    const added = mergeMessages(room.messages, incoming);
+    for (const m of added) {
+      if (room.minSeq === 0 || m.seq < room.minSeq) room.minSeq = m.seq;
+      if (m.seq > room.maxSeq) room.maxSeq = m.seq;
+      const t = Date.parse(m.ts);
+      if (Number.isFinite(t) && t > room.lastActivity) room.lastActivity = t;
+      // Our own message seen via push or history: its pending copy is done.
+      if (m.from === state.me && m.nonce) resolveOutbox(m.nonce, room.name);
+      if (opts && opts.countUnread && m.from !== state.me && room.name !== state.active) room.unread += 1;
+    }
+    return added;
+  }
+
+  // ===== DOM helpers ======================================================
+
+  const $ = (id) => document.getElementById(id);
+  const dom = {};
+  ['auth-view', 'chat-view', 'login-form', 'username', 'password', 'login-btn', 'register-btn',
+    'auth-error', 'conn-state', 'me-name', 'logout-btn', 'sidebar-toggle', 'sidebar', 'room-form',
+    'room-input', 'room-join-btn', 'room-error', 'room-list', 'dm-form', 'dm-input', 'dm-start-btn',
+    'dm-error', 'dm-list', 'room-title', 'room-meta', 'members-toggle', 'leave-btn', 'scroller',
+    'load-older-btn', 'history-note', 'messages', 'empty-state', 'new-messages-btn', 'typing',
+    'composer-form', 'composer-input', 'send-btn', 'composer-error', 'members-panel', 'members', 'toasts',
+  ].forEach((id) => { dom[id.replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = $(id); });
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  // Append `text` to `parent`, turning http(s) URLs into links. Text goes in
+  // through text nodes only, so the element's textContent equals `text`.
+  const URL_RE = /\bhttps?:\/\/[^\s<>"']+/g;
+  function appendLinkified(parent, text) {
+    let last = 0;
+    for (const match of text.matchAll(URL_RE)) {
+      let url = match[0].replace(/[).,!?;:\]]+$/, ''); // trailing punctuation is prose
+      const start = match.index;
+      let ok = false;
+      try { ok = ['http:', 'https:'].includes(new URL(url).protocol); } catch (e) { ok = false; }
+      if (!ok || !url) continue;
+      parent.appendChild(document.createTextNode(text.slice(last, start)));
+      const a = el('a', null, url);
+      a.href = url;
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer nofollow';
+      parent.appendChild(a);
+      last = start + url.length;
+    }
+    parent.appendChild(document.createTextNode(text.slice(last)));
+  }
+
+  function isNearBottom() {
+    const s = dom.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < EDGE_PX;
+  }
+  function scrollToBottom() { dom.scroller.scrollTop = dom.scroller.scrollHeight; }
+  function isNarrow() { return window.matchMedia('(max-width: 699px)').matches; }
+
+  // Non-blocking notices. Repeats of the same key refresh one toast instead of
+  // stacking (a burst of rate_limited errors shows one "slow down").
+  const toastsByKey = new Map();
+  function toast(text, opts) {
+    const o = opts || {};
+    const key = o.key || text;
+    let t = toastsByKey.get(key);
+    if (!t) {
+      const node = el('div', 'toast');
+      node.dataset.kind = o.kind || 'error';
+      if (o.code) node.dataset.code = o.code;
+      const body = el('span', 'toast-text');
+      const close = el('button', 'toast-close', '×');
+      close.type = 'button';
+      close.setAttribute('aria-label', 'Dismiss notification');
+      close.addEventListener('click', () => dismiss());
+      node.append(body, close);
+      dom.toasts.appendChild(node);
+      t = { node, body, timer: null };
+      toastsByKey.set(key, t);
+      const dismiss = () => { clearTimeout(t.timer); node.remove(); toastsByKey.delete(key); };
+      t.dismiss = dismiss;
+    }
+    t.body.textContent = o.detail ? `${text} ${o.detail}` : text;
+    clearTimeout(t.timer);
+    t.timer = setTimeout(t.dismiss, o.ttl || 6000);
+  }
+  function dismissAllToasts() { for (const t of [...toastsByKey.values()]) t.dismiss(); }
+
+  // ===== HTTP ===============================================================
+
+  // Returns { ok, status, data } or { ok:false, status, code, message };
+  // status 0 means the request never reached the server.
+  async function api(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method, headers, cache: 'no-store', credentials: 'same-origin',
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+      });
+    } catch (e) {
+      return { ok: false, status: 0, code: 'network', message: '' };
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    if (resp.ok) return { ok: true, status: resp.status, data };
+    const err = (data && data.error) || {};
+    return { ok: false, status: resp.status, code: err.code || '', message: err.message || '' };
+  }
+
+  function authErrorText(kind, res, username) {
+    if (res.status === 0) return 'Cannot reach the server. Check your connection and try again.';
+    if (res.status === 401 || res.code === 'unauthorized') return 'Wrong username or password.';
+    if (res.status === 409 || res.code === 'conflict') return `The name "${username}" is already taken. Choose another or log in.`;
+    if (res.status === 400 || res.code === 'bad_request') {
+      return res.message ? `Invalid username or password: ${res.message}` : 'Invalid username or password format.';
+    }
+    if (res.status === 404 && kind === 'login') return 'Wrong username or password.';
+    if (res.status === 429 || res.code === 'rate_limited') return 'Too many attempts. Wait a moment and try again.';
+    return `The server could not ${kind === 'login' ? 'log you in' : 'create the account'} (HTTP ${res.status}). Try again.`;
+  }
+
+  let roomsFetchInFlight = false;
+  async function refreshRooms() {
+    if (!state.token || roomsFetchInFlight || document.hidden) return;
+    roomsFetchInFlight = true;
+    const token = state.token;
+    const res = await api('GET', '/api/rooms');
+    roomsFetchInFlight = false;
+    if (token !== state.token) return; // logged out meanwhile
+    if (!res.ok) {
+      if (res.status === 401) sessionExpired();
+      return; // other failures: keep the old list, the status pill tells the story
+    }
+    if (!Array.isArray(res.data)) return;
+    state.roomList = res.data.filter((r) => r && typeof r.room === 'string');
+    for (const r of state.roomList) {
+      // Only DMs we are part of; a room we have not seen yet appears in the list
+      // without being joined.
+      if (isDmRoom(r.room) && dmPeer(r.room, state.me) === null) continue;
+      const room = getRoom(r.room);
+      if (Number.isFinite(r.members_online)) room.membersOnline = r.members_online;
+    }
+    scheduleSidebar();
+  }
+  function refreshRoomsSoon() {
+    clearTimeout(state.timers.roomsSoon);
+    state.timers.roomsSoon = setTimeout(refreshRooms, 300);
+  }
+
+  // ===== Transport: WebSocket, reconnect, ping ==============================
+
+  function wsUrl() { return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`; }
+
+  function setConn(kind, detail) {
+    dom.connState.dataset.state = kind;
+    dom.connState.textContent = detail ? `${kind} ${detail}` : kind;
+  }
+
+  function connect() {
+    clearTimeout(state.timers.reconnect);
+    state.timers.reconnect = null;
+    if (!state.token || state.ws) return;
+    if (state.attempt === 0) setConn('reconnecting', '(connecting…)');
+    let ws;
+    try { ws = new WebSocket(wsUrl()); } catch (e) { onSocketGone(0); return; }
+    state.ws = ws;
+    // Covers both a connect that hangs and a hello that is never answered.
+    state.timers.welcome = setTimeout(() => dropSocket(ws), WELCOME_TIMEOUT_MS);
+    ws.onopen = () => {
+      if (ws !== state.ws) return;
+      ws.send(JSON.stringify({ type: 'hello', token: state.token, client: CLIENT_NAME }));
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== state.ws || typeof ev.data !== 'string') return;
+      let frame;
+      try { frame = JSON.parse(ev.data); } catch (e) { return; }
+      if (frame && typeof frame.type === 'string') handleFrame(frame);
+    };
+    ws.onclose = (ev) => { if (ws === state.ws) onSocketGone(ev.code); };
+    ws.onerror = () => { /* a close event always follows; handled there */ };
+  }
+
+  // Give up on a socket that looks dead (no welcome, no pong). A half-open TCP
+  // connection may take minutes to report close, so we detach it and move on.
+  function dropSocket(ws) {
+    if (ws !== state.ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try { ws.close(4000, 'client timeout'); } catch (e) { /* already closing */ }
+    onSocketGone(0);
+  }
+
+  function stopSocketTimers() {
+    clearTimeout(state.timers.welcome);
+    clearInterval(state.timers.ping);
+    clearTimeout(state.timers.pong);
+    state.timers.welcome = state.timers.ping = state.timers.pong = null;
+  }
+
+  function onSocketGone(code) {
+    stopSocketTimers();
+    state.ws = null;
+    state.connected = false;
+    state.pending.clear();
+    for (const room of state.rooms.values()) {
+      room.joined = room.joinPending = room.filling = room.loadingOlder = false;
+      room.typing.clear();
+      clearTimeout(room.retryTimer);
+      room.retryTimer = null;
+    }
+    // Unacked sends may or may not have been stored: resend with the same nonce.
+    for (const e of state.outbox.values()) if (e.state === 'sent') e.state = 'queued';
+    if (code === 4401) { sessionExpired(); return; }
+    if (!state.token) return;
+    scheduleReconnect(code);
+    renderPending();
+    renderTyping();
+    renderHeader();
+  }
+
+  function scheduleReconnect(code) {
+    state.attempt += 1;
+    let delay;
+    if (code === 1001 || code === 4408) {
+      // Drain or slow-consumer close: the server wants us back now, resuming
+      // with `since`. A little jitter spreads a drained node's clients.
+      delay = Math.random() * 500;
+    } else if (code === 4429) {
+      delay = 10000 + Math.random() * 5000; // repeated rate limiting: back off for real
+    } else {
+      delay = backoffDelay(state.attempt, Math.random);
+    }
+    if (navigator.onLine === false) setConn('offline', '(no network)');
+    else setConn('reconnecting', `(attempt ${state.attempt})`);
+    clearTimeout(state.timers.reconnect);
+    state.timers.reconnect = setTimeout(connect, delay);
+  }
+
+  function sendFrame(frame) {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // A frame expecting a reply (`re`). Ids are unique per tab so errors and
+  // replies can always be matched to what caused them.
+  function request(frame, ctx) {
+    if (!state.connected) return null;
+    const id = state.nextId++;
+    state.pending.set(id, ctx);
+    sendFrame(Object.assign({ type: frame.type, id }, frame));
+    return id;
+  }
+
+  function startPing(heartbeatS) {
+    let every = PING_EVERY_MS;
+    if (Number.isFinite(heartbeatS) && heartbeatS > 0) every = Math.min(every, Math.max(5000, heartbeatS * 800));
+    clearInterval(state.timers.ping);
+    state.timers.ping = setInterval(() => {
+      if (state.timers.pong) return; // still waiting for the last one
+      const ws = state.ws;
+      if (request({ type: 'ping' }, { kind: 'ping' }) === null) return;
+      state.timers.pong = setTimeout(() => { state.timers.pong = null; dropSocket(ws); }, PONG_TIMEOUT_MS);
+    }, every);
+  }
+
+  // ===== Protocol handlers =================================================
+
+  function handleFrame(f) {
+    const ctx = f.re != null ? state.pending.get(f.re) : undefined;
+    if (f.re != null) state.pending.delete(f.re);
+    switch (f.type) {
+      case 'welcome': return onWelcome(f);
+      case 'joined': return onJoined(f, ctx);
+      case 'history': return onHistory(f, ctx);
+      case 'message': return onMessage(f);
+      case 'ack': return onAck(f, ctx);
+      case 'presence': return onPresence(f);
+      case 'typing': return onTyping(f);
+      case 'pong': clearTimeout(state.timers.pong); state.timers.pong = null; return undefined;
+      case 'error': return onError(f, ctx);
+      default: return undefined; // 'left' and unknown frame types: nothing to do
+    }
+  }
+
+  function onWelcome(f) {
+    clearTimeout(state.timers.welcome);
+    state.timers.welcome = null;
+    state.connected = true;
+    state.attempt = 0;
+    if (typeof f.user === 'string' && f.user) { state.me = f.user; dom.meName.textContent = f.user; }
+    saveSession();
+    setConn('connected');
+    startPing(f.heartbeat_s);
+    for (const room of state.rooms.values()) if (room.wanted) joinRoom(room);
+    flushOutbox(); // DM sends go with `to` and need no join
+    refreshRoomsSoon();
+    renderHeader();
+  }
+
+  function onJoined(f, ctx) {
+    const name = typeof f.room === 'string' ? f.room : ctx && ctx.room;
+    if (!name) return;
+    const room = getRoom(name);
+    room.joinPending = false;
+    if (!room.wanted) { // the user left while the join was in flight
+      request({ type: 'leave', room: name }, { kind: 'leave', room: name });
+      return;
+    }
+    room.joined = true;
+    room.members = new Set(Array.isArray(f.members) ? f.members.filter((m) => typeof m === 'string') : []);
+    const resumed = !!ctx && ctx.since != null;
+    const added = mergeInto(room, f.history, { countUnread: resumed });
+    room.everJoined = true;
+    if (resumed) {
+      // Catch up on everything missed while away, page by page, before
+      // trusting the live stream to be gapless.
+      const high = contiguousHigh(room.messages, ctx.since);
+      const lastSeq = Number.isSafeInteger(f.last_seq) ? f.last_seq : 0;
+      if (f.more === true || high < lastSeq) fetchForward(room, high, 'catchup');
+    }
+    showAdded(room, added, 'bulk');
+    flushOutbox();
+    refreshRoomsSoon();
+    if (room.name === state.active) { renderHeader(); renderMembers(); maybeFillViewport(room); }
+    scheduleSidebar();
+  }
+
+  function fetchForward(room, after, purpose) {
+    room.filling = true;
+    const id = request({ type: 'history', room: room.name, after, limit: FORWARD_PAGE },
+      { kind: 'history', room: room.name, purpose, after });
+    if (id === null) room.filling = false;
+  }
+
+  function requestOlder(room) {
+    if (!room || !room.joined || room.loadingOlder || !canLoadOlder(room)) return;
+    room.loadingOlder = true;
+    request({ type: 'history', room: room.name, before: room.minSeq, limit: OLDER_PAGE },
+      { kind: 'history', room: room.name, purpose: 'older' });
+    updateHistoryStatus();
+  }
+
+  // Seqs start at 1 and are gapless, so "is there anything older" is arithmetic.
+  function canLoadOlder(room) { return room.minSeq > 1 && !room.olderExhausted; }
+
+  function onHistory(f, ctx) {
+    if (!ctx || ctx.kind !== 'history') return;
+    const room = getRoom(ctx.room);
+    const msgs = Array.isArray(f.messages) ? f.messages : [];
+    if (ctx.purpose === 'older') {
+      room.loadingOlder = false;
+      const added = mergeInto(room, msgs, { countUnread: false });
+      if (msgs.length === 0 || f.more === false) room.olderExhausted = true;
+      showAdded(room, added, 'older');
+      updateHistoryStatus();
+      if (room.name === state.active) maybeFillViewport(room);
+      return;
+    }
+    // Forward paging: resume catch-up or a gap fill. Continue while the server
+    // says there is more or we still lack seqs below the newest one we hold;
+    // stop if a page made no progress so a confused server cannot loop us.
+    const added = mergeInto(room, msgs, { countUnread: true });
+    const high = contiguousHigh(room.messages, ctx.after);
+    if (high > ctx.after && (f.more === true || high < room.maxSeq)) fetchForward(room, high, ctx.purpose);
+    else room.filling = false;
+    showAdded(room, added, 'bulk');
+  }
+
+  function onMessage(f) {
+    if (!isValidMessage(f) || typeof f.room !== 'string') return;
+    if (isDmRoom(f.room) && dmPeer(f.room, state.me) === null) return; // not ours: ignore
+    const known = state.rooms.get(f.room);
+    if (!isDmRoom(f.room) && !(known && known.wanted)) return; // a late push for a room we left
+    const room = getRoom(f.room);
+    // seq is gapless per room: a jump means the live stream lost something.
+    if (room.joined && !room.filling && room.maxSeq > 0 && f.seq > room.maxSeq + 1) {
+      fetchForward(room, room.maxSeq, 'gap');
+    }
+    const added = mergeInto(room, [f], { countUnread: true });
+    if (room.typing.delete(f.from) && room.name === state.active) renderTyping();
+    showAdded(room, added, 'live');
+  }
+
+  function onAck(f, ctx) {
+    const entry = ctx && ctx.kind === 'send' ? state.outbox.get(ctx.nonce) : null;
+    const roomName = typeof f.room === 'string' ? f.room : entry && entry.room;
+    if (entry) finishOutbox(entry);
+    if (!entry || !roomName || !Number.isSafeInteger(f.seq)) return;
+    // The server pushes our own message too, but the ack may come first (and a
+    // DM sent with `to` may never be pushed back): show it from the ack.
+    const room = getRoom(roomName);
+    const added = mergeInto(room, [{
+      type: 'message', room: roomName, seq: f.seq, from: state.me,
+      text: entry.text, ts: f.ts, nonce: entry.nonce,
+    }], { countUnread: false });
+    showAdded(room, added, 'own');
+  }
+
+  function onPresence(f) {
+    const room = state.rooms.get(f.room);
+    if (!room || typeof f.user !== 'string') return;
+    if (f.state === 'joined') room.members.add(f.user);
+    else if (f.state === 'left') { room.members.delete(f.user); room.typing.delete(f.user); }
+    if (room.name === state.active) { renderMembers(); renderHeader(); renderTyping(); }
+  }
+
+  function onTyping(f) {
+    const room = state.rooms.get(f.room);
+    if (!room || typeof f.user !== 'string' || f.user === state.me) return;
+    room.typing.set(f.user, Date.now() + TYPING_SHOW_MS);
+    if (room.name === state.active) renderTyping();
+  }
+
+  function errorText(code) { return ERROR_TEXT[code] || 'Something went wrong.'; }
+  function isRetryable(code) { return code === 'rate_limited' || code === 'unavailable' || code === 'internal'; }
+
+  function onError(f, ctx) {
+    const code = typeof f.code === 'string' ? f.code : 'internal';
+    const detail = typeof f.message === 'string' ? f.message : '';
+    if (code === 'unauthorized') { sessionExpired(); return; }
+    const kind = ctx ? ctx.kind : null;
+    if (kind === 'send') { onSendError(ctx.nonce, code, detail); return; }
+    if (kind === 'join') {
+      const room = getRoom(ctx.room);
+      room.joinPending = false;
+      if (isRetryable(code) && room.wanted) {
+        toast(errorText(code), { code, key: code });
+        room.retryTimer = setTimeout(() => { room.retryTimer = null; joinRoom(room); }, 2000 + Math.random() * 2000);
+        return;
+      }
+      room.wanted = false;
+      if (room.isDm) {
+        // Keep the conversation open without its history: sends fall back to
+        // {"to": peer}, which needs no join. Only a refusal is worth a notice.
+        if (code === 'forbidden') toast(`Cannot open ${roomLabel(room)}: ${errorText(code)}`, { code, detail });
+        flushOutbox();
+        renderHeader();
+      } else {
+        toast(`Cannot open ${roomLabel(room)}: ${errorText(code)}`, { code, detail });
+        if (state.active === room.name) state.active = null;
+        saveSession();
+        renderConversation();
+      }
+      scheduleSidebar();
+      return;
+    }
+    if (kind === 'history') {
+      const room = getRoom(ctx.room);
+      if (ctx.purpose === 'older') room.loadingOlder = false; else room.filling = false;
+      updateHistoryStatus();
+    }
+    if (kind === 'ping' || kind === 'leave') return;
+    toast(errorText(code), { code, key: code, detail: code === 'rate_limited' || code === 'unavailable' ? '' : detail });
+  }
+
+  // ===== Actions ============================================================
+
+  function joinRoom(room) {
+    if (!state.connected || room.joined || room.joinPending || room.retryTimer) return;
+    const frame = { type: 'join', room: room.name };
+    // Re-join after a reconnect: ask only for what we have not seen.
+    if (room.everJoined && room.maxSeq > 0) frame.since = room.maxSeq;
+    room.joinPending = true;
+    request(frame, { kind: 'join', room: room.name, since: frame.since });
+  }
+
+  function openRoom(name) {
+    const room = getRoom(name);
+    room.wanted = true;
+    room.unread = 0;
+    state.active = name;
+    saveSession();
+    joinRoom(room);
+    renderConversation();
+    scheduleSidebar();
+    if (isNarrow()) setSidebarOpen(false);
+    dom.composerInput.focus();
+  }
+
+  function leaveActive() {
+    const room = activeRoom();
+    if (!room) return;
+    if (room.joined) request({ type: 'leave', room: room.name }, { kind: 'leave', room: room.name });
+    room.wanted = room.joined = false;
+    room.members.clear();
+    room.typing.clear();
+    const next = [...state.rooms.values()].find((r) => r.wanted && r !== room);
+    state.active = next ? next.name : null;
+    saveSession();
+    flushOutbox(); // queued sends of a left room can no longer go out
+    renderConversation();
+    scheduleSidebar();
+    (next ? dom.composerInput : dom.roomInput).focus();
+  }
+
+  function sendMessage(text) {
+    const room = activeRoom();
+    if (!room) return 'Open a room first.';
+    const tooLong = validateMessageText(text);
+    if (tooLong) return tooLong;
+    const entry = {
+      nonce: makeNonce(), room: room.name, peer: room.isDm ? dmPeer(room.name, state.me) : null,
+      text, state: 'queued', error: null, retries: 0, retryTimer: null,
+    };
+    // Escaping (quotes, control characters) can push a legal text past the
+    // frame limit, and the server would then close the whole socket (1009).
+    const probe = { type: 'send', id: 1e15, room: room.name, to: entry.peer || undefined, text, nonce: entry.nonce };
+    if (utf8Length(JSON.stringify(probe)) > MAX_FRAME_BYTES) {
+      return 'Message too large to send: it has too many special characters. Shorten it.';
+    }
+    state.outbox.set(entry.nonce, entry);
+    flushOutbox();
+    scrollToBottom();
+    return null;
+  }
+
+  // Send every queued outbox entry that can go now. Room sends need the room
+  // joined on this connection (protocol rule); DM sends use {"to": peer} when
+  // the DM room is not joined, which needs no join at all.
+  function flushOutbox() {
+    if (state.connected) {
+      for (const e of state.outbox.values()) {
+        if (e.state !== 'queued' || e.retryTimer) continue;
+        const room = getRoom(e.room);
+        let frame = null;
+        if (room.joined) frame = { type: 'send', room: e.room, text: e.text, nonce: e.nonce };
+        else if (room.isDm && e.peer && !room.joinPending) frame = { type: 'send', to: e.peer, text: e.text, nonce: e.nonce };
+        else if (!room.wanted && !room.isDm) { e.state = 'failed'; e.error = 'You left this room.'; continue; }
+        if (!frame) continue; // waiting for the join reply
+        request(frame, { kind: 'send', nonce: e.nonce });
+        e.state = 'sent';
+      }
+    }
+    renderPending();
+  }
+
+  function onSendError(nonce, code, detail) {
+    const e = state.outbox.get(nonce);
+    if (!e) return;
+    if (code === 'rate_limited' || code === 'unavailable' || (code === 'internal' && e.retries < 5)) {
+      // Not stored: try again later with the same nonce (idempotent either way).
+      e.retries += 1;
+      e.state = 'queued';
+      const delay = Math.min(15000, 1000 * Math.pow(1.6, e.retries)) * (0.75 + Math.random() * 0.5);
+      e.retryTimer = setTimeout(() => { e.retryTimer = null; flushOutbox(); }, delay);
+      toast(errorText(code), { code, key: code });
+    } else {
+      e.state = 'failed';
+      e.error = code === 'not_found' && e.peer ? `No user named "${e.peer}".` : errorText(code);
+      toast(`Message not sent: ${e.error}`, { code, detail: code === 'not_found' ? '' : detail });
+    }
+    renderPending();
+  }
+
+  function resolveOutbox(nonce, roomName) {
+    const e = state.outbox.get(nonce);
+    if (e && e.room === roomName) finishOutbox(e);
+  }
+  function finishOutbox(e) {
+    clearTimeout(e.retryTimer);
+    state.outbox.delete(e.nonce);
+    const node = dom.messages.querySelector(`.pending[data-nonce="${CSS.escape(e.nonce)}"]`);
+    if (node) node.remove();
+  }
+
+  function maybeSendTyping() {
+    const room = activeRoom();
+    if (!room || !room.joined || !dom.composerInput.value.trim()) return;
+    const now = Date.now();
+    if (now - (state.lastTypingSent.get(room.name) || 0) < TYPING_SEND_EVERY_MS) return;
+    state.lastTypingSent.set(room.name, now);
+    sendFrame({ type: 'typing', room: room.name });
+  }
+
+  async function authSubmit(kind) {
+    const username = dom.username.value.trim();
+    const password = dom.password.value;
+    const problem = validateUsername(username) || validatePassword(password);
+    if (problem) { showAuthError(problem); return; }
+    showAuthError('');
+    dom.loginBtn.disabled = dom.registerBtn.disabled = true;
+    const res = await api('POST', `/api/auth/${kind}`, { username, password });
+    dom.loginBtn.disabled = dom.registerBtn.disabled = false;
+    if (!res.ok) { showAuthError(authErrorText(kind, res, username)); return; }
+    const data = res.data || {};
+    if (typeof data.token !== 'string') { showAuthError('The server sent an unexpected reply. Try again.'); return; }
+    dom.password.value = '';
+    startSession(data.token, (data.user && data.user.name) || username, null, []);
+  }
+
+  function startSession(token, user, active, wantedRooms) {
+    state.token = token;
+    state.me = user;
+    for (const name of wantedRooms) getRoom(name).wanted = true;
+    state.active = active && state.rooms.has(active) ? active : null;
+    saveSession();
+    showChat();
+    connect();
+    refreshRooms();
+    clearInterval(state.timers.rooms);
+    state.timers.rooms = setInterval(refreshRooms, ROOMS_REFRESH_MS);
+  }
+
+  function logout(message) {
+    const ws = state.ws;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000, 'logout'); } catch (e) { /* ignore */ }
+    }
+    stopSocketTimers();
+    for (const key of Object.keys(state.timers)) { clearTimeout(state.timers[key]); clearInterval(state.timers[key]); state.timers[key] = null; }
+    for (const e of state.outbox.values()) clearTimeout(e.retryTimer);
+    for (const r of state.rooms.values()) clearTimeout(r.retryTimer);
+    Object.assign(state, {
+      token: null, me: null, ws: null, connected: false, attempt: 0, active: null, roomList: [],
+    });
+    state.pending.clear();
+    state.rooms.clear();
+    state.outbox.clear();
+    state.lastTypingSent.clear();
+    for (const key of Object.values(STORE)) storageSet(key, null);
+    setConn('offline');
+    dismissAllToasts();
+    showAuth(message || '');
+  }
+
+  function sessionExpired() { logout('Your session has expired. Please log in again.'); }
+
+  // ===== Rendering ===========================================================
+
+  function showAuth(message) {
+    dom.chatView.hidden = true;
+    dom.authView.hidden = false;
+    dom.logoutBtn.hidden = true;
+    dom.sidebarToggle.hidden = true;
+    dom.meName.textContent = '';
+    document.title = 'Parley';
+    dom.messages.textContent = '';
+    dom.roomList.textContent = '';
+    dom.dmList.textContent = '';
+    showAuthError(message);
+    dom.username.focus();
+  }
+
+  function showAuthError(text) { dom.authError.textContent = text; }
+
+  function showChat() {
+    dom.authView.hidden = true;
+    dom.chatView.hidden = false;
+    dom.logoutBtn.hidden = false;
+    dom.sidebarToggle.hidden = false;
+    dom.meName.textContent = state.me || '';
+    renderConversation();
+    scheduleSidebar();
+    (state.active ? dom.composerInput : dom.roomInput).focus();
+  }
+
+  // Keyed list update: reuse the <li> of each key, move only what moved. A
+  // full rebuild every 10 s would steal keyboard focus from the list.
+  function reconcile(listEl, items, keyOf, build, update) {
+    const existing = new Map();
+    for (const child of listEl.children) existing.set(child.dataset.key, child);
+    items.forEach((item, i) => {
+      const key = keyOf(item);
+      let node = existing.get(key);
+      if (node) existing.delete(key);
+      else { node = build(item); node.dataset.key = key; }
+      update(node, item);
+      if (listEl.children[i] !== node) listEl.insertBefore(node, listEl.children[i] || null);
+    });
+    for (const stale of existing.values()) stale.remove();
+  }
+
+  function buildNavItem() {
+    const li = el('li', 'nav-item');
+    const btn = el('button', 'nav-btn');
+    btn.type = 'button';
+    btn.append(el('span', 'nav-name'), el('span', 'nav-meta'), el('span', 'badge'));
+    btn.addEventListener('click', () => openRoom(btn.dataset.room));
+    li.appendChild(btn);
+    return li;
+  }
+
+  function updateNavItem(li, room, label, meta) {
+    const btn = li.firstElementChild;
+    const [nameEl, metaEl, badgeEl] = btn.children;
+    btn.dataset.room = room.name;
+    btn.dataset.unread = String(room.unread);
+    nameEl.textContent = label;
+    metaEl.textContent = meta;
+    badgeEl.textContent = room.unread > 0 ? String(room.unread) : '';
+    li.classList.toggle('unread', room.unread > 0);
+    li.classList.toggle('active', room.name === state.active);
+    li.classList.toggle('joined', room.wanted);
+    if (room.name === state.active) btn.setAttribute('aria-current', 'true'); else btn.removeAttribute('aria-current');
+    btn.setAttribute('aria-label', label + (room.unread > 0 ? `, ${room.unread} unread` : '') + (meta ? `, ${meta}` : ''));
+  }
+
+  function scheduleSidebar() {
+    if (state.timers.sidebar) return;
+    state.timers.sidebar = setTimeout(() => { state.timers.sidebar = null; renderSidebar(); }, 30);
+  }
+
+  function renderSidebar() {
+    if (!state.token) return;
+    const names = new Set(state.roomList.map((r) => r.room));
+    for (const r of state.rooms.values()) if (r.wanted || r.messages.size > 0 || r.unread > 0) names.add(r.name);
+    const rooms = [];
+    const dms = [];
+    for (const name of names) {
+      if (isDmRoom(name)) { if (dmPeer(name, state.me) !== null) dms.push(getRoom(name)); } else rooms.push(getRoom(name));
+    }
+    rooms.sort((a, b) => (b.wanted - a.wanted) || a.name.localeCompare(b.name));
+    dms.sort((a, b) => (b.lastActivity - a.lastActivity) || a.name.localeCompare(b.name));
+
+    reconcile(dom.roomList, rooms, (r) => r.name, buildNavItem, (li, r) => {
+      const meta = r.membersOnline != null ? `${r.membersOnline} online` : '';
+      updateNavItem(li, r, '#' + r.name, meta);
+    });
+    reconcile(dom.dmList, dms, (r) => r.name, buildNavItem, (li, r) => {
+      const peer = dmPeer(r.name, state.me);
+      updateNavItem(li, r, peer, '');
+      li.firstElementChild.dataset.user = peer;
+    });
+    if (rooms.length === 0) dom.roomList.dataset.empty = 'true'; else delete dom.roomList.dataset.empty;
+    updateTitle();
+  }
+
+  function updateTitle() {
+    let unread = 0;
+    for (const r of state.rooms.values()) unread += r.unread;
+    document.title = unread > 0 ? `(${unread}) Parley` : 'Parley';
+  }
+
+  function messageEl(m, roomName) {
+    const li = el('li', 'msg');
+    if (m.from === state.me) li.classList.add('own');
+    li.dataset.seq = String(m.seq);
+    li.dataset.room = roomName;
+    li.dataset.from = m.from;
+    const meta = el('div', 'meta');
+    meta.appendChild(el('span', 'from', m.from));
+    const date = new Date(m.ts);
+    if (!Number.isNaN(date.getTime())) {
+      const time = el('time', 'ts', formatTime(date, new Date()));
+      time.dateTime = date.toISOString();
+      time.title = date.toLocaleString();
+      meta.appendChild(time);
+    }
+    const text = el('div', 'text');
+    appendLinkified(text, m.text);
+    li.append(meta, text);
+    return li;
+  }
+
+  function pendingEl(e) {
+    const li = el('li', 'msg own pending');
+    li.dataset.room = e.room;
+    li.dataset.nonce = e.nonce;
+    li.dataset.state = e.state === 'failed' ? 'failed' : 'pending';
+    const meta = el('div', 'meta');
+    meta.appendChild(el('span', 'from', state.me));
+    let status;
+    if (e.state === 'failed') status = `Not sent: ${e.error || 'error'}`;
+    else if (!state.connected) status = 'Waiting for connection…';
+    else if (e.retryTimer) status = 'Retrying soon…';
+    else status = 'Sending…';
+    meta.appendChild(el('span', 'status', status));
+    const text = el('div', 'text');
+    appendLinkified(text, e.text);
+    li.append(meta, text);
+    if (e.state === 'failed') {
+      const actions = el('div', 'pending-actions');
+      const retry = el('button', 'link-btn', 'Retry');
+      retry.type = 'button';
+      retry.addEventListener('click', () => { e.state = 'queued'; e.error = null; e.retries = 0; flushOutbox(); });
+      const discard = el('button', 'link-btn', 'Discard');
+      discard.type = 'button';
+      discard.addEventListener('click', () => { finishOutbox(e); dom.composerInput.focus(); });
+      actions.append(retry, discard);
+      li.appendChild(actions);
+    }
+    return li;
+  }
+
+  // Pending sends sit after all confirmed messages, in the order they were written.
+  function renderPending() {
+    for (const node of [...dom.messages.querySelectorAll('.pending')]) node.remove();
+    const room = activeRoom();
+    if (!room) return;
+    for (const e of state.outbox.values()) if (e.room === room.name) dom.messages.appendChild(pendingEl(e));
+    updateEmptyState();
+  }
+
+  // Place confirmed messages by seq. New messages nearly always go last (walk
+  // from the end); an older page goes first in one fragment.
+  function insertMessages(room, added) {
+    const list = dom.messages;
+    const first = list.firstElementChild;
+    const firstSeq = first && !first.classList.contains('pending') ? Number(first.dataset.seq) : Infinity;
+    if (added[added.length - 1].seq < firstSeq && first && firstSeq !== Infinity) {
+      const frag = document.createDocumentFragment();
+      for (const m of added) frag.appendChild(messageEl(m, room.name));
+      list.insertBefore(frag, first);
+      return;
+    }
+    for (const m of added) {
+      let node = list.lastElementChild;
+      while (node && (node.classList.contains('pending') || Number(node.dataset.seq) > m.seq)) node = node.previousElementSibling;
+      list.insertBefore(messageEl(m, room.name), node ? node.nextSibling : list.firstChild);
+    }
+  }
+
+  function showAdded(room, added, kind) {
+    if (added.length > 0) scheduleSidebar();
+    if (added.length === 0 || room.name !== state.active) return;
+    const s = dom.scroller;
+    if (kind === 'older') {
+      // Keep what the user is reading in place while content grows above it.
+      const fromBottom = s.scrollHeight - s.scrollTop;
+      insertMessages(room, added);
+      s.scrollTop = s.scrollHeight - fromBottom;
+    } else {
+      const atBottom = isNearBottom();
+      insertMessages(room, added);
+      if (atBottom || kind === 'own') scrollToBottom();
+      else if (added.some((m) => m.from !== state.me)) dom.newMessagesBtn.hidden = false;
+    }
+    updateHistoryStatus();
+    updateEmptyState();
+  }
+
+  // A short history that does not fill the pane leaves nothing to scroll, so
+  // the "scroll up for more" trigger would never fire: load until it fills.
+  function maybeFillViewport(room) {
+    const s = dom.scroller;
+    if (s.scrollHeight <= s.clientHeight + EDGE_PX) requestOlder(room);
+  }
+
+  function renderConversation() {
+    const room = activeRoom();
+    const list = dom.messages;
+    list.setAttribute('aria-busy', 'true');
+    list.textContent = '';
+    if (room) {
+      room.unread = 0;
+      const frag = document.createDocumentFragment();
+      for (const seq of [...room.messages.keys()].sort((a, b) => a - b)) frag.appendChild(messageEl(room.messages.get(seq), room.name));
+      list.appendChild(frag);
+    }
+    renderPending();
+    list.removeAttribute('aria-busy');
+    dom.composerInput.disabled = dom.sendBtn.disabled = !room;
+    dom.composerError.textContent = '';
+    dom.newMessagesBtn.hidden = true;
+    renderHeader();
+    renderMembers();
+    renderTyping();
+    updateHistoryStatus();
+    updateEmptyState();
+    scrollToBottom();
+    if (room && room.joined) maybeFillViewport(room);
+  }
+
+  function renderHeader() {
+    const room = activeRoom();
+    dom.leaveBtn.hidden = !room;
+    dom.membersToggle.hidden = !room;
+    if (!room) {
+      dom.roomTitle.textContent = 'No conversation open';
+      dom.roomMeta.textContent = '';
+      return;
+    }
+    dom.roomTitle.textContent = roomLabel(room);
+    dom.leaveBtn.textContent = room.isDm ? 'Close' : 'Leave';
+    dom.leaveBtn.setAttribute('aria-label', `${room.isDm ? 'Close' : 'Leave'} ${roomLabel(room)}`);
+    if (room.joined) dom.roomMeta.textContent = room.isDm ? 'Direct message' : `${room.members.size} online`;
+    else if (room.joinPending) dom.roomMeta.textContent = 'Joining…';
+    else dom.roomMeta.textContent = room.isDm ? 'Direct message' : 'Not joined';
+  }
+
+  function renderMembers() {
+    const room = activeRoom();
+    dom.members.textContent = '';
+    if (!room) return;
+    for (const name of [...room.members].sort((a, b) => a.localeCompare(b))) {
+      const li = el('li', 'member', name);
+      li.dataset.user = name;
+      if (name === state.me) { li.classList.add('self'); li.appendChild(el('span', 'you', ' (you)')); }
+      dom.members.appendChild(li);
+    }
+  }
+
+  function renderTyping() {
+    clearTimeout(state.timers.typing);
+    state.timers.typing = null;
+    const room = activeRoom();
+    if (!room) { dom.typing.textContent = ''; return; }
+    const now = Date.now();
+    let next = Infinity;
+    const users = [];
+    for (const [user, until] of room.typing) {
+      if (until <= now) { room.typing.delete(user); continue; }
+      users.push(user);
+      next = Math.min(next, until);
+    }
+    users.sort();
+    dom.typing.textContent = typingText(users);
+    if (next !== Infinity) state.timers.typing = setTimeout(renderTyping, next - now + 20);
+  }
+
+  function updateHistoryStatus() {
+    const room = activeRoom();
+    dom.loadOlderBtn.hidden = !(room && room.joined && canLoadOlder(room) && !room.loadingOlder);
+    let note = '';
+    if (room && room.loadingOlder) note = 'Loading older messages…';
+    else if (room && room.minSeq === 1) note = `This is the beginning of ${roomLabel(room)}.`;
+    dom.historyNote.textContent = note;
+  }
+
+  function updateEmptyState() {
+    const room = activeRoom();
+    let text = '';
+    if (!room) text = 'Join a room or start a direct message to begin.';
+    else if (dom.messages.children.length === 0) text = room.joinPending ? 'Loading…' : 'No messages yet. Say hello!';
+    dom.emptyState.textContent = text;
+    dom.emptyState.hidden = !text;
+  }
+
+  function setSidebarOpen(open) {
+    document.body.classList.toggle('sidebar-open', open);
+    dom.sidebarToggle.setAttribute('aria-expanded', String(open));
+    if (open) dom.roomInput.focus();
+  }
+
+  function setMembersOpen(open) {
+    document.body.classList.toggle('members-open', open);
+    dom.membersToggle.setAttribute('aria-expanded', String(open));
+  }
+
+  // ===== UI wiring ===========================================================
+
+  dom.loginForm.addEventListener('submit', (ev) => { ev.preventDefault(); authSubmit('login'); });
+  dom.registerBtn.addEventListener('click', () => authSubmit('register'));
+  dom.logoutBtn.addEventListener('click', () => logout(''));
+
+  dom.roomForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = dom.roomInput.value.trim().replace(/^#/, '');
+    const problem = validateRoomName(name);
+    dom.roomError.textContent = problem || '';
+    dom.roomInput.setAttribute('aria-invalid', String(!!problem));
+    if (problem) return;
+    dom.roomInput.value = '';
+    openRoom(name);
+  });
+
+  dom.dmForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = dom.dmInput.value.trim().replace(/^@/, '');
+    let problem = validateUsername(name);
+    if (!problem && name === state.me) problem = 'That is you. Enter someone else\'s username.';
+    dom.dmError.textContent = problem || '';
+    dom.dmInput.setAttribute('aria-invalid', String(!!problem));
+    if (problem) return;
+    dom.dmInput.value = '';
+    openRoom(dmRoomName(state.me, name));
+  });
+
+  dom.composerForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const text = dom.composerInput.value;
+    if (!text.trim()) return;
+    const problem = sendMessage(text);
+    dom.composerError.textContent = problem || '';
+    dom.composerInput.setAttribute('aria-invalid', String(!!problem));
+    if (problem) return;
+    dom.composerInput.value = '';
+    dom.composerInput.rows = 1;
+    dom.composerInput.focus();
+  });
+
+  dom.composerInput.addEventListener('keydown', (ev) => {
+    // Enter sends; Shift+Enter is a newline; never send mid IME composition.
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+      ev.preventDefault();
+      if (dom.composerForm.requestSubmit) dom.composerForm.requestSubmit();
+      else dom.composerForm.dispatchEvent(new Event('submit', { cancelable: true }));
+    }
+  });
+
+  dom.composerInput.addEventListener('input', () => {
+    const text = dom.composerInput.value;
+    // Grow with the text up to 6 lines (rows, not inline style: CSP).
+    dom.composerInput.rows = Math.min(6, Math.max(1, text.split('\n').length));
+    const problem = validateMessageText(text);
+    dom.composerError.textContent = problem || '';
+    dom.composerInput.setAttribute('aria-invalid', String(!!problem));
+    maybeSendTyping();
+  });
+
+  dom.scroller.addEventListener('scroll', () => {
+    if (isNearBottom()) dom.newMessagesBtn.hidden = true;
+    if (dom.scroller.scrollTop < EDGE_PX) requestOlder(activeRoom());
+  }, { passive: true });
+
+  dom.loadOlderBtn.addEventListener('click', () => requestOlder(activeRoom()));
+  dom.newMessagesBtn.addEventListener('click', () => {
+    scrollToBottom();
+    dom.newMessagesBtn.hidden = true;
+    dom.composerInput.focus();
+  });
+  dom.leaveBtn.addEventListener('click', leaveActive);
+  // On a phone the open room list covers the conversation; a tap beside it closes it.
+  document.getElementById('conversation').addEventListener('click', () => {
+    if (document.body.classList.contains('sidebar-open') && isNarrow()) setSidebarOpen(false);
+  });
+  dom.sidebarToggle.addEventListener('click', () => setSidebarOpen(!document.body.classList.contains('sidebar-open')));
+  dom.membersToggle.addEventListener('click', () => setMembersOpen(!document.body.classList.contains('members-open')));
+
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape') return;
+    if (document.body.classList.contains('sidebar-open')) { setSidebarOpen(false); dom.sidebarToggle.focus(); return; }
+    if (document.body.classList.contains('members-open')) { setMembersOpen(false); dom.membersToggle.focus(); return; }
+    dismissAllToasts();
+  });
+
+  window.addEventListener('online', () => {
+    // The network is back: don't sit out the rest of a long backoff.
+    if (state.token && !state.ws) { state.attempt = Math.max(state.attempt, 1); connect(); }
+  });
+  window.addEventListener('offline', () => { if (state.token && !state.connected) setConn('offline', '(no network)'); });
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden || !state.token) return;
+    refreshRooms();
+    if (!state.ws) connect();
+  });
+
+  // ===== Start ===============================================================
+
+  (function start() {
+    const token = storageGet(STORE.token);
+    const user = storageGet(STORE.user);
+    if (!token || !user) { showAuth(''); return; }
+    let wanted = [];
+    try { wanted = JSON.parse(storageGet(STORE.rooms) || '[]'); } catch (e) { wanted = []; }
+    wanted = Array.isArray(wanted) ? wanted.filter((r) => typeof r === 'string') : [];
+    startSession(token, user, storageGet(STORE.active), wanted);
+  }());
+}());

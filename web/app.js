@@ -1115,6 +1115,7 @@
     dom.leaveBtn.setAttribute('aria-label', `${room.isDm ? 'Close' : 'Leave'} ${roomLabel(room)}`);
     if (room.joined) dom.roomMeta.textContent = room.isDm ? 'Direct message' : `${room.members.size} online`;
     else if (room.joinPending) dom.roomMeta.textContent = 'Joining…';
+    else if (room.wanted && !state.connected) dom.roomMeta.textContent = 'Reconnecting…'; // re-joined on welcome
     else dom.roomMeta.textContent = room.isDm ? 'Direct message' : 'Not joined';
   }
 

@@ -1,8 +1,11 @@
 //! `parley`: the one binary.
 //!
 //! - `parley serve` — run a node (see `parley serve --help` for every setting)
+//! - `parley chat` — the terminal client
+//! - `parley bench` — the load generator
 //! - `parley token` — mint a token with the shared secret, as an operator's backend would
 
+mod chat;
 mod logging;
 
 use anyhow::Context;
@@ -23,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run a node: HTTP + WebSocket on one port, embedded SQLite by default.
     Serve(parley_server::Config),
+    /// Chat in a terminal (full-screen TUI, or line mode when piped).
+    Chat(chat::ChatArgs),
+    /// Load-test a node or a fleet over many WebSocket connections.
+    Bench(parley_bench::BenchArgs),
     /// Print a token for USER signed with the shared secret (what an
     /// operator's own backend does to sign its users in).
     Token(TokenArgs),
@@ -45,6 +52,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => parley_bench::run(args),
         Command::Token(args) => {
             anyhow::ensure!(
                 parley_protocol::valid_username(&args.user),

@@ -24,6 +24,8 @@ use crate::{ClientError, Result};
 pub struct ClientConfig {
     /// `ws://host:port/ws`.
     pub url: String,
+    /// Other nodes to try, in turn, when a connection fails or is lost.
+    pub fallback_urls: Vec<String>,
     pub token: String,
     /// Rooms to join at start.
     pub rooms: Vec<String>,
@@ -38,6 +40,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
             token: token.into(),
             rooms: Vec::new(),
             connect: ConnectOptions::default(),
@@ -96,8 +99,13 @@ enum Command {
     Join(String),
     Leave(String),
     Send(Outgoing),
+    Typing(String),
     Stop,
 }
+
+/// Largest text the server accepts by default (protocol v1); longer sends
+/// fail at once instead of being retried forever.
+pub const MAX_TEXT_BYTES: usize = 4096;
 
 #[derive(Debug, Clone)]
 struct Outgoing {
@@ -130,6 +138,7 @@ impl Client {
             unacked: Vec::new(),
             inflight: HashMap::new(),
             retry_at: None,
+            attempt: 0,
         };
         let task = tokio::spawn(task.run());
         (
@@ -149,6 +158,11 @@ impl Client {
 
     pub fn leave(&self, room: &str) {
         let _ = self.commands.send(Command::Leave(room.to_string()));
+    }
+
+    /// Tells the room's other members that this user is typing (best effort).
+    pub fn typing(&self, room: &str) {
+        let _ = self.commands.send(Command::Typing(room.to_string()));
     }
 
     /// Queues a message for a room; returns its nonce (reported in `Acked`).
@@ -196,6 +210,8 @@ struct Task {
     /// Request id → nonce of sends on the current connection.
     inflight: HashMap<u64, String>,
     retry_at: Option<tokio::time::Instant>,
+    /// Connection attempts that failed or ended: picks the next URL.
+    attempt: usize,
 }
 
 /// Why a connection ended.
@@ -223,12 +239,14 @@ impl Task {
                 Err(e) => e,
             };
             let code = error.close_code();
+            self.attempt += 1;
             self.emit(Event::Disconnected {
                 code,
                 reason: error.to_string(),
             });
             self.inflight.clear();
-            if code == Some(close::UNAUTHORIZED) {
+            let refused = error.code() == Some(ErrorCode::Unauthorized);
+            if code == Some(close::UNAUTHORIZED) || refused {
                 // A bad token does not get better by retrying.
                 return;
             }
@@ -258,14 +276,24 @@ impl Task {
                     None | Some(Command::Stop) => return true,
                     Some(Command::Join(room)) => { self.rooms.entry(room).or_insert(None); }
                     Some(Command::Leave(room)) => { self.rooms.remove(&room); }
-                    Some(Command::Send(out)) => self.unacked.push(out),
+                    Some(Command::Send(out)) => {
+                        if self.accept_send(&out) {
+                            self.unacked.push(out);
+                        }
+                    }
+                    Some(Command::Typing(_)) => {}
                 },
             }
         }
     }
 
     async fn connect(&mut self) -> Result<Connection> {
-        let mut conn = Connection::connect_with(&self.config.url, &self.config.connect).await?;
+        let urls = 1 + self.config.fallback_urls.len();
+        let url = match self.attempt % urls {
+            0 => &self.config.url,
+            i => &self.config.fallback_urls[i - 1],
+        };
+        let mut conn = Connection::connect_with(url, &self.config.connect).await?;
         let welcome = conn.hello(&self.config.token).await?;
         self.emit(Event::Connected(welcome));
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
@@ -307,8 +335,15 @@ impl Task {
                             }
                         }
                         Some(Command::Send(out)) => {
-                            self.unacked.push(out.clone());
-                            self.transmit(&mut conn, &out).await
+                            if self.accept_send(&out) {
+                                self.unacked.push(out.clone());
+                                self.transmit(&mut conn, &out).await
+                            } else {
+                                Ok(())
+                            }
+                        }
+                        Some(Command::Typing(room)) => {
+                            conn.typing(&room).await
                         }
                     };
                     if let Err(e) = result {
@@ -342,6 +377,22 @@ impl Task {
         }
     }
 
+    /// Refuses at once what the server would refuse for good on every retry.
+    fn accept_send(&self, out: &Outgoing) -> bool {
+        if out.text.len() > MAX_TEXT_BYTES {
+            self.emit(Event::SendFailed {
+                nonce: out.nonce.clone(),
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "text is {} bytes; the limit is {MAX_TEXT_BYTES}",
+                    out.text.len()
+                ),
+            });
+            return false;
+        }
+        true
+    }
+
     async fn transmit(&mut self, conn: &mut Connection, out: &Outgoing) -> Result<()> {
         let id = conn.next_id();
         self.inflight.insert(id, out.nonce.clone());
@@ -357,7 +408,16 @@ impl Task {
 
     /// Joins (or re-joins with `since`) and hands out what was missed.
     async fn join_room(&mut self, conn: &mut Connection, room: &str) -> Result<()> {
-        let since = self.rooms.get(room).copied().flatten();
+        // A DM room whose pushes were already handed out resumes after them.
+        let since = self
+            .rooms
+            .get(room)
+            .copied()
+            .flatten()
+            .or_else(|| self.dm_seen.get(room).copied());
+        if let Some(seq) = since {
+            self.rooms.insert(room.to_string(), Some(seq));
+        }
         let joined = match conn.join(room, since).await {
             Ok(j) => j,
             Err(ClientError::Server { code, message }) => {

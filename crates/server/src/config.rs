@@ -30,6 +30,10 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// Most connections to PostgreSQL held by this node.
+    #[arg(long, env = "PARLEY_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: u32,
+
     /// Redis for node-to-node fan-out (`redis://host:6379`). Unset: a single
     /// node with an in-process bus.
     #[arg(long, env = "PARLEY_REDIS_URL")]

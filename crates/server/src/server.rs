@@ -49,7 +49,7 @@ pub struct RunningServer {
 impl Server {
     /// Opens everything and starts serving in the background.
     pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-        let store = crate::store::open(&config.database_url)
+        let store = crate::store::open(&config.database_url, config.database_pool)
             .await
             .with_context(|| {
                 format!(
@@ -69,9 +69,17 @@ impl Server {
         let node_id = config.node_id();
         let bus: Arc<dyn Bus> = match &config.redis_url {
             None => Arc::new(LocalBus::new()),
-            Some(_) => anyhow::bail!(
-                "the Redis bus is not built into this version yet; unset PARLEY_REDIS_URL"
-            ),
+            Some(url) => {
+                anyhow::ensure!(
+                    config.jwt_secret.as_deref().is_some_and(|s| !s.is_empty()),
+                    "PARLEY_JWT_SECRET is required when clustered (PARLEY_REDIS_URL is set): \
+                     every node must verify the tokens of every other"
+                );
+                Arc::new(
+                    crate::bus::redis::RedisBus::start(url, &node_id)
+                        .context("configuring the Redis bus")?,
+                )
+            }
         };
         let auth = Auth::from_config(
             config.jwt_secret.as_deref(),

@@ -5,6 +5,8 @@
 //! Everything a helper starts, it stops: nodes on drop of their handle,
 //! child processes are killed on drop.
 
+pub mod services;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -146,7 +148,16 @@ impl NodeProcess {
 
     /// Starts `binary serve` with its database in `dir`.
     pub async fn spawn(binary: &str, dir: &Path, env: &[(&str, &str)]) -> NodeProcess {
-        let port = free_port();
+        Self::spawn_at(binary, dir, free_port(), env).await
+    }
+
+    /// Starts `binary serve` on `port` (e.g. to restart a node where it was).
+    pub async fn spawn_at(
+        binary: &str,
+        dir: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
         let mut cmd = tokio::process::Command::new(binary);
         cmd.arg("serve")
@@ -169,7 +180,7 @@ impl NodeProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("parley binary starts");
-        let node = NodeProcess {
+        let mut node = NodeProcess {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
@@ -195,9 +206,12 @@ impl NodeProcess {
     }
 
     /// Polls `/readyz` until it answers 200.
-    pub async fn wait_ready(&self, limit: Duration) {
+    pub async fn wait_ready(&mut self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("node at {} exited before it was ready: {status}", self.addr);
+            }
             if let Ok(r) =
                 parley_client::http::request(&self.http(), "GET", "/readyz", None, None).await
                 && r.status == 200
@@ -342,7 +356,7 @@ pub mod faulty {
     /// Starts an in-process node on a faulty SQLite store in `dir`.
     pub async fn start(dir: &std::path::Path) -> (parley_server::RunningServer, Arc<FaultyStore>) {
         let config = super::test_config(dir);
-        let inner = parley_server::store::open(&config.database_url)
+        let inner = parley_server::store::open(&config.database_url, 4)
             .await
             .expect("store opens");
         let store = FaultyStore::new(inner);
@@ -367,5 +381,79 @@ pub async fn fetch_all(http_base: &str, room: &str) -> Vec<parley_protocol::Mess
         if !page.more {
             return all;
         }
+    }
+}
+
+/// A local fleet: PostgreSQL, Redis and several `parley serve` processes
+/// sharing them — what runs behind the Kubernetes Service.
+pub struct Fleet {
+    pub postgres: services::Postgres,
+    pub redis: services::Redis,
+    pub nodes: Vec<NodeProcess>,
+    binary: String,
+    env: Vec<(String, String)>,
+}
+
+impl Fleet {
+    /// Starts PostgreSQL, Redis and `n` nodes with the fleet settings plus `env`.
+    pub async fn start(binary: &str, n: usize, env: &[(&str, &str)]) -> Fleet {
+        let postgres = tokio::task::spawn_blocking(services::Postgres::start)
+            .await
+            .expect("postgres task");
+        let redis = tokio::task::spawn_blocking(services::Redis::start)
+            .await
+            .expect("redis task");
+        let mut fleet = Fleet {
+            postgres,
+            redis,
+            nodes: Vec::new(),
+            binary: binary.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        for _ in 0..n {
+            let node = fleet.spawn_node(None).await;
+            fleet.nodes.push(node);
+        }
+        fleet
+    }
+
+    fn node_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("PARLEY_DATABASE_URL".to_string(), self.postgres.url()),
+            ("PARLEY_REDIS_URL".to_string(), self.redis.url()),
+            ("PARLEY_ANTI_ENTROPY".to_string(), "1s".to_string()),
+        ];
+        env.extend(self.env.iter().cloned());
+        env
+    }
+
+    /// Starts one more node (on `port`, or a free one).
+    pub async fn spawn_node(&self, port: Option<u16>) -> NodeProcess {
+        let env = self.node_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let tmp = TempDir::new().expect("temp dir");
+        let mut node = NodeProcess::spawn_at(
+            &self.binary,
+            tmp.path(),
+            port.unwrap_or_else(free_port),
+            &env,
+        )
+        .await;
+        node._tmp = Some(tmp);
+        node
+    }
+
+    /// Replaces node `i` with a fresh process on the same port.
+    pub async fn restart_node(&mut self, i: usize) {
+        let port = self.nodes[i].addr.port();
+        let node = self.spawn_node(Some(port)).await;
+        self.nodes[i] = node;
+    }
+
+    pub fn ws_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.ws_url()).collect()
     }
 }

@@ -8,6 +8,7 @@
 //! This module must not know about sockets or storage.
 
 pub mod local;
+pub mod redis;
 
 use std::sync::{Arc, Weak};
 
@@ -26,14 +27,47 @@ pub enum Event {
     /// A stored message: `frame` is its `message` push, serialised once by
     /// the node that stored it and forwarded as is to every receiver.
     Message { seq: u64, frame: Utf8Bytes },
+    /// A stored direct message, for the connections of `user` that have not
+    /// joined its DM room (those that have get it, in order, as a `Message`).
+    /// Best effort: a client that must not miss DMs joins the DM room.
+    Direct { user: Arc<str>, frame: Utf8Bytes },
     /// Presence and typing: not stored, not ordered, best effort. Delivered to
     /// the room's joined sessions except those of `from`.
     Ephemeral { from: Arc<str>, frame: Utf8Bytes },
 }
 
+impl Envelope {
+    /// The envelopes that announce one stored message: the room's, plus one
+    /// per participant of a DM room.
+    pub fn for_message(room: &str, seq: u64, frame: Utf8Bytes) -> Vec<Envelope> {
+        let room: Arc<str> = Arc::from(room);
+        let mut out = Vec::with_capacity(3);
+        if let Some((a, b)) = parley_protocol::dm_members(&room) {
+            for user in [a, b] {
+                out.push(Envelope {
+                    room: room.clone(),
+                    event: Event::Direct {
+                        user: Arc::from(user),
+                        frame: frame.clone(),
+                    },
+                });
+            }
+        }
+        out.push(Envelope {
+            room,
+            event: Event::Message { seq, frame },
+        });
+        out
+    }
+}
+
 /// Where a bus hands what it receives (the hub).
 pub trait Inbox: Send + Sync + 'static {
     fn deliver(&self, envelope: Envelope);
+
+    /// The bus (re)connected after envelopes may have been lost: every
+    /// joined room must be checked against the store.
+    fn resync_all(&self);
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,11 +91,29 @@ pub trait Bus: Send + Sync + 'static {
     /// Hands an envelope to every subscribed node, this one included.
     fn publish(&self, envelope: Envelope);
 
-    /// Starts receiving a room's envelopes on this node.
+    /// Starts receiving a room's envelopes on this node. Calls are counted:
+    /// each needs its own [`Bus::unsubscribe_room`].
     async fn subscribe_room(&self, room: &str) -> Result<(), BusError>;
 
     /// Stops receiving a room's envelopes on this node.
     async fn unsubscribe_room(&self, room: &str);
+
+    /// Starts receiving the direct messages of a user connected to this node
+    /// (counted, like rooms).
+    async fn subscribe_user(&self, _user: &str) {}
+
+    /// Stops receiving a user's direct messages.
+    async fn unsubscribe_user(&self, _user: &str) {}
+
+    /// Records that `user` is (or is no longer) in `room` on this node, for
+    /// cluster-wide member lists. The local bus keeps none: the hub's own
+    /// list is the whole truth on a single node.
+    fn announce(&self, _room: &str, _user: &str, _present: bool) {}
+
+    /// The room's members across the cluster, if this bus tracks them.
+    async fn members(&self, _room: &str) -> Option<Vec<String>> {
+        None
+    }
 
     /// Whether envelopes can be lost, so that the hub must check the store periodically.
     fn lossy(&self) -> bool;

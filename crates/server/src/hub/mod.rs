@@ -80,28 +80,41 @@ impl Hub {
     }
 
     /// Registers a connection for its user's direct messages.
-    pub fn add_session(&self, session: &SessionRef) {
-        lock(&self.users)
-            .entry(session.user.clone())
-            .or_default()
-            .push(session.clone());
+    pub async fn add_session(&self, session: &SessionRef) {
+        let first = {
+            let mut users = lock(&self.users);
+            let list = users.entry(session.user.clone()).or_default();
+            list.push(session.clone());
+            list.len() == 1
+        };
+        if first {
+            self.bus.subscribe_user(&session.user).await;
+        }
     }
 
     /// Forgets a connection: leaves every room it joined. Returns the rooms its
     /// user has left entirely on this node (for presence).
-    pub fn remove_session(&self, session: &SessionRef, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
-        {
+    pub async fn remove_session(&self, session: &SessionRef, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
+        let last = {
             let mut users = lock(&self.users);
-            if let Some(list) = users.get_mut(&session.user) {
-                list.retain(|s| s.id != session.id);
-                if list.is_empty() {
-                    users.remove(&session.user);
+            match users.get_mut(&session.user) {
+                Some(list) => {
+                    list.retain(|s| s.id != session.id);
+                    let empty = list.is_empty();
+                    if empty {
+                        users.remove(&session.user);
+                    }
+                    empty
                 }
+                None => false,
             }
+        };
+        if last {
+            self.bus.unsubscribe_user(&session.user).await;
         }
         rooms
             .iter()
-            .filter(|room| self.leave(room, session.id) == Some(false))
+            .filter(|room| self.leave_room(room, session) == Some(false))
             .cloned()
             .collect()
     }
@@ -131,6 +144,7 @@ impl Hub {
             handle
         };
         if handle.wait_ready(READY_TIMEOUT).await {
+            self.bus.announce(room, &session.user, true);
             true
         } else {
             self.leave(room, session.id);
@@ -163,9 +177,27 @@ impl Hub {
         lock(&self.rooms).get(room).cloned()
     }
 
-    /// Users subscribed to the room on this node.
-    pub fn members(&self, room: &str) -> Vec<String> {
-        self.room(room).map(|r| r.members()).unwrap_or_default()
+    /// The room's members: across the cluster when the bus tracks them,
+    /// merged with the users subscribed on this node.
+    pub async fn members(&self, room: &str) -> Vec<String> {
+        let mut members = self.room(room).map(|r| r.members()).unwrap_or_default();
+        if let Some(cluster) = self.bus.members(room).await {
+            members.extend(cluster);
+            members.sort();
+            members.dedup();
+        }
+        members
+    }
+
+    /// Unsubscribes a session and keeps the cluster-wide member list in step.
+    /// `None` if it was not subscribed, else whether its user still has
+    /// another session in the room on this node.
+    pub fn leave_room(&self, room: &str, session: &SessionRef) -> Option<bool> {
+        let still_here = self.leave(room, session.id)?;
+        if !still_here {
+            self.bus.announce(room, &session.user, false);
+        }
+        Some(still_here)
     }
 
     /// Whether `user` has a session in `room` on this node other than `except`.
@@ -182,19 +214,14 @@ impl Hub {
             .collect()
     }
 
-    /// Pushes a DM to its two users' connections that have not joined the
-    /// DM room (those get it, in order, through the room).
-    fn push_direct(&self, room: &str, frame: &Utf8Bytes) {
-        let Some((a, b)) = parley_protocol::dm_members(room) else {
-            return;
-        };
+    /// Pushes a DM to a user's connections that have not joined the DM room
+    /// (those get it, in order, through the room).
+    fn push_direct(&self, room: &str, user: &str, frame: &Utf8Bytes) {
         let joined = self.room(room);
         let users = lock(&self.users);
-        for user in [a, b] {
-            for session in users.get(user).into_iter().flatten() {
-                if !joined.as_ref().is_some_and(|r| r.contains(session.id)) {
-                    session.outbox.push(frame.clone());
-                }
+        for session in users.get(user).into_iter().flatten() {
+            if !joined.as_ref().is_some_and(|r| r.contains(session.id)) {
+                session.outbox.push(frame.clone());
             }
         }
     }
@@ -204,19 +231,29 @@ impl Inbox for Hub {
     fn deliver(&self, envelope: Envelope) {
         match envelope.event {
             Event::Message { seq, frame } => {
-                if parley_protocol::is_dm_room(&envelope.room) {
-                    self.push_direct(&envelope.room, &frame);
-                }
                 if let Some(room) = self.room(&envelope.room) {
                     room.send(RoomEvent::Message { seq, frame });
                 }
             }
+            Event::Direct { user, frame } => self.push_direct(&envelope.room, &user, &frame),
             Event::Ephemeral { from, frame } => {
                 if let Some(room) = self.room(&envelope.room) {
                     room.deliver_ephemeral(&from, &frame);
                 }
             }
         }
+    }
+
+    fn resync_all(&self) {
+        for room in self.all_rooms() {
+            room.send(RoomEvent::Resync);
+        }
+    }
+}
+
+impl Hub {
+    fn all_rooms(&self) -> Vec<Arc<Room>> {
+        lock(&self.rooms).values().cloned().collect()
     }
 }
 

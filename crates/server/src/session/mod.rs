@@ -81,7 +81,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, preauth: Option<String>) {
             strikes: 0,
         };
         session.welcome(re);
-        node.hub.add_session(&session.me);
+        node.hub.add_session(&session.me).await;
         let end = session.serve(&mut reader, &mut close_rx).await;
         session.finish(end).await;
     }
@@ -317,7 +317,7 @@ impl Session {
                 .increment(1);
         }
         let rooms: Vec<Arc<str>> = self.joined.drain().collect();
-        for room in self.node.hub.remove_session(&self.me, &rooms) {
+        for room in self.node.hub.remove_session(&self.me, &rooms).await {
             self.publish_presence(&room, PresenceState::Left);
         }
     }
@@ -409,7 +409,7 @@ impl Session {
         if self.joined.contains(&room) {
             // Already subscribed: answer with history only (a catch-up).
             let (history, more, last_seq, _) = self.join_history(&room, since).await?;
-            self.push_joined(id, &room, history, more, last_seq);
+            self.push_joined(id, &room, history, more, last_seq).await;
             return Ok(());
         }
         self.node.store.ensure_room(&room).await?;
@@ -422,7 +422,7 @@ impl Session {
         let first_here = !self.node.hub.user_in_room(&room, &self.me.user, self.me.id);
         match self.join_history(&room, since).await {
             Ok((history, more, last_seq, tail)) => {
-                self.push_joined(id, &room, history, more, last_seq);
+                self.push_joined(id, &room, history, more, last_seq).await;
                 self.node.hub.activate(&room, self.me.id, tail);
                 self.joined.insert(room.clone());
                 if first_here {
@@ -431,13 +431,13 @@ impl Session {
                 Ok(())
             }
             Err(e) => {
-                self.node.hub.leave(&room, self.me.id);
+                self.node.hub.leave_room(&room, &self.me);
                 Err(e)
             }
         }
     }
 
-    fn push_joined(
+    async fn push_joined(
         &self,
         re: Option<u64>,
         room: &str,
@@ -445,13 +445,14 @@ impl Session {
         more: bool,
         last_seq: u64,
     ) {
+        let members = self.node.hub.members(room).await;
         self.push(&ServerFrame::Joined {
             re,
             room: room.to_string(),
             last_seq,
             history: history.into_iter().map(|m| m.into_wire()).collect(),
             more,
-            members: self.node.hub.members(room),
+            members,
         });
     }
 
@@ -492,7 +493,7 @@ impl Session {
         if !self.joined.remove(room) {
             return Err(ChatError::not_found(format!("not joined to room {room:?}")));
         }
-        if self.node.hub.leave(room, self.me.id) == Some(false) {
+        if self.node.hub.leave_room(room, &self.me) == Some(false) {
             self.publish_presence(room, PresenceState::Left);
         }
         self.push(&ServerFrame::Left {

@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::bus::{Bus, Envelope, Event};
+use crate::bus::{Bus, Envelope};
 use crate::hub::encode_message;
 
 use super::{AppendOutcome, NewMessage, Store, StoreError};
@@ -119,13 +119,9 @@ async fn run(
             Ok(outcomes) => {
                 for outcome in &outcomes {
                     if let AppendOutcome::Stored(m) = outcome {
-                        bus.publish(Envelope {
-                            room: Arc::from(m.room.as_str()),
-                            event: Event::Message {
-                                seq: m.seq,
-                                frame: encode_message(m),
-                            },
-                        });
+                        for envelope in Envelope::for_message(&m.room, m.seq, encode_message(m)) {
+                            bus.publish(envelope);
+                        }
                     }
                 }
                 metrics::counter!("parley_messages_stored_total").increment(

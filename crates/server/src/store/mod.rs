@@ -8,6 +8,7 @@
 //! This module must not know about sessions, sockets or the bus.
 
 pub mod group_commit;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -150,12 +151,15 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store named by a database URL and applies its migrations.
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Internal(
-            "PostgreSQL support is not built into this version yet".to_string(),
+        Ok(std::sync::Arc::new(
+            postgres::PgStore::open(url, max_connections).await?,
         ))
     } else {
         Err(StoreError::Internal(format!(
@@ -163,6 +167,14 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
             redact(url)
         )))
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A database URL with any password removed, safe to log.

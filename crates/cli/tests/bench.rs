@@ -1,0 +1,278 @@
+//! `parley bench` end to end: a real node (`parley serve` child process) and
+//! the real `parley bench --json` as a second process, checked on its report:
+//! every acked message reached every member, exactly once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use parley_testkit::{NodeProcess, SECRET};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parley");
+
+/// Node settings for these tests: room for the bench's send rate, and a
+/// short drain so a SIGTERM finishes quickly.
+const NODE_ENV: &[(&str, &str)] = &[
+    ("PARLEY_SEND_RATE", "1000"),
+    ("PARLEY_DRAIN_GRACE", "200ms"),
+    ("PARLEY_DRAIN_SPREAD", "500ms"),
+    ("PARLEY_DRAIN_TIMEOUT", "5s"),
+];
+
+fn bench_command(url: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["bench", "--json", "--url", url, "--jwt-secret", SECRET])
+        .args(args)
+        .env_remove("CONNECTIONS")
+        .env_remove("RAMP_UP")
+        .env_remove("DURATION")
+        .env_remove("MSG_INTERVAL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Waits for a bench process and parses its one JSON report.
+async fn report_of(child: tokio::process::Child) -> Value {
+    let out = tokio::time::timeout(Duration::from_secs(50), child.wait_with_output())
+        .await
+        .expect("bench finishes in time")
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed ({}): {stderr}\n{stdout}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bench printed no JSON report ({e}): {stdout}\n{stderr}"))
+}
+
+async fn bench(url: &str, args: &[&str]) -> Value {
+    let child = bench_command(url, args).spawn().expect("bench starts");
+    report_of(child).await
+}
+
+fn n(report: &Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("report has no count {field:?}: {report}"))
+}
+
+/// The exactly-once checks every messaging run must pass.
+fn assert_exact(r: &Value) {
+    assert_eq!(n(r, "lost"), 0, "{r}");
+    assert_eq!(n(r, "duplicates"), 0, "{r}");
+    assert_eq!(n(r, "seq_gaps"), 0, "{r}");
+    assert_eq!(n(r, "unexpected"), 0, "{r}");
+    assert!(n(r, "expected") > 0, "{r}");
+    assert_eq!(n(r, "received"), n(r, "expected"), "{r}");
+    assert_eq!(n(r, "acked"), n(r, "sent"), "{r}");
+    assert_eq!(n(r, "send_errors"), 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_delivers_every_acked_message_to_every_member() {
+    let node = NodeProcess::start(BIN, NODE_ENV).await;
+    let r = bench(
+        &node.ws_url(),
+        &[
+            "--connections",
+            "200",
+            "--rooms",
+            "10",
+            "--ramp-up",
+            "1",
+            "--duration",
+            "5",
+            "--msg-interval",
+            "500",
+        ],
+    )
+    .await;
+    assert_eq!(r["scenario"], "chat");
+    assert_eq!(n(&r, "requested"), 200);
+    assert_eq!(n(&r, "connected"), 200, "{r}");
+    assert_eq!(n(&r, "disconnected"), 0, "{r}");
+    assert_eq!(n(&r, "errors"), 0, "{r}");
+    assert_exact(&r);
+    // 10 rooms of 20: every acked message is expected by 20 members.
+    assert_eq!(n(&r, "expected"), n(&r, "acked") * 20, "{r}");
+    // 200 senders at 2/s for 5 s.
+    assert!(n(&r, "acked") >= 1_500, "{r}");
+    let node_id = format!("node-{}", node.addr.port());
+    assert_eq!(r["nodes"][&node_id], 200, "{r}");
+    let e2e = &r["latency_ms"]["e2e"];
+    assert_eq!(e2e["count"], n(&r, "received"), "{r}");
+    assert!(e2e["p99"].as_f64().is_some_and(|p| p > 0.0), "{r}");
+    assert!(
+        r["latency_ms"]["ack"]["p50"]
+            .as_f64()
+            .is_some_and(|p| p > 0.0),
+        "{r}"
+    );
+    assert!(
+        r["delivered_per_s"].as_f64().is_some_and(|d| d > 0.0),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hold_counts_idle_connections_per_node() {
+    let node = NodeProcess::start(BIN, NODE_ENV).await;
+    let r = bench(
+        &node.ws_url(),
+        &[
+            "--scenario",
+            "hold",
+            "--connections",
+            "300",
+            "--ramp-up",
+            "1",
+            "--duration",
+            "1",
+            "--source-ips",
+            "127.0.0.1-127.0.0.3",
+        ],
+    )
+    .await;
+    assert_eq!(r["scenario"], "hold");
+    assert_eq!(n(&r, "connected"), 300, "{r}");
+    assert_eq!(n(&r, "active_at_end"), 300, "{r}");
+    assert_eq!(n(&r, "errors"), 0, "{r}");
+    assert_eq!(n(&r, "sent"), 0, "{r}");
+    let node_id = format!("node-{}", node.addr.port());
+    assert_eq!(r["nodes"][&node_id], 300, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_split_a_run_and_their_reports_merge() {
+    let node = NodeProcess::start(BIN, NODE_ENV).await;
+    let r = bench(
+        &node.ws_url(),
+        &[
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--connections",
+            "120",
+            "--rooms",
+            "6",
+            "--senders",
+            "0.5",
+            "--ramp-up",
+            "1",
+            "--duration",
+            "3",
+            "--msg-interval",
+            "400",
+        ],
+    )
+    .await;
+    assert_eq!(r["workers"], 2);
+    assert_eq!(n(&r, "requested"), 120, "{r}");
+    assert_eq!(n(&r, "connected"), 120, "{r}");
+    assert_exact(&r);
+    assert_eq!(n(&r, "expected"), n(&r, "acked") * 20, "{r}");
+    // Latencies are merged too: one send→ack sample per acked message.
+    assert_eq!(r["latency_ms"]["ack"]["count"], n(&r, "acked"), "{r}");
+}
+
+/// Starts `parley serve` on a given address and database directory (the
+/// testkit picks a fresh port on every spawn; a restart must keep its port
+/// so that clients find the node again).
+async fn serve_at(addr: SocketAddr, dir: &Path) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("PARLEY_LISTEN", addr.to_string())
+        .env(
+            "PARLEY_DATABASE_URL",
+            format!("sqlite://{}", dir.join("parley.db").display()),
+        )
+        .env("PARLEY_JWT_SECRET", SECRET)
+        .env("PARLEY_NODE_ID", "restarted")
+        .env("PARLEY_SEND_BURST", "100000")
+        .env("PARLEY_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in NODE_ENV {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("parley serve starts");
+    let base = format!("http://{addr}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = parley_client::http::request(&base, "GET", "/readyz", None, None).await
+            && r.status == 200
+        {
+            return child;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "restarted node did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_loses_nothing_across_a_node_restart() {
+    let mut node = NodeProcess::start(BIN, NODE_ENV).await;
+    let bench = bench_command(
+        &node.ws_url(),
+        &[
+            "--scenario",
+            "resume",
+            "--connections",
+            "100",
+            "--rooms",
+            "10",
+            "--ramp-up",
+            "1",
+            "--duration",
+            "8",
+            "--msg-interval",
+            "250",
+            "--drain",
+            "20",
+        ],
+    )
+    .spawn()
+    .expect("bench starts");
+
+    // Mid-run: drain the node (sessions closed with 1001, pending appends
+    // flushed), keep it down a moment, and start it again on the same port
+    // and database.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    node.signal("TERM");
+    assert_eq!(node.wait_exit(Duration::from_secs(15)).await, Some(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _restarted = serve_at(node.addr, &node.dir).await;
+
+    let r = report_of(bench).await;
+    assert_eq!(r["scenario"], "resume");
+    assert_eq!(n(&r, "connected"), 100, "{r}");
+    assert!(
+        n(&r, "disconnected") >= 100,
+        "every connection was drained: {r}"
+    );
+    assert!(n(&r, "reconnects") >= 100, "and came back: {r}");
+    assert_eq!(n(&r, "active_at_end"), 100, "{r}");
+    assert_exact(&r);
+    assert_eq!(r["nodes"]["restarted"], 100, "{r}");
+    assert!(
+        r["error_kinds"]["closed: 1001"]
+            .as_u64()
+            .is_some_and(|c| c >= 100),
+        "{r}"
+    );
+}

@@ -1,0 +1,394 @@
+//! Real infrastructure for fleet tests and the local fleet launcher:
+//! `redis-server`, PostgreSQL and nginx from Debian's packages, each started
+//! on a free 127.0.0.1 port in its own temp dir and stopped on drop. Nothing
+//! here uses a service that happens to be running on the machine.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::free_port;
+
+fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn find_binary(name: &str, extra_dirs: &[PathBuf]) -> PathBuf {
+    for dir in extra_dirs {
+        let p = dir.join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!("{name} not found: install it (scripts/test installs the Debian packages it needs)");
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A `redis-server` on a free port, without persistence.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = TempDir::new().expect("temp dir");
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        redis.run();
+        redis
+    }
+
+    fn run(&mut self) {
+        let bin = find_binary("redis-server", &[]);
+        let child = Command::new(bin)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "redis-server did not listen"
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (like a crash: SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL cluster created with `initdb` in a temp dir, on a free port.
+/// As root it runs as the `postgres` user (PostgreSQL refuses root).
+pub struct Postgres {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+fn pg_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.reverse();
+    dirs
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dirs = pg_bin_dirs();
+        let initdb = find_binary("initdb", &dirs);
+        let bin = initdb.parent().expect("bin dir").to_path_buf();
+        let dir = TempDir::new().expect("temp dir");
+        let as_postgres = is_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status();
+            assert!(
+                status.map(|s| s.success()).unwrap_or(false),
+                "chown of the PostgreSQL dir failed"
+            );
+        }
+        let data = dir.path().join("data");
+        let out = Self::command(as_postgres, &initdb)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "parley", "--auth", "trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Postgres {
+            child: None,
+            port: free_port(),
+            dir,
+            bin,
+            as_postgres,
+        };
+        pg.run();
+        pg
+    }
+
+    fn command(as_postgres: bool, bin: &Path) -> Command {
+        if as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        }
+    }
+
+    fn run(&mut self) {
+        let data = self.dir.path().join("data");
+        let child = Self::command(self.as_postgres, &self.bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
+            .args(["-c", "max_connections=200", "-c", "shared_buffers=64MB"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres starts");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(20)),
+            "postgres did not listen"
+        );
+        // Accepting TCP is not accepting queries: wait for the database.
+        let psql = self.bin.join("psql");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = Command::new(&psql)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "parley",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    "SELECT 1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "postgres did not accept queries");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// URL of database `postgres` (creating others is the caller's business).
+    pub fn url(&self) -> String {
+        format!("postgres://parley@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected at once).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `runuser` does not forward signals: ask pg_ctl, which signals
+            // the postmaster by the pid in its data directory.
+            let data = self.dir.path().join("data");
+            let _ = Self::command(self.as_postgres, &self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "fast", "-w", "-t", "20", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            kill(&mut c);
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// nginx in front of several nodes: `ip_hash` stands in for the Kubernetes
+/// Service's ClientIP affinity; WebSocket upgrades pass through.
+pub struct Nginx {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+/// The nginx configuration for a set of upstream nodes.
+pub fn nginx_conf(port: u16, upstreams: &[SocketAddr], dir: &Path) -> String {
+    let servers: String = upstreams
+        .iter()
+        .map(|a| format!("        server {a} max_fails=1 fail_timeout=2s;\n"))
+        .collect();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    upstream parley {{
+        ip_hash;
+{servers}    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://parley;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_next_upstream error timeout http_502 http_503;
+        }}
+    }}
+}}
+"#,
+        dir = dir.display()
+    )
+}
+
+impl Nginx {
+    pub fn start(upstreams: &[SocketAddr]) -> Nginx {
+        let dir = TempDir::new().expect("temp dir");
+        let port = free_port();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(port, upstreams, dir.path())).expect("write nginx.conf");
+        let bin = find_binary("nginx", &[PathBuf::from("/usr/sbin")]);
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nginx starts");
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "nginx did not listen"
+        );
+        Nginx {
+            child: Some(child),
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+}

@@ -1,0 +1,751 @@
+#!/usr/bin/env python3
+"""Checks behind deploy/test.sh. Each subcommand is one check: it prints what
+it found and exits 0 (pass) or 1 (fail). test.sh prints the PASS/FAIL lines.
+
+Run with the venv's Python (PyYAML, kubernetes-validate, websockets)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import fnmatch
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+# --------------------------------------------------------------------- helpers
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def find(docs, kind, name=None, prefix=False):
+    out = []
+    for d in docs:
+        if d.get("kind") != kind:
+            continue
+        n = d["metadata"]["name"]
+        if name is None or n == name or (prefix and n.startswith(name + "-")):
+            out.append(d)
+    return out
+
+
+def one(docs, kind, name, prefix=False):
+    found = find(docs, kind, name, prefix)
+    if len(found) != 1:
+        raise SystemExit(f"expected exactly one {kind} {name!r}, found {len(found)}")
+    return found[0]
+
+
+def parley_container(deploy):
+    for c in deploy["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == "parley":
+            return c
+    raise SystemExit(f"Deployment {deploy['metadata']['name']} has no container 'parley'")
+
+
+def config_of(docs, container):
+    """The data of every ConfigMap the container's envFrom names."""
+    data = {}
+    for ref in container.get("envFrom", []):
+        if "configMapRef" in ref:
+            data.update(one(docs, "ConfigMap", ref["configMapRef"]["name"])["data"])
+    return data
+
+
+def parse_duration(text):
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h|d)?\s*", str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r}")
+    mult = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def help_vars(help_file):
+    return set(re.findall(r"\bPARLEY_[A-Z0-9_]+\b", Path(help_file).read_text()))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=3, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, ConnectionError, socket.timeout, OSError) as e:
+        return None, str(e)
+
+
+def fail(msg):
+    print(f"  ✗ {msg}")
+    return 1
+
+
+def ok(msg):
+    print(f"  ✓ {msg}")
+    return 0
+
+
+# ------------------------------------------------------------ 2. validation
+
+# Custom resources have no schema in kubernetes-validate's bundle. They are
+# skipped here, with the reason, and checked by `crd-refs` instead.
+CRD_SKIPS = {
+    "monitoring.coreos.com/v1": "Prometheus Operator CRD (ServiceMonitor, PrometheusRule): "
+    "no schema in kubernetes-validate; selector/port checked by crd-refs",
+}
+
+
+def cmd_validate(args):
+    import kubernetes_validate
+
+    bad = 0
+    for path in args.files:
+        for d in load_docs(path):
+            what = f"{Path(path).stem}: {d['kind']}/{d['metadata'].get('namespace', '-')}/{d['metadata']['name']}"
+            if d["apiVersion"] in CRD_SKIPS:
+                print(f"  - skipped {what}: {CRD_SKIPS[d['apiVersion']]}")
+                continue
+            try:
+                kubernetes_validate.validate(d, args.version, strict=True)
+            except Exception as e:  # ValidationError, SchemaNotFoundError, …
+                msg = getattr(e, "message", str(e))
+                path_ = "/".join(str(p) for p in getattr(e, "path", []) or [])
+                bad += fail(f"{what}: {msg} {('at ' + path_) if path_ else ''}")
+                continue
+            if args.verbose:
+                ok(what)
+    print(f"  kubernetes {args.version}: {'all valid' if not bad else f'{bad} invalid'} (strict)")
+    return 1 if bad else 0
+
+
+# ---------------------------------------------------------------- 3. checkov
+
+
+def cmd_checkov_gate(args):
+    skips = yaml.safe_load(Path(args.skips).read_text())["skips"]
+    for s in skips:
+        if not s.get("reason", "").strip():
+            return fail(f"skip {s['check']} has no reason")
+    raw = json.loads(Path(args.report).read_text() or "[]")
+    reports = raw if isinstance(raw, list) else [raw]
+    failed, passed = [], 0
+    for r in reports:
+        if not isinstance(r, dict):
+            continue
+        res = r.get("results", {})
+        passed += len(res.get("passed_checks", []))
+        failed += res.get("failed_checks", [])
+    used = [0] * len(skips)
+    unexpected = []
+    accepted = {}  # skip index -> resource ids
+    for f in failed:
+        cid, rid = f["check_id"], f["resource"]
+        hit = None
+        for i, s in enumerate(skips):
+            if s["check"] == cid and any(fnmatch.fnmatch(rid, g) for g in s["resources"]):
+                hit = i
+                break
+        if hit is None:
+            unexpected.append(f"{cid} {rid}: {f.get('check_name', '')} ({f.get('file_path', '')})")
+        else:
+            used[hit] += 1
+            accepted.setdefault(hit, set()).add(rid)
+    for i, rids in sorted(accepted.items()):
+        reason = skips[i]["reason"].split(". ")[0].rstrip(".")
+        print(f"  - skipped {skips[i]['check']} on {', '.join(sorted(rids))}: {reason}.")
+    for i, s in enumerate(skips):
+        if not used[i]:
+            print(f"  ! stale skip (matches nothing now, remove it): {s['check']} {s['resources']}")
+    for u in unexpected:
+        fail(u)
+    print(f"  checkov: {passed} passed, {len(failed) - len(unexpected)} skipped with a reason, {len(unexpected)} failed")
+    return 1 if unexpected or not passed else 0
+
+
+# ------------------------------------------------- 4. manifests vs. binary
+
+
+def cmd_config_vars(args):
+    known = help_vars(args.help)
+    if len(known) < 5:
+        return fail(f"`parley serve --help` lists only {sorted(known)}: cannot check")
+    bad = 0
+    covered = set()
+    for path in args.files:
+        docs = load_docs(path)
+        for dep in find(docs, "Deployment", "parley"):
+            c = parley_container(dep)
+            cfg = config_of(docs, c)
+            env = {e["name"] for e in c.get("env", [])}
+            for k in sorted(cfg):
+                if k.startswith("PARLEY_"):
+                    covered.add(k)
+                    if k not in known:
+                        bad += fail(f"{Path(path).stem}: ConfigMap key {k} is not a setting of `parley serve`")
+                else:
+                    bad += fail(f"{Path(path).stem}: ConfigMap key {k} is not a PARLEY_* setting")
+            for k in sorted(env):
+                if k.startswith("PARLEY_"):
+                    covered.add(k)
+                    if k not in known:
+                        bad += fail(f"{Path(path).stem}: Deployment env {k} is not a setting of `parley serve`")
+    if not covered:
+        return fail("no PARLEY_* setting found in the rendered manifests")
+    missing = sorted(known - covered)
+    print(f"  {len(covered)} PARLEY_* settings in the manifests, all known to `parley serve --help` ({len(known)} settings)")
+    if missing:
+        print(f"  ! settings of the binary the manifests leave at their default: {', '.join(missing)}")
+    return 1 if bad else 0
+
+
+def resolve_port(container, port):
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports", []):
+        if p.get("name") == port:
+            return p["containerPort"]
+    raise SystemExit(f"port name {port!r} not declared by container {container['name']}")
+
+
+def cmd_ports(args):
+    bad = 0
+    for path in args.files:
+        docs = load_docs(path)
+        name = Path(path).stem
+        for dep in find(docs, "Deployment", "parley"):
+            c = parley_container(dep)
+            cfg = config_of(docs, c)
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            listen = env.get("PARLEY_LISTEN") or cfg.get("PARLEY_LISTEN") or "0.0.0.0:8080"
+            port = int(listen.rsplit(":", 1)[1])
+            host = listen.rsplit(":", 1)[0]
+            http = resolve_port(c, "http")
+            if http != port:
+                bad += fail(f"{name}: containerPort {http} != PARLEY_LISTEN port {port}")
+            if host not in ("0.0.0.0", "[::]", "::"):
+                bad += fail(f"{name}: PARLEY_LISTEN {listen} does not listen on all interfaces: the kubelet and Services cannot reach it")
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                p = c.get(probe)
+                if not p:
+                    bad += fail(f"{name}: no {probe}")
+                    continue
+                pport = resolve_port(c, p["httpGet"]["port"])
+                if pport != port:
+                    bad += fail(f"{name}: {probe} port {pport} != {port}")
+            ann = dep["spec"]["template"]["metadata"].get("annotations", {})
+            if ann.get("prometheus.io/port") and int(ann["prometheus.io/port"]) != port:
+                bad += fail(f"{name}: prometheus.io/port {ann['prometheus.io/port']} != {port}")
+            sel = dep["spec"]["selector"]["matchLabels"]
+            svcs = [s for s in find(docs, "Service")
+                    if s["spec"].get("selector") and all(sel.get(k) == v for k, v in s["spec"]["selector"].items())]
+            if not svcs:
+                bad += fail(f"{name}: no Service selects the Parley pods")
+            for s in svcs:
+                for sp in s["spec"]["ports"]:
+                    if resolve_port(c, sp["targetPort"]) != port:
+                        bad += fail(f"{name}: Service {s['metadata']['name']} targets {sp['targetPort']}, not {port}")
+            labels = dep["spec"]["template"]["metadata"]["labels"]
+            if not all(labels.get(k) == v for k, v in sel.items()):
+                bad += fail(f"{name}: the Deployment's selector does not match its pod labels")
+            for kind in ("PodDisruptionBudget",):
+                for o in find(docs, kind):
+                    if o["spec"]["selector"]["matchLabels"] != sel:
+                        bad += fail(f"{name}: {kind} {o['metadata']['name']} selects {o['spec']['selector']['matchLabels']}, not the Parley pods")
+            for hpa in find(docs, "HorizontalPodAutoscaler"):
+                if hpa["spec"]["scaleTargetRef"]["name"] != dep["metadata"]["name"]:
+                    bad += fail(f"{name}: HPA targets {hpa['spec']['scaleTargetRef']['name']}")
+            for ing in find(docs, "Ingress"):
+                for rule in ing["spec"]["rules"]:
+                    for p in rule["http"]["paths"]:
+                        b = p["backend"]["service"]
+                        svc = [s for s in svcs if s["metadata"]["name"] == b["name"]]
+                        if not svc or not any(sp.get("name") == b["port"].get("name") or sp.get("port") == b["port"].get("number") for sp in svc[0]["spec"]["ports"]):
+                            bad += fail(f"{name}: Ingress backend {b} is not a port of a Parley Service")
+            print(f"  {name}: PARLEY_LISTEN={listen}, containerPort {http}, probes, Services, PDB, HPA{', Ingress' if find(docs, 'Ingress') else ''} agree")
+    return 1 if bad else 0
+
+
+def cmd_drain(args):
+    bad = 0
+    for path in args.files:
+        docs = load_docs(path)
+        name = Path(path).stem
+        for dep in find(docs, "Deployment", "parley"):
+            spec = dep["spec"]["template"]["spec"]
+            c = parley_container(dep)
+            cfg = config_of(docs, c)
+            grace = parse_duration(cfg.get("PARLEY_DRAIN_GRACE", "3s"))
+            spread = parse_duration(cfg.get("PARLEY_DRAIN_SPREAD", "5s"))
+            timeout = parse_duration(cfg.get("PARLEY_DRAIN_TIMEOUT", "20s"))
+            pre = c.get("lifecycle", {}).get("preStop", {})
+            sleep = pre.get("sleep", {}).get("seconds", 0)
+            tgps = spec.get("terminationGracePeriodSeconds", 30)
+            need = sleep + timeout + args.margin
+            print(f"  {name}: preStop {sleep}s + drain timeout {timeout:g}s + margin {args.margin}s = {need:g}s "
+                  f"<= terminationGracePeriodSeconds {tgps}s; grace {grace:g}s + spread {spread:g}s <= timeout {timeout:g}s")
+            if not sleep:
+                bad += fail(f"{name}: no preStop sleep (kube-proxy/ingress need time to drop the pod)")
+            if tgps < need:
+                bad += fail(f"{name}: terminationGracePeriodSeconds {tgps} < {need:g}: the kubelet would SIGKILL mid-drain")
+            if grace + spread > timeout:
+                bad += fail(f"{name}: PARLEY_DRAIN_GRACE + PARLEY_DRAIN_SPREAD ({grace + spread:g}s) > PARLEY_DRAIN_TIMEOUT ({timeout:g}s)")
+            ru = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
+            if str(ru.get("maxUnavailable", "25%")) not in ("0", "0%"):
+                bad += fail(f"{name}: rollingUpdate.maxUnavailable should be 0 (start a new pod before draining an old one)")
+    return 1 if bad else 0
+
+
+def cmd_crd_refs(args):
+    """ServiceMonitor → exactly one Service, with the named port; the HPA
+    variant's metric is the one the adapter rule serves."""
+    base = load_docs(args.base)
+    mon = load_docs(args.monitoring)
+    bad = 0
+    for sm in find(mon, "ServiceMonitor"):
+        sel = sm["spec"]["selector"]["matchLabels"]
+        svcs = [s for s in find(base, "Service") if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+        if len(svcs) != 1:
+            bad += fail(f"ServiceMonitor {sm['metadata']['name']} selects {len(svcs)} Services (want exactly 1: each pod scraped once)")
+            continue
+        ports = {p.get("name") for p in svcs[0]["spec"]["ports"]}
+        for ep in sm["spec"]["endpoints"]:
+            if ep["port"] not in ports:
+                bad += fail(f"ServiceMonitor port {ep['port']} not on Service {svcs[0]['metadata']['name']}")
+        ns = sm["spec"].get("namespaceSelector", {}).get("matchNames", [])
+        if ns and svcs[0]["metadata"]["namespace"] not in ns:
+            bad += fail(f"ServiceMonitor watches {ns}, the Service is in {svcs[0]['metadata']['namespace']}")
+        ok(f"ServiceMonitor {sm['metadata']['name']} -> Service {svcs[0]['metadata']['name']} port {[e['port'] for e in sm['spec']['endpoints']]} path {[e.get('path') for e in sm['spec']['endpoints']]}")
+    adapter = [c for c in find(mon, "ConfigMap") if "config.yaml" in c.get("data", {})]
+    served = set()
+    for c in adapter:
+        for rule in yaml.safe_load(c["data"]["config.yaml"])["rules"]:
+            served.add(rule["name"]["as"])
+    if args.hpa:
+        hpa = one(load_docs(args.hpa), "HorizontalPodAutoscaler", "parley")
+        pods = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+        kinds = [m["type"] for m in hpa["spec"]["metrics"]]
+        if not pods:
+            bad += fail("the hpa-connections component added no Pods metric")
+        for p in pods:
+            if p not in served:
+                bad += fail(f"HPA scales on {p}, which the prometheus-adapter rules do not serve ({served})")
+            else:
+                ok(f"HPA metric {p} is served by the prometheus-adapter rule; HPA metrics: {kinds}")
+    return 1 if bad else 0
+
+
+METRIC_RE = re.compile(r"\b(parley_[a-z0-9_]+)\b")
+
+
+def metric_names_in(paths):
+    names = {}
+    for p in paths:
+        for m in METRIC_RE.findall(Path(p).read_text()):
+            base = re.sub(r"_(bucket|sum|count)$", "", m)
+            names.setdefault(base, set()).add(Path(p).name)
+    return names
+
+
+def cmd_metric_names(args):
+    blob = Path(args.binary).read_bytes()
+    names = metric_names_in(args.files)
+    bad = 0
+    for n in sorted(names):
+        if n.encode() not in blob:
+            bad += fail(f"{n} (used in {', '.join(sorted(names[n]))}) does not occur in the binary")
+    for req in args.require:
+        if req not in names:
+            bad += fail(f"{req} is not used by the dashboard/rules")
+    print(f"  {len(names)} metric names used by dashboard, alerts and adapter; all found in the binary: {', '.join(sorted(names))}")
+    return 1 if bad else 0
+
+
+def cmd_dockerfiles(args):
+    def block(p):
+        text = Path(p).read_text()
+        m = re.search(r"# final-stage: begin.*?\n(.*)# final-stage: end", text, re.S)
+        if not m:
+            raise SystemExit(f"{p}: no final-stage markers")
+        return m.group(1)
+    a, b = block(args.dockerfile), block(args.local)
+    if a != b:
+        import difflib
+        sys.stdout.writelines(difflib.unified_diff(a.splitlines(True), b.splitlines(True), "Dockerfile", "Dockerfile.local"))
+        return fail("the final stages of Dockerfile and Dockerfile.local differ")
+    text = Path(args.dockerfile).read_text()
+    need = {
+        "multi-stage": len(re.findall(r"^FROM ", text, re.M)) >= 2,
+        "final FROM scratch/distroless": bool(re.search(r"^FROM (scratch|gcr\.io/distroless/\S+)\s*$", text, re.M)),
+        "numeric non-root USER": bool(re.search(r"^USER [1-9][0-9]{3,}(:[0-9]+)?\s*$", a, re.M)),
+        "VOLUME /data": "VOLUME" in a and "/data" in a,
+        "SQLite on /data": "sqlite:///data/" in a,
+        "OCI labels": a.count("org.opencontainers.image.") >= 5,
+        "musl target": "musl" in text,
+    }
+    bad = sum(fail(k) for k, v in need.items() if not v)
+    ok("final stages identical; " + ", ".join(k for k, v in need.items() if v))
+    return 1 if bad else 0
+
+
+def cmd_promql(args):
+    """PromQL of the dashboard and the alerts, parsed by promtool."""
+    exprs = []
+    dash = json.loads(Path(args.dashboard).read_text())
+
+    def walk(o):
+        if isinstance(o, dict):
+            if "expr" in o and (o.get("datasource", {}) or {}).get("type") != "loki":
+                exprs.append(o["expr"])
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(dash)
+    for d in load_docs(args.rules):
+        if d["kind"] == "PrometheusRule":
+            for g in d["spec"]["groups"]:
+                exprs += [r["expr"] for r in g["rules"]]
+    rules = []
+    for i, e in enumerate(exprs):
+        e = e.replace("$__rate_interval", "1m").replace("$__interval", "1m").replace("$namespace", "parley")
+        rules.append({"record": f"check:expr_{i}", "expr": e})
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump({"groups": [{"name": "syntax", "rules": rules}]}, f)
+    r = subprocess.run([args.promtool, "check", "rules", f.name], capture_output=True, text=True)
+    os.unlink(f.name)
+    print("  " + (r.stdout + r.stderr).strip().replace("\n", "\n  "))
+    if r.returncode:
+        return fail("promtool rejected an expression")
+    return ok(f"{len(exprs)} PromQL expressions (dashboard + alerts) parse")
+
+
+def cmd_compose(args):
+    known = help_vars(args.help)
+    c = yaml.safe_load(Path(args.compose).read_text())
+    svcs = c["services"]
+    bad = 0
+    nodes = [n for n, s in svcs.items() if "PARLEY_DATABASE_URL" in (s.get("environment") or {})]
+    if len(nodes) < 3:
+        bad += fail(f"compose runs {len(nodes)} Parley nodes, want 3")
+    for n in nodes:
+        s = svcs[n]
+        for k in s["environment"]:
+            if k.startswith("PARLEY_") and k not in known:
+                bad += fail(f"{n}: {k} is not a setting of `parley serve`")
+        if not s.get("read_only"):
+            bad += fail(f"{n}: not read_only")
+        if not str(s.get("user", "")).split(":")[0].isdigit() or s.get("user", "").startswith("0"):
+            bad += fail(f"{n}: no numeric non-root user")
+        g = parse_duration(s.get("stop_grace_period", "10s"))
+        t = parse_duration(s["environment"].get("PARLEY_DRAIN_TIMEOUT", "20s"))
+        if g < t:
+            bad += fail(f"{n}: stop_grace_period {g:g}s < PARLEY_DRAIN_TIMEOUT {t:g}s")
+        if not str(s["environment"]["PARLEY_DATABASE_URL"]).startswith("postgres://"):
+            bad += fail(f"{n}: not on PostgreSQL")
+        if "PARLEY_REDIS_URL" not in s["environment"]:
+            bad += fail(f"{n}: no Redis bus")
+    for need in ("postgres", "redis"):
+        s = svcs.get(need)
+        if not s:
+            bad += fail(f"no {need} service")
+            continue
+        if "healthcheck" not in s:
+            bad += fail(f"{need}: no healthcheck")
+        if not any(":" in str(v) for v in s.get("volumes", [])):
+            bad += fail(f"{need}: no volume")
+    ng = [n for n, s in svcs.items() if "nginx" in str(s.get("image", ""))]
+    if not ng:
+        bad += fail("no nginx service")
+    conf = Path(args.nginx).read_text()
+    upstream = set(re.findall(r"^\s*server\s+([\w.-]+):8080", conf, re.M))
+    if upstream != set(nodes):
+        bad += fail(f"nginx upstream {sorted(upstream)} != compose nodes {sorted(nodes)}")
+    for must in ("ip_hash", "proxy_set_header Upgrade $http_upgrade", "proxy_set_header Connection $connection_upgrade",
+                 "proxy_http_version 1.1", "proxy_read_timeout"):
+        if must not in conf:
+            bad += fail(f"nginx.conf lacks {must}")
+    if not bad:
+        ok(f"compose: nginx + nodes {', '.join(nodes)} + postgres + redis; nginx upstream matches; env known to the binary")
+    return 1 if bad else 0
+
+
+# -------------------------------------------- 4. a real node answers probes
+
+
+def cmd_probe_node(args):
+    """Runs the binary with the rendered ConfigMap's settings (SQLite instead
+    of PostgreSQL/Redis, which do not run here) and asks every path the
+    manifests point at (probes, metrics) for a 200."""
+    docs = load_docs(args.rendered)
+    dep = one(docs, "Deployment", "parley")
+    c = parley_container(dep)
+    cfg = config_of(docs, c)
+    paths = {}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        paths[probe] = c[probe]["httpGet"]["path"]
+    ann = dep["spec"]["template"]["metadata"].get("annotations", {})
+    if "prometheus.io/path" in ann:
+        paths["prometheus.io/path"] = ann["prometheus.io/path"]
+    for p in args.extra_path:
+        paths[p] = p
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="parley-probe-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env.update(cfg)
+    env.update({
+        "PARLEY_LISTEN": f"127.0.0.1:{port}",
+        "PARLEY_DATABASE_URL": f"sqlite://{tmp}/parley.db",
+        "PARLEY_JWT_SECRET": "probe-test-secret",
+        "PARLEY_NODE_ID": "probe-node",
+    })
+    env.pop("PARLEY_REDIS_URL", None)
+    log = open(os.path.join(tmp, "node.log"), "w+")
+    proc = subprocess.Popen([args.binary, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    bad = 0
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            code, _ = http_get(base + paths["startupProbe"], timeout=1)
+            if code == 200 or proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        for what, p in paths.items():
+            code, body = http_get(base + p)
+            if code == 200:
+                ok(f"{what} GET {p} -> 200 {body.strip()[:60]!r}")
+            else:
+                bad += fail(f"{what} GET {p} -> {code} {body.strip()[:200]!r}")
+        code, body = http_get(base + paths.get("prometheus.io/path", "/metrics"))
+        if code == 200 and "# TYPE" not in body and "parley_" not in body:
+            bad += fail("/metrics is not Prometheus text")
+        # SIGTERM: readiness must turn 503 at once, then the node exits 0.
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        code, _ = http_get(base + paths["readinessProbe"], timeout=1)
+        if code == 503:
+            ok(f"after SIGTERM {paths['readinessProbe']} -> 503 (draining)")
+        else:
+            bad += fail(f"after SIGTERM {paths['readinessProbe']} -> {code}, want 503")
+        limit = parse_duration(cfg.get("PARLEY_DRAIN_TIMEOUT", "20s")) + 5
+        try:
+            rc = proc.wait(timeout=limit)
+            if rc == 0:
+                ok(f"node exited 0 after its drain (within PARLEY_DRAIN_TIMEOUT + 5 s)")
+            else:
+                bad += fail(f"node exited {rc} after SIGTERM")
+        except subprocess.TimeoutExpired:
+            bad += fail(f"node still running {limit:g}s after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        lines = log.read().splitlines()
+        if bad:
+            print("  node log:\n    " + "\n    ".join(lines[-20:]))
+        else:
+            try:
+                json.loads(lines[0])
+                ok("logs are JSON lines (PARLEY_LOG_FORMAT=json), what the log shipper parses")
+            except (ValueError, IndexError):
+                bad += fail(f"first log line is not JSON: {lines[:1]}")
+    return 1 if bad else 0
+
+
+# ------------------------------------------------------------ 5. podman play
+
+
+def cmd_podman_transform(args):
+    """Rendered dev overlay -> what `podman kube play` (4.x) can run here.
+    Prints every change it makes; the manifests themselves stay as they are."""
+    docs = load_docs(args.rendered)
+    dep = one(docs, "Deployment", "parley")
+    c = parley_container(dep)
+    spec = dep["spec"]["template"]["spec"]
+    changes = []
+    dep["spec"]["replicas"] = 1
+    changes.append("replicas: 1 (one pod; the HPA has nothing to scale here)")
+    c["image"] = args.image
+    c["imagePullPolicy"] = "Never"
+    changes.append(f"image -> {args.image}, imagePullPolicy: Never (no registry here)")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if c.pop(probe, None):
+            changes.append(f"dropped {probe} (podman runs HTTP probes with curl inside the container; "
+                           "a scratch image has none: this script probes from outside)")
+    if c.pop("lifecycle", None):
+        changes.append("dropped lifecycle.preStop.sleep (not in podman 4.x's pod API)")
+    for k in ("topologySpreadConstraints", "serviceAccountName", "automountServiceAccountToken", "enableServiceLinks"):
+        if spec.pop(k, None) is not None:
+            changes.append(f"dropped {k} (no scheduler/API server)")
+    env = c.get("env", [])
+    kept = []
+    for e in env:
+        if e["name"] == "PARLEY_DATABASE_URL":
+            e.clear()
+            e.update({"name": "PARLEY_DATABASE_URL", "value": "sqlite:///data/parley.db"})
+            changes.append("PARLEY_DATABASE_URL -> sqlite:///data/parley.db (no PostgreSQL image can be pulled here)")
+        elif e["name"] == "PARLEY_REDIS_URL":
+            changes.append("dropped PARLEY_REDIS_URL (no Redis image here; one node needs no bus)")
+            continue
+        kept.append(e)
+    c["env"] = kept
+    leftover = [e["name"] for e in kept if "$(" in str(e.get("value", ""))]
+    if leftover:
+        raise SystemExit(f"podman does not expand $(VAR) in {leftover}")
+    for p in c["ports"]:
+        if p.get("name") == "http":
+            p["hostPort"] = args.host_port
+            p["hostIP"] = "127.0.0.1"
+    changes.append(f"port http published on 127.0.0.1:{args.host_port}")
+    # ConfigMaps go into the play file; Secrets become podman secrets (podman
+    # 4.x resolves secretKeyRef against `podman secret` data: JSON of the
+    # Secret's base64 `data` map).
+    cms = [one(docs, "ConfigMap", r["configMapRef"]["name"]) for r in c.get("envFrom", []) if "configMapRef" in r]
+    secret_names = sorted({e["valueFrom"]["secretKeyRef"]["name"] for e in kept if "secretKeyRef" in e.get("valueFrom", {})})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for s in secret_names:
+        sec = one(docs, "Secret", s)
+        (out / f"{s}.json").write_text(json.dumps(sec["data"]))
+    (out / "secrets.txt").write_text("\n".join(secret_names) + "\n")
+    with open(out / "play.yaml", "w") as f:
+        yaml.safe_dump_all(cms + [dep], f, sort_keys=False)
+    jwt = None
+    for e in kept:
+        if e["name"] == "PARLEY_JWT_SECRET":
+            ref = e["valueFrom"]["secretKeyRef"]
+            jwt = base64.b64decode(one(docs, "Secret", ref["name"])["data"][ref["key"]]).decode()
+    (out / "jwt-secret").write_text(jwt or "")
+    (out / "pod-name").write_text(dep["metadata"]["name"] + "-pod-0")
+    for ch in changes:
+        print(f"  - {ch}")
+    print(f"  kept: ConfigMap {[m['metadata']['name'] for m in cms]}, Secrets {secret_names} (secretKeyRef), "
+          f"fieldRef PARLEY_NODE_ID, securityContext, resources, /tmp and /data emptyDirs")
+    return 0
+
+
+async def chat(url, alice_token, bob_token, room, text):
+    import websockets
+
+    async def hello(ws, token, who):
+        await ws.send(json.dumps({"type": "hello", "token": token, "client": "deploy-test/1"}))
+        w = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if w.get("type") != "welcome":
+            raise RuntimeError(f"{who}: expected welcome, got {w}")
+        return w
+
+    async def until(ws, pred, what):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            f = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.time())))
+            if pred(f):
+                return f
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    async with websockets.connect(url, open_timeout=10) as a, websockets.connect(url, open_timeout=10) as b:
+        wa = await hello(a, alice_token, "alice")
+        wb = await hello(b, bob_token, "bob")
+        print(f"  ✓ welcome: {wa['user']} and {wb['user']} on node {wa.get('node')!r}")
+        for ws, i in ((a, 1), (b, 1)):
+            await ws.send(json.dumps({"type": "join", "id": i, "room": room}))
+            await until(ws, lambda f: f.get("type") == "joined" and f.get("room") == room, "joined")
+        await a.send(json.dumps({"type": "send", "id": 2, "room": room, "text": text, "nonce": "deploy-test-1"}))
+        ack = await until(a, lambda f: f.get("type") == "ack" and f.get("re") == 2, "ack")
+        print(f"  ✓ ack: seq {ack['seq']} (stored)")
+        msg = await until(b, lambda f: f.get("type") == "message" and f.get("text") == text, "message at bob")
+        print(f"  ✓ bob received {msg['from']}: {msg['text']!r} seq {msg['seq']}")
+        return ack["seq"]
+
+
+def cmd_ws_chat(args):
+    alice = Path(args.alice_token_file).read_text().strip()
+    bob = Path(args.bob_token_file).read_text().strip()
+    try:
+        seq = asyncio.run(chat(args.url, alice, bob, args.room, args.text))
+    except Exception as e:
+        return fail(f"{type(e).__name__}: {e}")
+    base = args.url.replace("ws://", "http://").rsplit("/ws", 1)[0]
+    code, body = http_get(f"{base}/api/rooms/{args.room}/messages?limit=10", headers={"Authorization": f"Bearer {bob}"})
+    if code != 200:
+        return fail(f"GET /api/rooms/{args.room}/messages -> {code} {body[:200]}")
+    stored = [m for m in json.loads(body).get("messages", []) if m.get("seq") == seq and m.get("text") == args.text]
+    if not stored:
+        return fail(f"message seq {seq} not in the room's history: {body[:300]}")
+    return ok(f"history (REST) has seq {seq}: persisted, not only fanned out")
+
+
+def cmd_rootfs_tar(args):
+    """The final image's filesystem besides the binary, with its owners: what
+    the multi-stage Dockerfile's build stage assembles in /rootfs."""
+    import io
+    import tarfile
+
+    def add(t, name, data=None, mode=0o644, uid=0):
+        i = tarfile.TarInfo(name)
+        i.uid = i.gid = uid
+        i.mode = mode
+        if data is None:
+            i.type = tarfile.DIRTYPE
+            t.addfile(i)
+        else:
+            i.size = len(data)
+            t.addfile(i, io.BytesIO(data))
+
+    with tarfile.open(args.out, "w") as t:
+        for d in ("etc", "etc/ssl", "etc/ssl/certs"):
+            add(t, d, mode=0o755)
+        add(t, "etc/passwd", b"parley:x:10001:10001:parley:/data:/sbin/nologin\n")
+        add(t, "etc/group", b"parley:x:10001:\n")
+        add(t, "etc/ssl/certs/ca-certificates.crt", Path(args.ca).read_bytes())
+        add(t, "data", mode=0o750, uid=10001)
+        add(t, "tmp", mode=0o1777)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("validate"); p.add_argument("--version", required=True); p.add_argument("--verbose", action="store_true"); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_validate)
+    p = sub.add_parser("checkov-gate"); p.add_argument("skips"); p.add_argument("report"); p.set_defaults(f=cmd_checkov_gate)
+    p = sub.add_parser("config-vars"); p.add_argument("--help-file", dest="help", required=True); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_config_vars)
+    p = sub.add_parser("ports"); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_ports)
+    p = sub.add_parser("drain"); p.add_argument("--margin", type=int, default=5); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_drain)
+    p = sub.add_parser("crd-refs"); p.add_argument("--base", required=True); p.add_argument("--monitoring", required=True); p.add_argument("--hpa"); p.set_defaults(f=cmd_crd_refs)
+    p = sub.add_parser("metric-names"); p.add_argument("--binary", required=True); p.add_argument("--require", nargs="*", default=[]); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_metric_names)
+    p = sub.add_parser("dockerfiles"); p.add_argument("dockerfile"); p.add_argument("local"); p.set_defaults(f=cmd_dockerfiles)
+    p = sub.add_parser("promql"); p.add_argument("--promtool", default="promtool"); p.add_argument("dashboard"); p.add_argument("rules"); p.set_defaults(f=cmd_promql)
+    p = sub.add_parser("compose"); p.add_argument("--help-file", dest="help", required=True); p.add_argument("compose"); p.add_argument("nginx"); p.set_defaults(f=cmd_compose)
+    p = sub.add_parser("probe-node"); p.add_argument("--binary", required=True); p.add_argument("--extra-path", action="append", default=[]); p.add_argument("rendered"); p.set_defaults(f=cmd_probe_node)
+    p = sub.add_parser("podman-transform"); p.add_argument("--image", required=True); p.add_argument("--host-port", type=int, required=True); p.add_argument("--out", required=True); p.add_argument("rendered"); p.set_defaults(f=cmd_podman_transform)
+    p = sub.add_parser("ws-chat"); p.add_argument("--url", required=True); p.add_argument("--alice-token-file", required=True); p.add_argument("--bob-token-file", required=True); p.add_argument("--room", default="deploy-test"); p.add_argument("--text", default="hello from deploy/test.sh"); p.set_defaults(f=cmd_ws_chat)
+    p = sub.add_parser("rootfs-tar"); p.add_argument("--ca", default="/etc/ssl/certs/ca-certificates.crt"); p.add_argument("out"); p.set_defaults(f=cmd_rootfs_tar)
+    p = sub.add_parser("free-port"); p.set_defaults(f=lambda a: print(free_port()) or 0)
+    args = ap.parse_args()
+    sys.exit(args.f(args))
+
+
+if __name__ == "__main__":
+    main()

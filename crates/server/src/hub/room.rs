@@ -182,11 +182,7 @@ impl Room {
                             .request_close(parley_protocol::close::SLOW_CONSUMER);
                     }
                 }
-                None if seq > sub.after => {
-                    if sub.outbox.push(frame.clone()) {
-                        delivered += 1;
-                    }
-                }
+                None if seq > sub.after && sub.outbox.push(frame.clone()) => delivered += 1,
                 None => {}
             }
         }

@@ -1,0 +1,204 @@
+//! One store test suite, run against both backends: SQLite (a file in a temp
+//! dir) and PostgreSQL (a real server started for the test). Each case is
+//! written once against the `Store` trait.
+
+use std::sync::Arc;
+
+use parley_server::store::{AppendOutcome, NewMessage, Store, StoreError};
+use parley_testkit::services::Postgres;
+
+fn msg(room: &str, from: &str, text: &str, nonce: Option<&str>) -> NewMessage {
+    NewMessage {
+        room: room.into(),
+        from: from.into(),
+        text: text.into(),
+        nonce: nonce.map(Into::into),
+        ts_ms: 1_000,
+    }
+}
+
+fn seqs(outcomes: &[AppendOutcome]) -> Vec<u64> {
+    outcomes.iter().map(|o| o.message().seq).collect()
+}
+
+/// Two independent handles on the same database, like two nodes.
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>, Arc<dyn Store>) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let a = parley_server::store::open(&url, 4).await.unwrap();
+    let b = parley_server::store::open(&url, 4).await.unwrap();
+    (dir, a, b)
+}
+
+async fn postgres() -> (Postgres, Arc<dyn Store>, Arc<dyn Store>) {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let a = parley_server::store::open(&pg.url(), 8).await.unwrap();
+    let b = parley_server::store::open(&pg.url(), 8).await.unwrap();
+    (pg, a, b)
+}
+
+async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    // Seq starts at 1 per room and is gapless across batches and rooms.
+    let out = a
+        .append_batch(&[
+            msg("r1", "alice", "1", None),
+            msg("r2", "alice", "x", None),
+            msg("r1", "bob", "2", None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&out), vec![1, 1, 2]);
+    assert!(out.iter().all(|o| matches!(o, AppendOutcome::Stored(_))));
+    let out = b
+        .append_batch(&[msg("r1", "carol", "3", None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(&out),
+        vec![3],
+        "another handle continues the same sequence"
+    );
+    assert_eq!(a.last_seq("r1").await.unwrap(), Some(3));
+    assert_eq!(a.last_seq("nowhere").await.unwrap(), None);
+
+    // Nonces: repeated in a later batch, in the same batch, or by another sender.
+    let out = a
+        .append_batch(&[msg("r1", "alice", "n", Some("k1"))])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&out), vec![4]);
+    let out = a
+        .append_batch(&[
+            msg("r1", "alice", "n again", Some("k1")),
+            msg("r1", "alice", "m", Some("k2")),
+            msg("r1", "alice", "m again", Some("k2")),
+            msg("r1", "bob", "bob's k1", Some("k1")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&out), vec![4, 5, 5, 6]);
+    assert!(
+        matches!(&out[0], AppendOutcome::Duplicate(m) if m.text == "n"),
+        "the original is returned"
+    );
+    assert!(matches!(out[1], AppendOutcome::Stored(_)));
+    assert!(matches!(out[2], AppendOutcome::Duplicate(_)));
+    assert!(matches!(out[3], AppendOutcome::Stored(_)));
+    let dup = b
+        .append_batch(&[msg("r1", "alice", "n", Some("k1"))])
+        .await
+        .unwrap();
+    assert!(matches!(&dup[0], AppendOutcome::Duplicate(m) if m.seq == 4));
+
+    // Reads: forward and backward pages, oldest first.
+    let fwd = a.range_forward("r1", 2, u64::MAX, 3).await.unwrap();
+    assert_eq!(fwd.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+    let bounded = a.range_forward("r1", 1, 4, 10).await.unwrap();
+    assert_eq!(
+        bounded.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    let back = a.range_backward("r1", 6, 2).await.unwrap();
+    assert_eq!(back.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4, 5]);
+    let latest = a.range_backward("r1", u64::MAX, 2).await.unwrap();
+    assert_eq!(latest.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(latest[1].from, "bob");
+    assert_eq!(latest[1].nonce.as_deref(), Some("k1"));
+
+    // Rooms exist once joined; ensure_room keeps last_seq.
+    assert_eq!(a.ensure_room("empty").await.unwrap(), 0);
+    assert_eq!(a.ensure_room("r1").await.unwrap(), 6);
+    let rooms = b.rooms().await.unwrap();
+    assert!(rooms.contains(&("empty".to_string(), 0)) && rooms.contains(&("r1".to_string(), 6)));
+
+    // Users and settings.
+    a.create_user("alice", "hash1").await.unwrap();
+    assert!(matches!(
+        b.create_user("alice", "hash2").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        b.password_hash("alice").await.unwrap().as_deref(),
+        Some("hash1")
+    );
+    assert_eq!(a.password_hash("nobody").await.unwrap(), None);
+    assert_eq!(a.setting_or_insert("k", "first").await.unwrap(), "first");
+    assert_eq!(
+        b.setting_or_insert("k", "second").await.unwrap(),
+        "first",
+        "first writer wins"
+    );
+    a.ping().await.unwrap();
+
+    // Concurrent writers on two handles: one gapless sequence (invariant 2).
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for k in 0..25 {
+                let batch: Vec<NewMessage> = (0..4)
+                    .map(|j| msg("hot", &format!("w{w}"), &format!("{k}-{j}"), None))
+                    .collect();
+                got.extend(seqs(&store.append_batch(&batch).await.unwrap()));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "one writer's seqs increase"
+        );
+        all.extend(got);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+    let stored = a.range_forward("hot", 0, u64::MAX, 1000).await.unwrap();
+    assert_eq!(stored.len(), 800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_the_contract() {
+    let (_dir, a, b) = sqlite().await;
+    suite(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_the_contract() {
+    let (_pg, a, b) = postgres().await;
+    suite(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_reports_an_outage_as_unavailable() {
+    let (mut pg, a, _b) = postgres().await;
+    a.append_batch(&[msg("r", "alice", "1", None)])
+        .await
+        .unwrap();
+    let pg_ptr = &mut pg as *mut Postgres as usize;
+    // SAFETY: awaited at once; `pg` is not used meanwhile.
+    tokio::task::spawn_blocking(move || unsafe { (*(pg_ptr as *mut Postgres)).stop() })
+        .await
+        .unwrap();
+    let err = a
+        .append_batch(&[msg("r", "alice", "2", None)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(a.ping().await, Err(StoreError::Unavailable(_))));
+    tokio::task::spawn_blocking(move || unsafe { (*(pg_ptr as *mut Postgres)).restart() })
+        .await
+        .unwrap();
+    let mut ok = None;
+    for _ in 0..50 {
+        if let Ok(out) = a.append_batch(&[msg("r", "alice", "2", None)]).await {
+            ok = Some(out);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seqs(&ok.expect("store recovers by itself")), vec![2]);
+}

@@ -322,7 +322,7 @@ plain_run() {
     # The image's defaults alone: read-only root, SQLite on the /data volume.
     local port
     port=$("$PY" "$LIB" free-port)
-    "${PODMAN[@]}" run -d --name "$PLAIN_CTR" --read-only --cap-drop ALL \
+    "${PODMAN[@]}" run --pull=never -d --name "$PLAIN_CTR" --read-only --cap-drop ALL \
         --security-opt no-new-privileges -p "127.0.0.1:$port:8080" "$IMAGE" >/dev/null || return 1
     if ! wait_http "http://127.0.0.1:$port/readyz" 30; then
         "${PODMAN[@]}" logs "$PLAIN_CTR" 2>&1 | tail -n 20
@@ -413,17 +413,28 @@ play_metrics() {
 
 play_stop() {
     # What Kubernetes does on delete (minus the preStop sleep): SIGTERM,
-    # then SIGKILL after terminationGracePeriodSeconds.
-    local c tgps code
+    # then SIGKILL after terminationGracePeriodSeconds. A session held open
+    # meanwhile must be closed with 1001 by the drain.
+    local c tgps code holder i
     c=$(ctr)
     tgps=$("$PY" -c 'import sys,yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d["kind"] == "Deployment": print(d["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))' "$RENDERED/dev.yaml")
-    "${PODMAN[@]}" pod stop -t "$tgps" "$(cat "$PLAY_DIR/pod-name")" >/dev/null || return 1
+    rm -f "$PLAY_DIR/hold.ready"
+    "$PY" "$LIB" ws-hold --url "ws://127.0.0.1:$PLAY_PORT/ws" --token-file "$PLAY_DIR/bob.token" \
+        --ready-file "$PLAY_DIR/hold.ready" --timeout "$tgps" >"$PLAY_DIR/hold.log" 2>&1 &
+    holder=$!
+    for ((i = 0; i < 50; i++)); do [ -f "$PLAY_DIR/hold.ready" ] && break; sleep 0.2; done
+    [ -f "$PLAY_DIR/hold.ready" ] || { echo "could not open a session to hold"; cat "$PLAY_DIR/hold.log"; kill "$holder"; return 1; }
+    echo "holding one WebSocket session open; podman pod stop -t $tgps"
+    "${PODMAN[@]}" pod stop -t "$tgps" "$(cat "$PLAY_DIR/pod-name")" >/dev/null || { kill "$holder"; return 1; }
+    wait "$holder"
+    local held=$?
+    cat "$PLAY_DIR/hold.log"
     code=$("${PODMAN[@]}" inspect "$c" --format '{{.State.ExitCode}}')
-    "${PODMAN[@]}" logs "$c" 2>&1 | grep -E 'drain|stopped|exit' | tail -n 4
+    "${PODMAN[@]}" logs "$c" 2>&1 | grep -E 'drain|stopp' | tail -n 4
     echo "exit code $code (terminationGracePeriodSeconds $tgps)"
-    [ "$code" = 0 ] && "${PODMAN[@]}" logs "$c" 2>&1 | grep -q 'draining'
+    [ "$held" = 0 ] && [ "$code" = 0 ] && "${PODMAN[@]}" logs "$c" 2>&1 | grep -q 'draining'
 }
 
 play_down() {
@@ -447,7 +458,7 @@ check "pod securityContext is in force (UID 10001, read-only root, no capabiliti
 check "register a user over REST (curl); mint a token with the Secret's JWT secret" play_register
 check "chat over WebSocket: hello, join, send, ack, delivery, history" play_chat
 check "/metrics counts the traffic" play_metrics
-check "stop: SIGTERM drains and the node exits 0 within the grace period" play_stop
+check "stop: SIGTERM drains (open session closed with 1001), node exits 0 within the grace period" play_stop
 if [ -z "${KEEP:-}" ]; then
     check "podman kube down: everything removed" play_down
 fi

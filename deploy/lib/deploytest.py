@@ -725,6 +725,36 @@ def cmd_rootfs_tar(args):
     return 0
 
 
+def cmd_ws_hold(args):
+    """Holds a joined session open and reports how the server closes it: a
+    drain must close it with 1001 (going away) for the client to reconnect."""
+    import websockets
+
+    token = Path(args.token_file).read_text().strip()
+
+    async def hold():
+        async with websockets.connect(args.url, open_timeout=10) as ws:
+            await ws.send(json.dumps({"type": "hello", "token": token, "client": "deploy-test/1"}))
+            json.loads(await asyncio.wait_for(ws.recv(), 10))
+            await ws.send(json.dumps({"type": "join", "id": 1, "room": "deploy-test"}))
+            Path(args.ready_file).write_text("joined\n")
+            t0 = time.time()
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), args.timeout)
+            except websockets.ConnectionClosed as e:
+                code = e.rcvd.code if e.rcvd else None
+                return code, time.time() - t0
+
+    try:
+        code, after = asyncio.run(hold())
+    except Exception as e:
+        return fail(f"{type(e).__name__}: {e}")
+    if code != 1001:
+        return fail(f"session closed with {code}, want 1001 (going away)")
+    return ok(f"open session closed with 1001 (going away) {after:.1f} s into the hold, during the drain")
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -742,6 +772,7 @@ def main():
     p = sub.add_parser("podman-transform"); p.add_argument("--image", required=True); p.add_argument("--host-port", type=int, required=True); p.add_argument("--out", required=True); p.add_argument("rendered"); p.set_defaults(f=cmd_podman_transform)
     p = sub.add_parser("ws-chat"); p.add_argument("--url", required=True); p.add_argument("--alice-token-file", required=True); p.add_argument("--bob-token-file", required=True); p.add_argument("--room", default="deploy-test"); p.add_argument("--text", default="hello from deploy/test.sh"); p.set_defaults(f=cmd_ws_chat)
     p = sub.add_parser("rootfs-tar"); p.add_argument("--ca", default="/etc/ssl/certs/ca-certificates.crt"); p.add_argument("out"); p.set_defaults(f=cmd_rootfs_tar)
+    p = sub.add_parser("ws-hold"); p.add_argument("--url", required=True); p.add_argument("--token-file", required=True); p.add_argument("--ready-file", required=True); p.add_argument("--timeout", type=float, default=60); p.set_defaults(f=cmd_ws_hold)
     p = sub.add_parser("free-port"); p.set_defaults(f=lambda a: print(free_port()) or 0)
     args = ap.parse_args()
     sys.exit(args.f(args))

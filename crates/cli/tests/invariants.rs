@@ -242,9 +242,31 @@ async fn slow_consumer_is_closed_with_4408_and_resumes() {
     let mut sender = node.connect("sender").await;
     sender.join("flood", None).await.unwrap();
     let text = "x".repeat(3000);
-    // The slow client does not read while this runs.
-    for chunk in 0..(TOTAL / 25) {
-        pipelined_sends(&mut sender, "flood", 25, &format!("{chunk} {text}")).await;
+    // The slow client does not read while the flood runs…
+    let flood = tokio::spawn(async move {
+        for chunk in 0..(TOTAL / 25) {
+            pipelined_sends(&mut sender, "flood", 25, &format!("{chunk} {text}")).await;
+        }
+    });
+    // …until the node reports that its queue overflowed; then it reads
+    // everything that reached it, which must end with the close frame.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = http::request(&node.http(), "GET", "/metrics", None, None)
+            .await
+            .unwrap()
+            .text();
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("parley_queue_overflows_total ") && !l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood never overflowed the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut seen = Vec::new();
     let closed = loop {
@@ -256,6 +278,7 @@ async fn slow_consumer_is_closed_with_4408_and_resumes() {
     };
     assert_eq!(closed.close_code(), Some(close::SLOW_CONSUMER), "{closed}");
     assert!(seen.len() < TOTAL, "it was cut off before the end");
+    flood.await.unwrap();
     if let Some(&last) = seen.last() {
         assert_gapless(&seen, 1, last);
     }

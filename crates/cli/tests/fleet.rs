@@ -7,20 +7,11 @@ use std::time::{Duration, Instant};
 
 use parley_client::protocol::{ErrorCode, PresenceState, ServerFrame};
 use parley_client::{Client, ClientConfig, Event, http};
-use parley_testkit::{Fleet, connect, fetch_all, token};
+use parley_testkit::{Fleet, assert_gapless, connect, fetch_all, token};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
 const WAIT: Duration = Duration::from_secs(10);
-
-fn assert_gapless(seqs: &[u64], from: u64, to: u64) {
-    let expected: Vec<u64> = (from..=to).collect();
-    assert_eq!(
-        seqs,
-        expected.as_slice(),
-        "expected exactly {from}..={to} in order"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_dms_presence_and_history_work_across_nodes() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use parley_client::protocol::{ClientFrame, ErrorCode, Message, ServerFrame, close};
 use parley_client::{Connection, http};
-use parley_testkit::{NodeProcess, TestNode, connect, faulty, fetch_all, token};
+use parley_testkit::{
+    NodeProcess, TestNode, assert_gapless, connect, faulty, fetch_all, read_until_closed, token,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
@@ -23,15 +25,6 @@ async fn collect_until(conn: &mut Connection, room: &str, last: u64) -> Vec<Mess
         }
     }
     got
-}
-
-fn assert_gapless(seqs: &[u64], from: u64, to: u64) {
-    let expected: Vec<u64> = (from..=to).collect();
-    assert_eq!(
-        seqs,
-        expected.as_slice(),
-        "expected exactly {from}..={to} in order"
-    );
 }
 
 /// Sends `n` messages pipelined (all frames first, then the acks); returns acked seqs.
@@ -386,12 +379,7 @@ async fn sigterm_drains_without_losing_acked_messages() {
     assert_eq!(r.status, 503, "readiness turns 503 at once");
 
     for mut w in watchers {
-        let e = loop {
-            match w.recv_timeout(WAIT).await {
-                Ok(_) => {}
-                Err(e) => break e,
-            }
-        };
+        let e = read_until_closed(&mut w).await;
         assert_eq!(e.close_code(), Some(close::GOING_AWAY), "{e}");
     }
     let (acked, e) = sender_task.await.unwrap();
@@ -501,12 +489,18 @@ async fn garbage_input_gets_errors_not_panics() {
     c.send_message(Ws::binary(vec![0u8, 159, 146, 150]))
         .await
         .unwrap();
-    assert_eq!(drain_close(&mut c).await, Some(close::UNSUPPORTED_DATA));
+    assert_eq!(
+        read_until_closed(&mut c).await.close_code(),
+        Some(close::UNSUPPORTED_DATA)
+    );
     // Invalid UTF-8 in a text frame → 1007.
     let mut c = node.connect("utf8").await;
     let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
     c.send_message(Ws::Frame(frame)).await.unwrap();
-    assert_eq!(drain_close(&mut c).await, Some(close::INVALID_PAYLOAD));
+    assert_eq!(
+        read_until_closed(&mut c).await.close_code(),
+        Some(close::INVALID_PAYLOAD)
+    );
     // A frame over 16 KiB → 1009.
     let mut c = node.connect("big").await;
     c.send_text(format!(
@@ -515,13 +509,19 @@ async fn garbage_input_gets_errors_not_panics() {
     ))
     .await
     .unwrap();
-    assert_eq!(drain_close(&mut c).await, Some(close::TOO_BIG));
+    assert_eq!(
+        read_until_closed(&mut c).await.close_code(),
+        Some(close::TOO_BIG)
+    );
     // A peer that keeps sending garbage is cut off (1008).
     let mut c = node.connect("noisy").await;
     for _ in 0..10 {
         c.send_text("garbage").await.unwrap();
     }
-    assert_eq!(drain_close(&mut c).await, Some(close::POLICY_VIOLATION));
+    assert_eq!(
+        read_until_closed(&mut c).await.close_code(),
+        Some(close::POLICY_VIOLATION)
+    );
     // Random printable noise, mutated frames: errors only.
     let mut c = node.connect("fuzz").await;
     let valid = r#"{"type":"send","id":9,"room":"general","text":"hi","nonce":"z"}"#;
@@ -555,16 +555,6 @@ async fn garbage_input_gets_errors_not_panics() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-}
-
-/// Reads until the connection closes; returns the close code.
-async fn drain_close(conn: &mut Connection) -> Option<u16> {
-    loop {
-        match conn.recv_timeout(WAIT).await {
-            Ok(_) => {}
-            Err(e) => return e.close_code(),
-        }
-    }
 }
 
 /// Messages are delivered in seq order per room even across several rooms.

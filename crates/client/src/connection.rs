@@ -227,30 +227,18 @@ impl Connection {
             token: token.to_string(),
             client: Some(client_name()),
         };
-        match self.request(id, &frame).await? {
-            ServerFrame::Welcome {
-                user,
-                node,
-                session,
-                heartbeat_s,
-                ..
-            } => {
-                let welcome = Welcome {
-                    user,
-                    node,
-                    session,
-                    heartbeat_s,
-                };
-                self.welcome = Some(welcome.clone());
-                Ok(welcome)
-            }
-            other => Err(unexpected("welcome", &other)),
-        }
+        let reply = self.request(id, &frame).await?;
+        self.take_welcome(reply)
     }
 
     /// Waits for the welcome of a connection authenticated at upgrade time.
     pub async fn await_welcome(&mut self) -> Result<Welcome> {
-        match self.recv_timeout(REQUEST_TIMEOUT).await? {
+        let frame = self.recv_timeout(REQUEST_TIMEOUT).await?;
+        self.take_welcome(frame)
+    }
+
+    fn take_welcome(&mut self, frame: ServerFrame) -> Result<Welcome> {
+        match frame {
             ServerFrame::Welcome {
                 user,
                 node,

@@ -3,6 +3,14 @@
 //! Hand-rolled because it is one small pure function and the protocol crate
 //! stays free of a date-time dependency.
 
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_millis(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);

@@ -150,7 +150,7 @@ impl Node {
             from: user.to_string(),
             text,
             nonce,
-            ts_ms: now_ms(),
+            ts_ms: parley_protocol::time::now_ms(),
         };
         Ok(self.appender.submit(message).await?)
     }
@@ -187,13 +187,6 @@ impl Node {
             }
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The node's live connections, so that a drain can close each of them.

@@ -457,3 +457,22 @@ impl Fleet {
         self.nodes.iter().map(|n| n.ws_url()).collect()
     }
 }
+
+/// Asserts that `seqs` is exactly `from..=to`, in order: no gap, no duplicate.
+pub fn assert_gapless(seqs: &[u64], from: u64, to: u64) {
+    let expected: Vec<u64> = (from..=to).collect();
+    assert_eq!(
+        seqs,
+        expected.as_slice(),
+        "expected exactly {from}..={to} in order"
+    );
+}
+
+/// Reads (and drops) frames until the connection ends; returns how it ended.
+pub async fn read_until_closed(conn: &mut Connection) -> parley_client::ClientError {
+    loop {
+        if let Err(e) = conn.recv_timeout(Duration::from_secs(15)).await {
+            return e;
+        }
+    }
+}

@@ -81,10 +81,7 @@ impl Auth {
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    parley_protocol::time::now_ms() / 1000
 }
 
 /// `n` random bytes as lowercase hex.

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -104,13 +104,6 @@ fn user_channel(user: &str) -> String {
 
 fn presence_key(room: &str) -> String {
     format!("parley:presence:{room}")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Encodes an envelope as (channel, payload).
@@ -354,7 +347,7 @@ async fn presence_refresher(shared: Weak<Shared>) {
         if entries.is_empty() {
             continue;
         }
-        let expiry = now_ms() + PRESENCE_TTL.as_millis() as i64;
+        let expiry = parley_protocol::time::now_ms() + PRESENCE_TTL.as_millis() as i64;
         let mut pipe = redis::pipe();
         for (room, user) in &entries {
             let key = presence_key(room);
@@ -366,7 +359,7 @@ async fn presence_refresher(shared: Weak<Shared>) {
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(&key)
                 .arg("-inf")
-                .arg(now_ms())
+                .arg(parley_protocol::time::now_ms())
                 .ignore();
             pipe.cmd("PEXPIRE")
                 .arg(&key)
@@ -443,7 +436,7 @@ impl Bus for RedisBus {
             let mut cmd = if present {
                 let mut c = redis::cmd("ZADD");
                 c.arg(&key)
-                    .arg(now_ms() + PRESENCE_TTL.as_millis() as i64)
+                    .arg(parley_protocol::time::now_ms() + PRESENCE_TTL.as_millis() as i64)
                     .arg(&member);
                 c
             } else {
@@ -460,7 +453,7 @@ impl Bus for RedisBus {
         let mut conn = self.shared.command_connection()?;
         let query = redis::cmd("ZRANGEBYSCORE")
             .arg(presence_key(room))
-            .arg(now_ms())
+            .arg(parley_protocol::time::now_ms())
             .arg("+inf")
             .to_owned();
         let entries: Vec<String> =

@@ -169,14 +169,6 @@ pub async fn open(
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// A database URL with any password removed, safe to log.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

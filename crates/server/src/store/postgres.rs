@@ -69,7 +69,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
                 .map_err(classify)?;
             sqlx::query("INSERT INTO parley_migrations (version, applied_ms) VALUES ($1, $2)")
                 .bind(version)
-                .bind(super::now_ms())
+                .bind(parley_protocol::time::now_ms())
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -236,7 +236,7 @@ impl Store for PgStore {
              ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING last_seq",
         )
         .bind(room)
-        .bind(super::now_ms())
+        .bind(parley_protocol::time::now_ms())
         .fetch_one(&self.pool)
         .await
         .map_err(classify)?;
@@ -314,7 +314,7 @@ impl Store for PgStore {
         sqlx::query("INSERT INTO users (name, password_hash, created_ms) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(password_hash)
-            .bind(super::now_ms())
+            .bind(parley_protocol::time::now_ms())
             .execute(&self.pool)
             .await
             .map_err(|e| match classify(e) {

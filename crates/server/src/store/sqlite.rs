@@ -70,7 +70,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
                 .map_err(classify)?;
             sqlx::query("INSERT INTO parley_migrations (version, applied_ms) VALUES (?1, ?2)")
                 .bind(version)
-                .bind(now_ms())
+                .bind(parley_protocol::time::now_ms())
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -79,13 +79,6 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         tx.commit().await.map_err(classify)?;
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn row_to_message(room: &str, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, StoreError> {
@@ -165,7 +158,7 @@ impl Store for SqliteStore {
     async fn ensure_room(&self, room: &str) -> Result<u64, StoreError> {
         sqlx::query("INSERT INTO rooms (name, last_seq, created_ms) VALUES (?1, 0, ?2) ON CONFLICT (name) DO NOTHING")
             .bind(room)
-            .bind(now_ms())
+            .bind(parley_protocol::time::now_ms())
             .execute(&self.writer)
             .await
             .map_err(classify)?;
@@ -248,7 +241,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3)")
             .bind(name)
             .bind(password_hash)
-            .bind(now_ms())
+            .bind(parley_protocol::time::now_ms())
             .execute(&self.writer)
             .await
             .map_err(|e| match classify(e) {

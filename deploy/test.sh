@@ -21,7 +21,10 @@
 # under target/deploy-tools/). kubectl must be on PATH.
 #
 # Environment:
-#   PARLEY_BIN=path   test this static binary instead of building one
+#   PARLEY_BIN=path   the binary to hold the manifests against (steps 4, 5's
+#                     token); scripts/test passes its debug build. The image
+#                     needs a static binary: when PARLEY_BIN is not one, the
+#                     musl binary is built (cargo) for the image as well.
 #   KUBE_VERSIONS     Kubernetes versions to validate against
 #                     (default "1.30.0 1.33.0": oldest supported, pinned current)
 #   KEEP=1            leave the podman pod running at the end
@@ -42,6 +45,9 @@ IMAGE=localhost/parley:deploy-test
 MAX_IMAGE_BYTES=25000000 # < 25 MB
 PLAIN_CTR=parley-deploy-test-plain
 PLAY_DIR=$WORK/podman-play
+SYSROOT=$WORK/sysroot
+PROMTOOL=promtool
+NGINX=nginx
 
 # podman on this machine may not raise RLIMIT_NOFILE/NPROC: use a config with
 # default_ulimits = [] for our invocations only (the system's is not touched).
@@ -98,14 +104,19 @@ require() {
 
 # ------------------------------------------------------------------ setup
 
+extract_deb() { # PACKAGE: unpack a Debian package's files under $SYSROOT
+    mkdir -p "$WORK/debs" "$SYSROOT"
+    rm -f "$WORK/debs/$1"_*.deb
+    (cd "$WORK/debs" && { apt-get download "$1" 2>/dev/null || { apt-get update -qq && apt-get download "$1"; }; }) || return 1
+    dpkg-deb -x "$WORK/debs/$1"_*.deb "$SYSROOT" && echo "unpacked Debian package $1 into $SYSROOT"
+}
+
 install_tools() {
     local missing=()
     command -v podman >/dev/null || missing+=(podman)
     command -v runc >/dev/null || missing+=(runc)
     command -v musl-gcc >/dev/null || missing+=(musl-tools)
     command -v curl >/dev/null || missing+=(curl)
-    command -v nginx >/dev/null || missing+=(nginx-light)
-    command -v promtool >/dev/null || missing+=(prometheus)
     command -v strip >/dev/null || missing+=(binutils)
     [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
@@ -116,14 +127,26 @@ install_tools() {
     else
         echo "Debian packages: all present"
     fi
+    # promtool and nginx are only needed to check files: take their binaries
+    # out of the Debian packages into target/ instead of installing daemons
+    # that a package would start as services.
+    PROMTOOL=$(command -v promtool || echo "$SYSROOT/usr/bin/promtool")
+    NGINX=$(command -v nginx || echo "$SYSROOT/usr/sbin/nginx")
+    [ -x "$PROMTOOL" ] || extract_deb prometheus || return 1
+    [ -x "$NGINX" ] || extract_deb nginx || return 1
+    if ! "$NGINX" -v >/dev/null 2>&1; then
+        echo "nginx needs its libraries: apt-get install libssl3 libpcre2-8-0 zlib1g libcrypt1"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libssl3 libpcre2-8-0 zlib1g libcrypt1 || return 1
+    fi
+    echo "promtool: $PROMTOOL; nginx: $NGINX"
     command -v kubectl >/dev/null || {
         echo "kubectl is not on PATH (it is not a Debian package): install it from your distribution of Kubernetes"
         return 1
     }
     echo "kubectl: $(kubectl version --client 2>/dev/null | head -1)"
-    if [ -z "${PARLEY_BIN:-}" ]; then
+    if [ -z "${PARLEY_BIN:-}" ] || ! is_static "$PARLEY_BIN"; then
         command -v cargo >/dev/null || { echo "cargo missing (rustup)"; return 1; }
-        if ! rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET"; then
+        if ! rustup target list --installed 2>/dev/null | grep -x "$MUSL_TARGET" >/dev/null; then
             echo "rustup target add $MUSL_TARGET"
             rustup target add "$MUSL_TARGET" || return 1
         fi
@@ -145,28 +168,45 @@ install_tools() {
     "${PODMAN[@]}" --version
 }
 
+is_static() { ldd "$1" 2>&1 | grep -E 'not a dynamic|statically linked' >/dev/null; }
+
+# HOST_BIN: the binary the manifests are held against (PARLEY_BIN, else the
+# musl one). IMAGE_BIN: the static musl binary that goes into the image.
+HOST_BIN=""
+IMAGE_BIN=""
 build_binary() {
     if [ -n "${PARLEY_BIN:-}" ]; then
-        echo "using PARLEY_BIN=$PARLEY_BIN"
-    else
+        [ -x "$PARLEY_BIN" ] || { echo "no binary at PARLEY_BIN=$PARLEY_BIN"; return 1; }
+        echo "manifests are checked against PARLEY_BIN=$PARLEY_BIN"
+        HOST_BIN=$PARLEY_BIN
+        is_static "$PARLEY_BIN" && IMAGE_BIN=$PARLEY_BIN
+    fi
+    if [ -z "$IMAGE_BIN" ]; then
         # Always ask cargo: a no-op when the binary is current, a rebuild
-        # when the sources changed (never test a stale binary).
+        # when the sources changed (never put a stale binary in the image).
+        echo "cargo build --release --target $MUSL_TARGET -p parley"
         cargo build --release --target "$MUSL_TARGET" -p parley 2>&1 | grep -vE '^\s+(Compiling|Blocking)' | tail -n 20
         [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
-        PARLEY_BIN=$ROOT/target/$MUSL_TARGET/release/parley
+        IMAGE_BIN=$ROOT/target/$MUSL_TARGET/release/parley
     fi
-    [ -x "$PARLEY_BIN" ] || { echo "no binary at $PARLEY_BIN"; return 1; }
-    ldd "$PARLEY_BIN" 2>&1 | grep -qE 'not a dynamic|statically linked' ||
-        { echo "$PARLEY_BIN is not statically linked (a scratch image needs a static binary)"; return 1; }
-    "$PARLEY_BIN" --version
-    "$PARLEY_BIN" serve --help >"$WORK/serve-help.txt" || return 1
+    HOST_BIN=${HOST_BIN:-$IMAGE_BIN}
+    is_static "$IMAGE_BIN" ||
+        { echo "$IMAGE_BIN is not statically linked (a scratch image needs a static binary)"; return 1; }
+    echo "image binary: $IMAGE_BIN (static)"
+    "$HOST_BIN" --version
+    "$HOST_BIN" serve --help >"$WORK/serve-help.txt" || return 1
+    "$IMAGE_BIN" serve --help >"$WORK/serve-help-image.txt" || return 1
+    if ! diff <(grep -o 'PARLEY_[A-Z0-9_]*' "$WORK/serve-help.txt" | sort -u) \
+        <(grep -o 'PARLEY_[A-Z0-9_]*' "$WORK/serve-help-image.txt" | sort -u); then
+        echo "the image binary's settings differ from PARLEY_BIN's (built from different sources?)"
+        return 1
+    fi
     echo "$(grep -c 'PARLEY_' "$WORK/serve-help.txt") PARLEY_* settings in \`parley serve --help\`"
 }
 
 step "0. tools and binary"
 require "tools installed (apt-get/rustup/pip only if missing)" install_tools
-require "static musl binary (cargo build --release --target $MUSL_TARGET -p parley)" build_binary
-PARLEY_BIN=${PARLEY_BIN:-$ROOT/target/$MUSL_TARGET/release/parley}
+require "binaries: the one to check, and a static musl one for the image" build_binary
 
 # ----------------------------------------------------------- 1. rendering
 
@@ -240,20 +280,22 @@ check "container port = PARLEY_LISTEN port; probes, Services, Ingress, PDB, HPA 
     "$PY" "$LIB" ports "${K8S_RENDERED[@]}"
 check "terminationGracePeriodSeconds covers preStop + PARLEY_DRAIN_TIMEOUT" \
     "$PY" "$LIB" drain "${K8S_RENDERED[@]}"
+check "HPA maxReplicas x PARLEY_DATABASE_POOL fits PostgreSQL max_connections" \
+    "$PY" "$LIB" db-capacity "${K8S_RENDERED[@]}"
 check "probe and metrics paths answer 200 on a running node; SIGTERM drains" \
-    "$PY" "$LIB" probe-node --binary "$PARLEY_BIN" --extra-path / "$RENDERED/dev.yaml"
+    "$PY" "$LIB" probe-node --binary "$HOST_BIN" --extra-path / "$RENDERED/dev.yaml"
 check "ServiceMonitor and custom-metric HPA reference what exists" \
     "$PY" "$LIB" crd-refs --base "$RENDERED/base.yaml" --monitoring "$RENDERED/monitoring.yaml" \
     --hpa "$RENDERED/prod-connections.yaml"
 check "metric names in dashboard, alerts and adapter exist in the binary" \
-    "$PY" "$LIB" metric-names --binary "$PARLEY_BIN" \
+    "$PY" "$LIB" metric-names --binary "$HOST_BIN" \
     --require parley_connections parley_messages_received_total parley_messages_delivered_total \
     parley_store_append_seconds parley_frames_rejected_total parley_queue_overflows_total \
     parley_draining parley_sessions_closed_total \
     -- "$DEPLOY/k8s/addons/monitoring/dashboards/parley.json" "$DEPLOY/k8s/addons/monitoring/prometheusrule.yaml" \
     "$DEPLOY/k8s/addons/monitoring/prometheus-adapter-rules.yaml"
 check "PromQL of dashboard and alerts parses (promtool)" \
-    "$PY" "$LIB" promql "$DEPLOY/k8s/addons/monitoring/dashboards/parley.json" "$RENDERED/monitoring.yaml"
+    "$PY" "$LIB" promql --promtool "$PROMTOOL" "$DEPLOY/k8s/addons/monitoring/dashboards/parley.json" "$RENDERED/monitoring.yaml"
 check "Dockerfile and Dockerfile.local share the final stage" \
     "$PY" "$LIB" dockerfiles "$DEPLOY/docker/Dockerfile" "$DEPLOY/docker/Dockerfile.local"
 check "compose.yaml: nginx + 3 nodes + redis + postgres, settings known to the binary" \
@@ -264,7 +306,7 @@ nginx_syntax() {
     local d=$WORK/nginx
     rm -rf "$d" && mkdir -p "$d"
     sed -E 's/server parley-[0-9]+:8080/server 127.0.0.1:8080/' "$DEPLOY/docker/nginx.conf" >"$d/nginx.conf"
-    nginx -t -p "$d" -c "$d/nginx.conf" -g 'error_log stderr;'
+    "$NGINX" -t -e stderr -p "$d" -c "$d/nginx.conf"
 }
 check "nginx.conf passes nginx -t" nginx_syntax
 
@@ -291,7 +333,7 @@ build_image() {
     # What the multi-stage Dockerfile's build stage produces: a stripped
     # binary (CARGO_PROFILE_RELEASE_STRIP=symbols there) and the rootfs
     # skeleton with its owners (a tar: ADD keeps owners, COPY would not).
-    cp "$PARLEY_BIN" "$ctx/parley" && strip "$ctx/parley" || return 1
+    cp "$IMAGE_BIN" "$ctx/parley" && strip "$ctx/parley" || return 1
     "$PY" "$LIB" rootfs-tar "$ctx/rootfs.tar" || return 1
     "${PODMAN[@]}" build -q -f "$DEPLOY/docker/Dockerfile.local" \
         --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
@@ -381,7 +423,7 @@ play_hardening() {
     "${PODMAN[@]}" inspect "$c" --format '{{range .Config.Env}}{{println .}}{{end}}' |
         grep -E '^PARLEY_(LOG=|DRAIN_TIMEOUT=|NODE_ID=|LISTEN=)' | tee "$PLAY_DIR/env.txt"
     grep -q "^PARLEY_NODE_ID=$(cat "$PLAY_DIR/pod-name")$" "$PLAY_DIR/env.txt" || return 1
-    "${PODMAN[@]}" inspect "$c" --format '{{range .Config.Env}}{{println .}}{{end}}' | grep -q '^PARLEY_JWT_SECRET=.' ||
+    "${PODMAN[@]}" inspect "$c" --format '{{range .Config.Env}}{{println .}}{{end}}' | grep '^PARLEY_JWT_SECRET=.' >/dev/null ||
         { echo "PARLEY_JWT_SECRET not set from the Secret"; return 1; }
     echo "PARLEY_JWT_SECRET set from the Secret"
 }
@@ -395,7 +437,7 @@ play_register() {
     printf '%s' "$body" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])' >"$PLAY_DIR/alice.token" || return 1
     # bob signs in the way an operator's backend does: a token minted with
     # the Secret's JWT secret (proves the node uses that Secret).
-    "$PARLEY_BIN" token --secret "$(cat "$PLAY_DIR/jwt-secret")" --user bob >"$PLAY_DIR/bob.token" || return 1
+    "$HOST_BIN" token --secret "$(cat "$PLAY_DIR/jwt-secret")" --user bob >"$PLAY_DIR/bob.token" || return 1
     echo "bob's token minted with \`parley token\` and the Secret's jwt-secret"
 }
 
@@ -408,7 +450,7 @@ play_metrics() {
     local m
     m=$(curl -sS "http://127.0.0.1:$PLAY_PORT/metrics") || return 1
     printf '%s\n' "$m" | grep -E '^parley_(messages_received_total|messages_delivered_total|connections|store_append_seconds_count)' | head -n 8
-    printf '%s\n' "$m" | grep -q '^parley_messages_received_total' || return 1
+    printf '%s\n' "$m" | grep '^parley_messages_received_total' >/dev/null || return 1
 }
 
 play_stop() {
@@ -426,15 +468,18 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
     holder=$!
     for ((i = 0; i < 50; i++)); do [ -f "$PLAY_DIR/hold.ready" ] && break; sleep 0.2; done
     [ -f "$PLAY_DIR/hold.ready" ] || { echo "could not open a session to hold"; cat "$PLAY_DIR/hold.log"; kill "$holder"; return 1; }
-    echo "holding one WebSocket session open; podman pod stop -t $tgps"
-    "${PODMAN[@]}" pod stop -t "$tgps" "$(cat "$PLAY_DIR/pod-name")" >/dev/null || { kill "$holder"; return 1; }
+    # Stop the Parley container, not the pod: stopping the pod would also
+    # stop its infra container and tear the network down under the drain,
+    # which a Kubernetes pod sandbox never does.
+    echo "holding one WebSocket session open; podman stop -t $tgps $c"
+    "${PODMAN[@]}" stop -t "$tgps" "$c" >/dev/null || { kill "$holder"; return 1; }
     wait "$holder"
     local held=$?
     cat "$PLAY_DIR/hold.log"
     code=$("${PODMAN[@]}" inspect "$c" --format '{{.State.ExitCode}}')
     "${PODMAN[@]}" logs "$c" 2>&1 | grep -E 'drain|stopp' | tail -n 4
     echo "exit code $code (terminationGracePeriodSeconds $tgps)"
-    [ "$held" = 0 ] && [ "$code" = 0 ] && "${PODMAN[@]}" logs "$c" 2>&1 | grep -q 'draining'
+    [ "$held" = 0 ] && [ "$code" = 0 ] && "${PODMAN[@]}" logs "$c" 2>&1 | grep 'draining' >/dev/null
 }
 
 play_down() {

@@ -213,7 +213,8 @@ def cmd_config_vars(args):
     if not covered:
         return fail("no PARLEY_* setting found in the rendered manifests")
     missing = sorted(known - covered)
-    print(f"  {len(covered)} PARLEY_* settings in the manifests, all known to `parley serve --help` ({len(known)} settings)")
+    if not bad:
+        print(f"  {len(covered)} PARLEY_* settings in the manifests, all known to `parley serve --help` ({len(known)} settings)")
     if missing:
         print(f"  ! settings of the binary the manifests leave at their default: {', '.join(missing)}")
     return 1 if bad else 0
@@ -234,6 +235,7 @@ def cmd_ports(args):
         docs = load_docs(path)
         name = Path(path).stem
         for dep in find(docs, "Deployment", "parley"):
+            before = bad
             c = parley_container(dep)
             cfg = config_of(docs, c)
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
@@ -282,7 +284,8 @@ def cmd_ports(args):
                         svc = [s for s in svcs if s["metadata"]["name"] == b["name"]]
                         if not svc or not any(sp.get("name") == b["port"].get("name") or sp.get("port") == b["port"].get("number") for sp in svc[0]["spec"]["ports"]):
                             bad += fail(f"{name}: Ingress backend {b} is not a port of a Parley Service")
-            print(f"  {name}: PARLEY_LISTEN={listen}, containerPort {http}, probes, Services, PDB, HPA{', Ingress' if find(docs, 'Ingress') else ''} agree")
+            if bad == before:
+                print(f"  {name}: PARLEY_LISTEN={listen}, containerPort {http}, probes, Services, PDB, HPA{', Ingress' if find(docs, 'Ingress') else ''} agree")
     return 1 if bad else 0
 
 
@@ -303,7 +306,7 @@ def cmd_drain(args):
             tgps = spec.get("terminationGracePeriodSeconds", 30)
             need = sleep + timeout + args.margin
             print(f"  {name}: preStop {sleep}s + drain timeout {timeout:g}s + margin {args.margin}s = {need:g}s "
-                  f"<= terminationGracePeriodSeconds {tgps}s; grace {grace:g}s + spread {spread:g}s <= timeout {timeout:g}s")
+                  f"vs terminationGracePeriodSeconds {tgps}s; grace {grace:g}s + spread {spread:g}s vs timeout {timeout:g}s")
             if not sleep:
                 bad += fail(f"{name}: no preStop sleep (kube-proxy/ingress need time to drop the pod)")
             if tgps < need:
@@ -313,6 +316,34 @@ def cmd_drain(args):
             ru = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
             if str(ru.get("maxUnavailable", "25%")) not in ("0", "0%"):
                 bad += fail(f"{name}: rollingUpdate.maxUnavailable should be 0 (start a new pod before draining an old one)")
+    return 1 if bad else 0
+
+
+def cmd_db_capacity(args):
+    """Every node at its pool size, at the HPA's maximum, fits into
+    PostgreSQL's max_connections (with room for admin and backups)."""
+    bad = 0
+    for path in args.files:
+        docs = load_docs(path)
+        name = Path(path).stem
+        dep = one(docs, "Deployment", "parley")
+        cfg = config_of(docs, parley_container(dep))
+        pool = int(cfg.get("PARLEY_DATABASE_POOL", args.default_pool))
+        hpa = one(docs, "HorizontalPodAutoscaler", "parley")
+        pg = find(docs, "StatefulSet", "parley-postgres")
+        if not pg:
+            print(f"  {name}: no in-cluster PostgreSQL")
+            continue
+        pargs = pg[0]["spec"]["template"]["spec"]["containers"][0].get("args", [])
+        maxc = 100
+        for a in pargs:
+            m = re.fullmatch(r"max_connections=(\d+)", str(a))
+            if m:
+                maxc = int(m.group(1))
+        need = hpa["spec"]["maxReplicas"] * pool + args.reserve
+        print(f"  {name}: {hpa['spec']['maxReplicas']} nodes x pool {pool} + {args.reserve} reserved = {need} <= max_connections {maxc}")
+        if need > maxc:
+            bad += fail(f"{name}: PostgreSQL would refuse connections at full scale")
     return 1 if bad else 0
 
 
@@ -763,6 +794,7 @@ def main():
     p = sub.add_parser("config-vars"); p.add_argument("--help-file", dest="help", required=True); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_config_vars)
     p = sub.add_parser("ports"); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_ports)
     p = sub.add_parser("drain"); p.add_argument("--margin", type=int, default=5); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_drain)
+    p = sub.add_parser("db-capacity"); p.add_argument("--default-pool", type=int, default=16); p.add_argument("--reserve", type=int, default=10); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_db_capacity)
     p = sub.add_parser("crd-refs"); p.add_argument("--base", required=True); p.add_argument("--monitoring", required=True); p.add_argument("--hpa"); p.set_defaults(f=cmd_crd_refs)
     p = sub.add_parser("metric-names"); p.add_argument("--binary", required=True); p.add_argument("--require", nargs="*", default=[]); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_metric_names)
     p = sub.add_parser("dockerfiles"); p.add_argument("dockerfile"); p.add_argument("local"); p.set_defaults(f=cmd_dockerfiles)

@@ -11,12 +11,41 @@
 //!   `frames_rejected_total{reason}`, `rate_limited_total`
 //! - `gap_fills_total`, `anti_entropy_repairs_total`
 //! - `draining` (gauge, 1 while the node drains)
+//! - `bus_connected` (gauge), `bus_reconnects_total`, `bus_publish_dropped_total` (fleet)
+//! - `build_info{version,bus}` (always 1)
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Registers the node's metrics at zero, so that a fresh node already shows
+/// them (dashboards, `increase()` alerts and the connections HPA need the
+/// series to exist before the first event).
+pub fn register_defaults(bus: &str) {
+    for name in [
+        "parley_connections_total",
+        "parley_messages_received_total",
+        "parley_messages_stored_total",
+        "parley_messages_delivered_total",
+        "parley_store_append_errors_total",
+        "parley_queue_overflows_total",
+        "parley_rate_limited_total",
+        "parley_gap_fills_total",
+        "parley_anti_entropy_repairs_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in [
+        "parley_connections",
+        "parley_rooms_active",
+        "parley_draining",
+    ] {
+        metrics::gauge!(name).set(0.0);
+    }
+    metrics::gauge!("parley_build_info", "version" => env!("CARGO_PKG_VERSION"), "bus" => bus.to_string()).set(1.0);
+}
 
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn install() -> PrometheusHandle {

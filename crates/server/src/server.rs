@@ -114,6 +114,7 @@ impl Server {
             metrics: crate::metrics::install(),
             sessions: SessionRegistry::default(),
         });
+        crate::metrics::register_defaults(node.hub.bus().kind());
         tracing::info!(
             node = %node.node_id,
             %addr,

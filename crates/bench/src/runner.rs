@@ -211,7 +211,7 @@ impl Progress {
             let bar =
                 ProgressBar::with_draw_target(Some(connections), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
-                "{prefix:>6} [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}",
+                "{prefix:>5} [{elapsed_precise}] [{bar:24}] {pos}/{len} {wide_msg}",
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }

@@ -15,9 +15,12 @@ use crate::error::ChatError;
 use crate::node::Node;
 use crate::shutdown::Phase;
 
-/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB)
-/// would be allocated per connection; chat frames are small.
-const READ_BUFFER: usize = 4 * 1024;
+/// Bytes tungstenite reads from the socket at a time. The buffer is
+/// allocated for every connection, idle or not: its default (128 KiB) would
+/// dominate a node's memory, and even 4 KiB was 40% of an idle connection's
+/// cost (docs/benchmarks.md). Chat frames are a few hundred bytes; a larger
+/// frame grows the buffer for as long as it is read.
+const READ_BUFFER: usize = 1024;
 /// Bytes buffered before a write reaches the socket (a flush always writes).
 /// The buffer's ceiling stays tungstenite's default (unbounded): it only grows
 /// past this size while the socket refuses writes, and the outbox bounds what

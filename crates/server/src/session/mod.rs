@@ -64,7 +64,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, preauth: Option<String>) {
     };
     let user = match preauth {
         Some(user) => Some((user, None)),
-        None => authenticate(&node, &outbox, &mut reader, &mut close_rx).await,
+        None => Box::pin(authenticate(&node, &outbox, &mut reader, &mut close_rx)).await,
     };
     if let Some((user, re)) = user {
         let me = SessionRef {
@@ -83,7 +83,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, preauth: Option<String>) {
         session.welcome(re);
         node.hub.add_session(&session.me).await;
         let end = session.serve(&mut reader, &mut close_rx).await;
-        session.finish(end).await;
+        Box::pin(session.finish(end)).await;
     }
 
     node.sessions.unregister(id);
@@ -282,7 +282,10 @@ impl Session {
                 Some((re, result)) = self.acks.next(), if !self.acks.is_empty() => self.answer(re, result),
                 input = reader.next() => match input {
                     Input::Text(text) => {
-                        if let Some(end) = self.handle_text(&text).await {
+                        // Boxed: handling a frame awaits the store, whose
+                        // futures are large; kept inline they would sit in
+                        // every idle connection's task for its whole life.
+                        if let Some(end) = Box::pin(self.handle_text(&text)).await {
                             return end;
                         }
                     }

@@ -14,7 +14,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use parley_protocol::close;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::outbox::OutboxReceiver;
 
@@ -26,24 +26,26 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 type Sink = SplitSink<WebSocket, WsMessage>;
 
 pub async fn run(mut sink: Sink, mut rx: OutboxReceiver) {
+    let mut batch = Vec::new();
     loop {
         let code = tokio::select! {
             biased;
             code = close_requested(&mut rx.close) => code,
-            frame = rx.frames.recv() => {
-                let Some(frame) = frame else { break };
+            more = rx.frames.recv_batch(&mut batch, MAX_BATCH) => {
+                if !more {
+                    break;
+                }
                 tokio::select! {
                     biased;
                     code = close_requested(&mut rx.close) => code,
-                    done = write_batch(&mut sink, &mut rx.frames, frame) => {
+                    done = write_batch(&mut sink, &mut batch) => {
                         if done { break } else { continue }
                     }
                 }
             }
         };
         // Out-of-band close: drop what is still queued and say goodbye.
-        rx.frames.close();
-        while rx.frames.try_recv().is_ok() {}
+        rx.frames.discard();
         let _ =
             tokio::time::timeout(CLOSE_LINGER, sink.send(close_frame(code, reason(code)))).await;
         break;
@@ -66,30 +68,20 @@ async fn close_requested(close: &mut watch::Receiver<Option<u16>>) -> u16 {
     }
 }
 
-/// Writes `first` and whatever else is queued, then flushes. True when the
-/// connection is done (a close frame was written, or the socket failed).
-async fn write_batch(
-    sink: &mut Sink,
-    frames: &mut mpsc::Receiver<WsMessage>,
-    first: WsMessage,
-) -> bool {
-    let mut closing = matches!(first, WsMessage::Close(_));
-    if sink.feed(first).await.is_err() {
-        return true;
-    }
-    let mut n = 1;
-    while !closing && n < MAX_BATCH {
-        match frames.try_recv() {
-            Ok(frame) => {
-                closing = matches!(frame, WsMessage::Close(_));
-                if sink.feed(frame).await.is_err() {
-                    return true;
-                }
-                n += 1;
-            }
-            Err(_) => break,
+/// Writes a batch of frames and flushes once. True when the connection is
+/// done (a close frame was written, or the socket failed).
+async fn write_batch(sink: &mut Sink, batch: &mut Vec<WsMessage>) -> bool {
+    let mut closing = false;
+    for frame in batch.drain(..) {
+        closing = matches!(frame, WsMessage::Close(_));
+        if sink.feed(frame).await.is_err() {
+            return true;
+        }
+        if closing {
+            break;
         }
     }
+    batch.clear();
     sink.flush().await.is_err() || closing
 }
 

@@ -44,6 +44,9 @@ const TEXT: &str =
 /// Unique nonces across every case of one run (same database).
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
+/// Builds the message a sender appends next.
+type MakeMessage = fn(u64) -> NewMessage;
+
 fn message(sender: u64) -> NewMessage {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     NewMessage {
@@ -52,6 +55,13 @@ fn message(sender: u64) -> NewMessage {
         text: TEXT.to_string(),
         nonce: Some(format!("n-{n}")),
         ts_ms: 1_790_000_000_000 + n as i64,
+    }
+}
+
+fn message_in_one_room(sender: u64) -> NewMessage {
+    NewMessage {
+        room: "bench-one".to_string(),
+        ..message(sender)
     }
 }
 
@@ -91,13 +101,15 @@ fn append_batch(c: &mut Criterion) {
         g.sample_size(10);
         g.sampling_mode(SamplingMode::Flat);
         // (label, batch size, message maker)
-        let cases: [(&str, usize, fn(u64) -> NewMessage); 4] = [
+        let cases: [(&str, usize, MakeMessage); 5] = [
             ("1", 1, message),
             ("32", 32, message),
             ("256", 256, message),
-            // Without a nonce there is no duplicate check: two statements
-            // per message instead of three.
+            // Without a nonce there is no duplicate check.
             ("256_no_nonce", 256, message_without_nonce),
+            // Every message in the same room instead of 20 (the PostgreSQL
+            // store runs its statements per room of a batch).
+            ("256_one_room", 256, message_in_one_room),
         ];
         for (label, size, make) in cases {
             g.throughput(Throughput::Elements(size as u64));

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS messages_nonce
-    ON messages (room, sender, nonce) WHERE nonce IS NOT NULL;
+    ON messages (room, nonce, sender) WHERE nonce IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,

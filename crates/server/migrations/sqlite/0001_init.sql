@@ -23,9 +23,10 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 
--- Idempotent sends: one (room, sender, nonce) is stored once.
+-- Idempotent sends: one (room, sender, nonce) is stored once. Nonce before
+-- sender, so that looking up a batch's nonces in a room probes the index.
 CREATE UNIQUE INDEX IF NOT EXISTS messages_nonce
-    ON messages (room, sender, nonce) WHERE nonce IS NOT NULL;
+    ON messages (room, nonce, sender) WHERE nonce IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,

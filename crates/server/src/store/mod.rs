@@ -150,6 +150,101 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// How one room's share of a batch is appended, decided before any write:
+/// which messages are new, and which repeat a nonce (already stored, or
+/// earlier in the same batch). Shared by the backends, so that they agree.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RoomPlan {
+    /// Indices into the batch of the messages to store, in order.
+    pub fresh: Vec<usize>,
+    /// (index, the stored original) for nonces stored by earlier batches.
+    pub known: Vec<(usize, StoredMessage)>,
+    /// (index, index of its first occurrence in `fresh`) for nonces repeated
+    /// within this batch.
+    pub repeats: Vec<(usize, usize)>,
+}
+
+/// The (sender, nonce) pairs of a room's share of a batch, to look up.
+pub(crate) fn nonce_keys(batch: &[NewMessage], indices: &[usize]) -> Vec<(String, String)> {
+    indices
+        .iter()
+        .filter_map(|&i| {
+            batch[i]
+                .nonce
+                .as_ref()
+                .map(|n| (batch[i].from.clone(), n.clone()))
+        })
+        .collect()
+}
+
+/// Plans a room's appends given the already stored messages with the same
+/// (sender, nonce).
+pub(crate) fn plan_room(
+    batch: &[NewMessage],
+    indices: &[usize],
+    stored: &std::collections::HashMap<(String, String), StoredMessage>,
+) -> RoomPlan {
+    let mut plan = RoomPlan::default();
+    let mut first: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::new();
+    for &i in indices {
+        let m = &batch[i];
+        if let Some(nonce) = &m.nonce {
+            if let Some(original) = stored.get(&(m.from.clone(), nonce.clone())) {
+                plan.known.push((i, original.clone()));
+                continue;
+            }
+            if let Some(&f) = first.get(&(m.from.as_str(), nonce.as_str())) {
+                plan.repeats.push((i, f));
+                continue;
+            }
+            first.insert((m.from.as_str(), nonce.as_str()), i);
+        }
+        plan.fresh.push(i);
+    }
+    plan
+}
+
+/// Fills `out` for a planned room once its fresh messages took the seqs
+/// `first_seq ..`.
+pub(crate) fn apply_plan(
+    room: &str,
+    batch: &[NewMessage],
+    plan: RoomPlan,
+    first_seq: u64,
+    out: &mut [Option<AppendOutcome>],
+) {
+    for (k, &i) in plan.fresh.iter().enumerate() {
+        let m = &batch[i];
+        out[i] = Some(AppendOutcome::Stored(StoredMessage {
+            room: room.to_string(),
+            seq: first_seq + k as u64,
+            from: m.from.clone(),
+            text: m.text.clone(),
+            ts_ms: m.ts_ms,
+            nonce: m.nonce.clone(),
+        }));
+    }
+    for (i, original) in plan.known {
+        out[i] = Some(AppendOutcome::Duplicate(original));
+    }
+    for (i, f) in plan.repeats {
+        if let Some(AppendOutcome::Stored(m)) = &out[f] {
+            out[i] = Some(AppendOutcome::Duplicate(m.clone()));
+        }
+    }
+}
+
+/// Groups a batch by room: rooms in name order (the lock order that keeps
+/// concurrent batches from deadlocking), each room's messages in batch order.
+pub(crate) fn by_room(batch: &[NewMessage]) -> std::collections::BTreeMap<&str, Vec<usize>> {
+    let mut rooms: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, m) in batch.iter().enumerate() {
+        rooms.entry(m.room.as_str()).or_default().push(i);
+    }
+    rooms
+}
+
 /// Opens the store named by a database URL and applies its migrations.
 pub async fn open(
     url: &str,
@@ -215,6 +310,62 @@ pub(crate) fn classify(err: sqlx::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn new(room: &str, from: &str, nonce: Option<&str>) -> NewMessage {
+        NewMessage {
+            room: room.into(),
+            from: from.into(),
+            text: "t".into(),
+            nonce: nonce.map(Into::into),
+            ts_ms: 0,
+        }
+    }
+
+    #[test]
+    fn plans_fresh_known_and_repeated_nonces() {
+        let batch = vec![
+            new("r", "a", Some("k1")),
+            new("r", "a", None),
+            new("r", "a", Some("k2")),
+            new("r", "a", Some("k2")),
+            new("r", "b", Some("k2")),
+        ];
+        let original = StoredMessage {
+            room: "r".into(),
+            seq: 7,
+            from: "a".into(),
+            text: "o".into(),
+            ts_ms: 0,
+            nonce: Some("k1".into()),
+        };
+        let stored = std::collections::HashMap::from([(
+            ("a".to_string(), "k1".to_string()),
+            original.clone(),
+        )]);
+        let plan = plan_room(&batch, &[0, 1, 2, 3, 4], &stored);
+        assert_eq!(plan.fresh, vec![1, 2, 4]);
+        assert_eq!(plan.known, vec![(0, original)]);
+        assert_eq!(plan.repeats, vec![(3, 2)]);
+        let mut out = vec![None; batch.len()];
+        apply_plan("r", &batch, plan, 8, &mut out);
+        let seqs: Vec<u64> = out
+            .iter()
+            .map(|o| o.as_ref().unwrap().message().seq)
+            .collect();
+        assert_eq!(seqs, vec![7, 8, 9, 9, 10]);
+        assert!(matches!(out[3], Some(AppendOutcome::Duplicate(_))));
+    }
+
+    #[test]
+    fn groups_rooms_in_name_order() {
+        let batch = vec![
+            new("b", "x", None),
+            new("a", "x", None),
+            new("b", "y", None),
+        ];
+        let rooms: Vec<(&str, Vec<usize>)> = by_room(&batch).into_iter().collect();
+        assert_eq!(rooms, vec![("a", vec![1]), ("b", vec![0, 2])]);
+    }
 
     #[test]
     fn redacts_passwords() {

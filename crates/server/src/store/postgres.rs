@@ -8,7 +8,7 @@
 //! deadlock. Messages are inserted with one `UNNEST` statement per room.
 //! `synchronous_commit` stays the server's (on): a commit is durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,7 +16,10 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{AppendOutcome, NewMessage, Store, StoreError, StoredMessage, classify};
+use super::{
+    AppendOutcome, NewMessage, Store, StoreError, StoredMessage, apply_plan, by_room, classify,
+    nonce_keys, plan_room,
+};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
 /// Serialises migrations of nodes that start at the same time.
@@ -95,7 +98,9 @@ fn bound(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Appends one room's share of a batch (indices into `batch`, in order).
+/// Appends one room's share of a batch (indices into `batch`, in order):
+/// one nonce lookup, one `last_seq` bump that row-locks the room, one
+/// `UNNEST` insert.
 async fn append_room(
     tx: &mut Transaction<'_, Postgres>,
     room: &str,
@@ -103,25 +108,16 @@ async fn append_room(
     indices: &[usize],
     out: &mut [Option<AppendOutcome>],
 ) -> Result<(), StoreError> {
-    // Repeated nonces: look up the ones already stored in one query.
-    let mut senders = Vec::new();
-    let mut nonces = Vec::new();
-    for &i in indices {
-        if let Some(n) = &batch[i].nonce {
-            senders.push(batch[i].from.clone());
-            nonces.push(n.clone());
-        }
-    }
-    let mut known: HashMap<(String, String), StoredMessage> = HashMap::new();
-    if !nonces.is_empty() {
+    let keys = nonce_keys(batch, indices);
+    let mut stored = HashMap::new();
+    if !keys.is_empty() {
+        // By (room, nonce) — the unique index's prefix, so each nonce is an
+        // index probe however large the room — then by sender here.
+        let nonces: Vec<&str> = keys.iter().map(|(_, n)| n.as_str()).collect();
         let rows = sqlx::query(
-            "SELECT m.seq, m.sender, m.body, m.ts_ms, m.nonce FROM messages m \
-             JOIN UNNEST($2::text[], $3::text[]) AS k(sender, nonce) \
-               ON m.sender = k.sender AND m.nonce = k.nonce \
-             WHERE m.room = $1",
+            "SELECT seq, sender, body, ts_ms, nonce FROM messages WHERE room = $1 AND nonce = ANY($2::text[])",
         )
         .bind(room)
-        .bind(&senders)
         .bind(&nonces)
         .fetch_all(&mut **tx)
         .await
@@ -129,66 +125,31 @@ async fn append_room(
         for row in &rows {
             let m = row_to_message(room, row)?;
             if let Some(n) = m.nonce.clone() {
-                known.insert((m.from.clone(), n), m);
+                stored.insert((m.from.clone(), n), m);
             }
         }
     }
-    // Decide which are new; a nonce repeated within the batch is a duplicate
-    // of its first occurrence.
-    let mut fresh: Vec<usize> = Vec::new();
-    let mut first_of: HashMap<(String, String), usize> = HashMap::new();
-    let mut dup_of_fresh: Vec<(usize, usize)> = Vec::new();
-    for &i in indices {
-        let m = &batch[i];
-        if let Some(n) = &m.nonce {
-            let key = (m.from.clone(), n.clone());
-            if let Some(existing) = known.get(&key) {
-                out[i] = Some(AppendOutcome::Duplicate(existing.clone()));
-                continue;
-            }
-            if let Some(&first) = first_of.get(&key) {
-                dup_of_fresh.push((i, first));
-                continue;
-            }
-            first_of.insert(key, i);
-        }
-        fresh.push(i);
-    }
-    if !fresh.is_empty() {
-        let n = fresh.len() as i64;
+    let plan = plan_room(batch, indices, &stored);
+    let n = plan.fresh.len() as i64;
+    let mut first_seq = 0;
+    if n > 0 {
         let last: i64 = sqlx::query_scalar(
             "INSERT INTO rooms (name, last_seq, created_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq RETURNING last_seq",
         )
         .bind(room)
         .bind(n)
-        .bind(batch[fresh[0]].ts_ms)
+        .bind(batch[plan.fresh[0]].ts_ms)
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)?;
-        let first_seq = last - n + 1;
-        let mut seqs = Vec::with_capacity(fresh.len());
-        let mut from = Vec::with_capacity(fresh.len());
-        let mut body = Vec::with_capacity(fresh.len());
-        let mut ts = Vec::with_capacity(fresh.len());
-        let mut nonce = Vec::with_capacity(fresh.len());
-        for (k, &i) in fresh.iter().enumerate() {
-            let m = &batch[i];
-            let seq = first_seq + k as i64;
-            seqs.push(seq);
-            from.push(m.from.clone());
-            body.push(m.text.clone());
-            ts.push(m.ts_ms);
-            nonce.push(m.nonce.clone());
-            out[i] = Some(AppendOutcome::Stored(StoredMessage {
-                room: room.to_string(),
-                seq: seq as u64,
-                from: m.from.clone(),
-                text: m.text.clone(),
-                ts_ms: m.ts_ms,
-                nonce: m.nonce.clone(),
-            }));
-        }
+        first_seq = last - n + 1;
+        let fresh = || plan.fresh.iter().map(|&i| &batch[i]);
+        let seqs: Vec<i64> = (0..n).map(|k| first_seq + k).collect();
+        let from: Vec<&str> = fresh().map(|m| m.from.as_str()).collect();
+        let body: Vec<&str> = fresh().map(|m| m.text.as_str()).collect();
+        let ts: Vec<i64> = fresh().map(|m| m.ts_ms).collect();
+        let nonce: Vec<Option<&str>> = fresh().map(|m| m.nonce.as_deref()).collect();
         sqlx::query(
             "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce) \
              SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[])",
@@ -203,25 +164,16 @@ async fn append_room(
         .await
         .map_err(classify)?;
     }
-    for (i, first) in dup_of_fresh {
-        if let Some(AppendOutcome::Stored(m)) = &out[first] {
-            out[i] = Some(AppendOutcome::Duplicate(m.clone()));
-        }
-    }
+    apply_plan(room, batch, plan, first_seq as u64, out);
     Ok(())
 }
 
 #[async_trait]
 impl Store for PgStore {
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
-        // Group by room, rooms in name order (lock order), messages in batch order.
-        let mut by_room: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, m) in batch.iter().enumerate() {
-            by_room.entry(m.room.as_str()).or_default().push(i);
-        }
         let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        for (room, indices) in &by_room {
+        for (room, indices) in &by_room(batch) {
             append_room(&mut tx, room, batch, indices, &mut out).await?;
         }
         tx.commit().await.map_err(classify)?;

@@ -15,7 +15,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{AppendOutcome, NewMessage, Store, StoreError, StoredMessage, classify};
+use std::collections::HashMap;
+
+use super::{
+    AppendOutcome, NewMessage, Store, StoreError, StoredMessage, apply_plan, by_room, classify,
+    nonce_keys, plan_room,
+};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
 
@@ -98,61 +103,92 @@ fn bound(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-async fn append_one(
+/// Rows per multi-row INSERT (6 parameters each; SQLite allows 32,766).
+const INSERT_CHUNK: usize = 500;
+/// Nonces looked up per query.
+const LOOKUP_CHUNK: usize = 500;
+
+/// Appends one room's share of a batch with a handful of statements — one
+/// nonce lookup, one `last_seq` bump, one multi-row insert per chunk —
+/// instead of two per message: each statement is a round trip to sqlx's
+/// SQLite worker thread, and those round trips, not SQLite, bounded the
+/// committer (docs/benchmarks.md).
+async fn append_room(
     tx: &mut Transaction<'_, Sqlite>,
-    m: &NewMessage,
-) -> Result<AppendOutcome, StoreError> {
-    if let Some(nonce) = &m.nonce {
-        let existing = sqlx::query("SELECT seq, sender, body, ts_ms, nonce FROM messages WHERE room = ?1 AND sender = ?2 AND nonce = ?3")
-            .bind(&m.room)
-            .bind(&m.from)
-            .bind(nonce)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(classify)?;
-        if let Some(row) = existing {
-            return Ok(AppendOutcome::Duplicate(row_to_message(&m.room, &row)?));
+    room: &str,
+    batch: &[NewMessage],
+    indices: &[usize],
+    out: &mut [Option<AppendOutcome>],
+) -> Result<(), StoreError> {
+    let keys = nonce_keys(batch, indices);
+    let mut stored = HashMap::new();
+    for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let placeholders = vec!["?"; chunk.len()].join(",");
+        let sql = format!(
+            "SELECT seq, sender, body, ts_ms, nonce FROM messages WHERE room = ? AND nonce IN ({placeholders})"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room);
+        for (_, nonce) in chunk {
+            query = query.bind(nonce);
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(classify)? {
+            let m = row_to_message(room, &row)?;
+            if let Some(n) = m.nonce.clone() {
+                stored.insert((m.from.clone(), n), m);
+            }
         }
     }
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO rooms (name, last_seq, created_ms) VALUES (?1, 1, ?2) \
-         ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + 1 RETURNING last_seq",
-    )
-    .bind(&m.room)
-    .bind(m.ts_ms)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(classify)?;
-    sqlx::query("INSERT INTO messages (room, seq, sender, body, ts_ms, nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-        .bind(&m.room)
-        .bind(seq)
-        .bind(&m.from)
-        .bind(&m.text)
-        .bind(m.ts_ms)
-        .bind(&m.nonce)
-        .execute(&mut **tx)
+    let plan = plan_room(batch, indices, &stored);
+    let n = plan.fresh.len() as i64;
+    let mut first_seq = 0;
+    if n > 0 {
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO rooms (name, last_seq, created_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq RETURNING last_seq",
+        )
+        .bind(room)
+        .bind(n)
+        .bind(batch[plan.fresh[0]].ts_ms)
+        .fetch_one(&mut **tx)
         .await
         .map_err(classify)?;
-    Ok(AppendOutcome::Stored(StoredMessage {
-        room: m.room.clone(),
-        seq: seq as u64,
-        from: m.from.clone(),
-        text: m.text.clone(),
-        ts_ms: m.ts_ms,
-        nonce: m.nonce.clone(),
-    }))
+        first_seq = last - n + 1;
+        for (c, chunk) in plan.fresh.chunks(INSERT_CHUNK).enumerate() {
+            let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(",");
+            let sql = format!(
+                "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce) VALUES {rows}"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (k, &i) in chunk.iter().enumerate() {
+                let m = &batch[i];
+                let seq = first_seq + (c * INSERT_CHUNK + k) as i64;
+                query = query
+                    .bind(room)
+                    .bind(seq)
+                    .bind(&m.from)
+                    .bind(&m.text)
+                    .bind(m.ts_ms)
+                    .bind(&m.nonce);
+            }
+            query.execute(&mut **tx).await.map_err(classify)?;
+        }
+    }
+    apply_plan(room, batch, plan, first_seq as u64, out);
+    Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
         let mut tx = self.writer.begin().await.map_err(classify)?;
-        let mut out = Vec::with_capacity(batch.len());
-        for m in batch {
-            out.push(append_one(&mut tx, m).await?);
+        for (room, indices) in &by_room(batch) {
+            append_room(&mut tx, room, batch, indices, &mut out).await?;
         }
         tx.commit().await.map_err(classify)?;
-        Ok(out)
+        out.into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::Internal("append outcome missing".into())))
+            .collect()
     }
 
     async fn ensure_room(&self, room: &str) -> Result<u64, StoreError> {

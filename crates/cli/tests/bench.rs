@@ -2,8 +2,6 @@
 //! the real `parley bench --json` as a second process, checked on its report:
 //! every acked message reached every member, exactly once.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -184,46 +182,6 @@ async fn workers_split_a_run_and_their_reports_merge() {
     assert_eq!(r["latency_ms"]["ack"]["count"], n(&r, "acked"), "{r}");
 }
 
-/// Starts `parley serve` on a given address and database directory (the
-/// testkit picks a fresh port on every spawn; a restart must keep its port
-/// so that clients find the node again).
-async fn serve_at(addr: SocketAddr, dir: &Path) -> tokio::process::Child {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("serve")
-        .current_dir(dir)
-        .env("PARLEY_LISTEN", addr.to_string())
-        .env(
-            "PARLEY_DATABASE_URL",
-            format!("sqlite://{}", dir.join("parley.db").display()),
-        )
-        .env("PARLEY_JWT_SECRET", SECRET)
-        .env("PARLEY_NODE_ID", "restarted")
-        .env("PARLEY_SEND_BURST", "100000")
-        .env("PARLEY_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (k, v) in NODE_ENV {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("parley serve starts");
-    let base = format!("http://{addr}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = parley_client::http::request(&base, "GET", "/readyz", None, None).await
-            && r.status == 200
-        {
-            return child;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "restarted node did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_loses_nothing_across_a_node_restart() {
     let mut node = NodeProcess::start(BIN, NODE_ENV).await;
@@ -256,7 +214,10 @@ async fn resume_loses_nothing_across_a_node_restart() {
     node.signal("TERM");
     assert_eq!(node.wait_exit(Duration::from_secs(15)).await, Some(0));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _restarted = serve_at(node.addr, &node.dir).await;
+    // Same port and database, so that the clients find the node again.
+    let mut env = NODE_ENV.to_vec();
+    env.push(("PARLEY_NODE_ID", "restarted"));
+    let _restarted = NodeProcess::spawn_at(BIN, &node.dir, node.addr.port(), &env).await;
 
     let r = report_of(bench).await;
     assert_eq!(r["scenario"], "resume");

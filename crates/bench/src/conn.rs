@@ -8,7 +8,8 @@
 //! in the run phase — sends one message every MSG_INTERVAL.
 //!
 //! In `resume` a lost connection comes back: reconnect with backoff (at once
-//! after 1001/4408), re-join with `since` = the last seq seen, page forward
+//! after 1001/4408) to the next `--url` (as a load balancer moves the clients
+//! of a draining node to the others), re-join with `since` = the last seq seen, page forward
 //! with `history` while `more`, and resend unacked sends with their nonce.
 //! In `hold` and `chat` a lost connection stays lost, and a lost member stops
 //! expecting messages from then on (see [`crate::accounting`]).
@@ -102,6 +103,8 @@ struct Client {
     next_id: u64,
     sent_n: u64,
     next_send: Option<Instant>,
+    /// Targets moved on from: the session after a loss dials the next node.
+    hops: usize,
     out: Outcome,
 }
 
@@ -128,6 +131,7 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Outcome {
         next_id: 0,
         sent_n: 0,
         next_send: None,
+        hops: 0,
         out: Outcome::default(),
     };
     client.main().await;
@@ -164,6 +168,7 @@ impl Client {
                 self.give_up();
                 return;
             }
+            self.hops += 1;
             let wait = if kind == "closed: 1001" || kind == "closed: 4408" {
                 jitter(Duration::from_millis(250))
             } else {
@@ -241,7 +246,7 @@ impl Client {
             return End::Stopped;
         }
         let plan = self.shared.plan.clone();
-        let target = plan.target_of(self.spec.conn);
+        let target = plan.target_of(self.spec.conn + self.hops);
         let limit = plan.connect_timeout;
         let dial = connect(
             &target.url,

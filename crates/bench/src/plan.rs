@@ -24,8 +24,8 @@ pub enum Scenario {
     /// Rooms with senders every MSG_INTERVAL; every member of a room expects
     /// every message of the room. A dropped connection is not replaced.
     Chat,
-    /// `chat` with auto-reconnect: on a disconnect, reconnect with backoff,
-    /// re-join with `since`, page forward, resend unacked sends with their
+    /// `chat` with auto-reconnect: on a disconnect, reconnect with backoff
+    /// to the next --url, re-join with `since`, page forward, resend unacked sends with their
     /// nonce. Nodes may be killed or restarted during the run.
     Resume,
 }

@@ -110,6 +110,22 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert_eq!(a.ensure_room("r1").await.unwrap(), 6);
     let rooms = b.rooms().await.unwrap();
     assert!(rooms.contains(&("empty".to_string(), 0)) && rooms.contains(&("r1".to_string(), 6)));
+    // The anti-entropy sweep's batch read: the rooms that exist, with their seq.
+    let names: Vec<Arc<str>> = ["r1", "nowhere", "empty", "r2", "a \"quoted\" room"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let mut seqs_now = b.last_seqs(&names).await.unwrap();
+    seqs_now.sort();
+    assert_eq!(
+        seqs_now,
+        vec![
+            ("empty".to_string(), 0),
+            ("r1".to_string(), 6),
+            ("r2".to_string(), 1)
+        ]
+    );
+    assert!(b.last_seqs(&[]).await.unwrap().is_empty());
 
     // Users and settings.
     a.create_user("alice", "hash1").await.unwrap();

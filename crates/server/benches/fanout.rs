@@ -130,7 +130,7 @@ fn spawn_drainers(rt: &Runtime, receivers: Vec<OutboxReceiver>, countdown: &Arc<
             let mut batch = Vec::with_capacity(64);
             loop {
                 batch.clear();
-                if !rx.frames.recv_batch(&mut batch, 64).await {
+                if !rx.recv_batch(&mut batch, 64).await {
                     break;
                 }
                 let n = batch.len();
@@ -217,7 +217,7 @@ fn inline(c: &mut Criterion) {
                         // pushes to every outbox in one pass.
                         for rx in &mut receivers {
                             buf.clear();
-                            assert!(rx.frames.recv_batch(&mut buf, 64).await);
+                            assert!(rx.recv_batch(&mut buf, 64).await);
                         }
                     }
                     started.elapsed()

@@ -7,7 +7,7 @@
 //! - `messages_received_total` (sends accepted), `messages_stored_total`,
 //!   `messages_delivered_total` (frames queued to sessions)
 //! - `store_append_seconds`, `store_batch_size` (histograms, per group commit)
-//! - `store_append_errors_total`, `queue_overflows_total`,
+//! - `store_append_errors_total`, `queue_overflows_total`, `heartbeat_timeouts_total`,
 //!   `frames_rejected_total{reason}`, `rate_limited_total`
 //! - `gap_fills_total`, `anti_entropy_repairs_total`
 //! - `draining` (gauge, 1 while the node drains)
@@ -31,6 +31,7 @@ pub fn register_defaults(bus: &str) {
         "parley_messages_delivered_total",
         "parley_store_append_errors_total",
         "parley_queue_overflows_total",
+        "parley_heartbeat_timeouts_total",
         "parley_rate_limited_total",
         "parley_gap_fills_total",
         "parley_anti_entropy_repairs_total",

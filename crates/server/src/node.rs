@@ -212,6 +212,15 @@ impl SessionRegistry {
         metrics::gauge!("parley_connections").set(live.len() as f64);
     }
 
+    /// Calls `f` on the connections whose id falls in `slice` of `slices`,
+    /// holding the registry's lock (`f` must not block).
+    pub fn for_each_in_slice(&self, slice: u64, slices: u64, mut f: impl FnMut(&Outbox)) {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, outbox) in live.iter().filter(|(id, _)| *id % slices == slice) {
+            f(outbox);
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<Outbox> {
         self.live
             .lock()

@@ -115,6 +115,7 @@ impl Server {
             sessions: SessionRegistry::default(),
         });
         crate::metrics::register_defaults(node.hub.bus().kind());
+        tokio::spawn(crate::session::heartbeat::run(Arc::downgrade(&node)));
         tracing::info!(
             node = %node.node_id,
             %addr,

@@ -135,6 +135,21 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Where a node's log (its stdout) goes: nowhere, unless `PARLEY_NODE_LOGS`
+/// names a directory — then `DIR/node-PORT.log`, appended across restarts.
+fn node_log(port: u16) -> Stdio {
+    let Some(dir) = std::env::var_os("PARLEY_NODE_LOGS") else {
+        return Stdio::null();
+    };
+    let path = Path::new(&dir).join(format!("node-{port}.log"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map(Stdio::from)
+        .unwrap_or_else(|e| panic!("node log {}: {e}", path.display()))
+}
+
 impl NodeProcess {
     /// Starts `binary serve` in a fresh temp dir with test settings plus
     /// `env`, and waits until `/readyz` answers 200.
@@ -173,7 +188,7 @@ impl NodeProcess {
             .env("PARLEY_SEND_BURST", "100000")
             .env("PARLEY_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(node_log(port))
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         for (k, v) in env {
@@ -311,6 +326,13 @@ pub mod faulty {
         async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
             self.check()?;
             self.inner.last_seq(room).await
+        }
+        async fn last_seqs(
+            &self,
+            rooms: &[std::sync::Arc<str>],
+        ) -> Result<Vec<(String, u64)>, StoreError> {
+            self.check()?;
+            self.inner.last_seqs(rooms).await
         }
         async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
             self.check()?;

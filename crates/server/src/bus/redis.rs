@@ -25,7 +25,7 @@
 //! `"<user> <node>"` scored by an expiry time, refreshed by each node every
 //! few seconds, so the entries of a crashed node expire on their own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -335,6 +335,17 @@ async fn subscriber(shared: Weak<Shared>) {
 }
 
 /// Refreshes this node's presence entries before they expire.
+/// The (room, user) presence entries of this node, grouped by room.
+fn present_by_room<'a>(
+    entries: impl Iterator<Item = &'a (String, String)>,
+) -> BTreeMap<&'a str, Vec<&'a str>> {
+    let mut rooms: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (room, user) in entries {
+        rooms.entry(room).or_default().push(user);
+    }
+    rooms
+}
+
 async fn presence_refresher(shared: Weak<Shared>) {
     let mut tick = tokio::time::interval(PRESENCE_REFRESH);
     loop {
@@ -344,22 +355,27 @@ async fn presence_refresher(shared: Weak<Shared>) {
             continue;
         };
         let entries: Vec<(String, String)> = lock(&s.present).keys().cloned().collect();
-        if entries.is_empty() {
+        let by_room = present_by_room(entries.iter());
+        if by_room.is_empty() {
             continue;
         }
-        let expiry = parley_protocol::time::now_ms() + PRESENCE_TTL.as_millis() as i64;
+        let now = parley_protocol::time::now_ms();
+        let expiry = now + PRESENCE_TTL.as_millis() as i64;
+        // Three commands per room, not per member: a node holding 15,000
+        // members in 1,000 rooms sends 3,000 commands per refresh, not 45,000
+        // (which kept Redis busy long enough to delay every publish behind it).
         let mut pipe = redis::pipe();
-        for (room, user) in &entries {
+        for (room, users) in &by_room {
             let key = presence_key(room);
-            pipe.cmd("ZADD")
-                .arg(&key)
-                .arg(expiry)
-                .arg(format!("{user} {}", s.node))
-                .ignore();
+            let zadd = pipe.cmd("ZADD").arg(&key);
+            for user in users {
+                zadd.arg(expiry).arg(format!("{user} {}", s.node));
+            }
+            zadd.ignore();
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(&key)
                 .arg("-inf")
-                .arg(parley_protocol::time::now_ms())
+                .arg(now)
                 .ignore();
             pipe.cmd("PEXPIRE")
                 .arg(&key)

@@ -17,10 +17,11 @@ use crate::shutdown::Phase;
 
 /// Bytes tungstenite reads from the socket at a time. The buffer is
 /// allocated for every connection, idle or not: its default (128 KiB) would
-/// dominate a node's memory, and even 4 KiB was 40% of an idle connection's
-/// cost (docs/benchmarks.md). Chat frames are a few hundred bytes; a larger
-/// frame grows the buffer for as long as it is read.
-const READ_BUFFER: usize = 1024;
+/// dominate a node's memory, and even 1 KiB was a quarter of an idle
+/// connection's cost (docs/benchmarks.md). Nothing is lost by a small one:
+/// once a frame's header is read, tungstenite grows the buffer to the whole
+/// frame, so a frame takes at most two reads.
+const READ_BUFFER: usize = 256;
 /// Bytes buffered before a write reaches the socket (a flush always writes).
 /// The buffer's ceiling stays tungstenite's default (unbounded): it only grows
 /// past this size while the socket refuses writes, and the outbox bounds what

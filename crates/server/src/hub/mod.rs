@@ -6,6 +6,12 @@
 //! (serialise once per message, not once per receiver). Ordering and gap
 //! filling per room live in [`room`].
 //!
+//! On a lossy bus (Redis Pub/Sub) the hub also runs the node's anti-entropy
+//! sweep: every period, one store query reads the `last_seq` of all the rooms
+//! live on this node, and each room delivers what it missed. One query per
+//! node per period — not one per room, which at thousands of rooms would
+//! occupy the database pool on its own.
+//!
 //! The hub does not parse frames, check permissions or write to the store.
 
 pub mod room;
@@ -13,6 +19,8 @@ pub mod room;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use axum::extract::ws::Utf8Bytes;
 use parley_protocol::ServerFrame;
@@ -40,13 +48,16 @@ pub struct Hub {
     users: Mutex<HashMap<Arc<str>, Vec<SessionRef>>>,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
-    anti_entropy: Option<Duration>,
+    /// Wakes the anti-entropy sweep early (the bus reconnected).
+    sweep_now: Arc<Notify>,
     page: u32,
     pending_cap: usize,
 }
 
 /// How long a join waits for a new room's delivery task to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rooms per anti-entropy query.
+const SWEEP_CHUNK: usize = 1000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -56,23 +67,50 @@ impl Hub {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
-        anti_entropy: Duration,
+        anti_entropy_period: Duration,
         page: u32,
         pending_cap: usize,
     ) -> Arc<Hub> {
-        let anti_entropy = bus.lossy().then_some(anti_entropy);
         let hub = Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
             store,
             bus: bus.clone(),
-            anti_entropy,
+            sweep_now: Arc::new(Notify::new()),
             page,
             pending_cap,
         });
         let inbox: Arc<dyn Inbox> = hub.clone();
         bus.set_inbox(Arc::downgrade(&inbox));
+        if bus.lossy() {
+            tokio::spawn(anti_entropy(
+                Arc::downgrade(&hub),
+                hub.sweep_now.clone(),
+                anti_entropy_period,
+            ));
+        }
         hub
+    }
+
+    /// One anti-entropy pass: tells every live room how far the store holds it.
+    async fn sweep(&self) {
+        let rooms = self.all_rooms();
+        let names: Vec<Arc<str>> = rooms.iter().map(|r| r.name.clone()).collect();
+        for chunk in names.chunks(SWEEP_CHUNK) {
+            match self.store.last_seqs(chunk).await {
+                Ok(seqs) => {
+                    for (name, last) in seqs {
+                        if let Some(room) = self.room(&name) {
+                            room.send(RoomEvent::StoreAt(last));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, rooms = chunk.len(), "anti-entropy sweep failed");
+                    return;
+                }
+            }
+        }
     }
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
@@ -131,7 +169,6 @@ impl Hub {
                     let deps = RoomDeps {
                         store: self.store.clone(),
                         bus: self.bus.clone(),
-                        anti_entropy: self.anti_entropy,
                         page: self.page,
                     };
                     Room::start(name.clone(), deps, self.pending_cap)
@@ -245,15 +282,28 @@ impl Inbox for Hub {
     }
 
     fn resync_all(&self) {
-        for room in self.all_rooms() {
-            room.send(RoomEvent::Resync);
-        }
+        self.sweep_now.notify_one();
     }
 }
 
 impl Hub {
     fn all_rooms(&self) -> Vec<Arc<Room>> {
         lock(&self.rooms).values().cloned().collect()
+    }
+}
+
+/// The anti-entropy task: a sweep every `period`, or at once when the bus asks
+/// (after a reconnect). Ends with the hub.
+async fn anti_entropy(hub: std::sync::Weak<Hub>, now: Arc<Notify>, period: Duration) {
+    let period = period.max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = now.notified() => {}
+            _ = tokio::time::sleep(period) => {}
+        }
+        // Hold the hub only while sweeping, so that it can be dropped.
+        let Some(hub) = hub.upgrade() else { return };
+        hub.sweep().await;
     }
 }
 

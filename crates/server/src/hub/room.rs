@@ -6,8 +6,8 @@
 //! `seq <= cursor` is a duplicate and dropped; `seq > cursor + 1` means the bus
 //! lost something (or reordered two nodes' publishes), so the missing range is
 //! read from the store and delivered first (invariant 3). On a lossy bus the
-//! task also compares its cursor with the store periodically (anti-entropy),
-//! which bounds how late a lost publish can be.
+//! hub's anti-entropy sweep tells the task the store's `last_seq` periodically
+//! ([`RoomEvent::StoreAt`]), which bounds how late a lost publish can be.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,7 +35,13 @@ struct Sub {
 }
 
 pub(crate) enum RoomEvent {
-    Message { seq: u64, frame: Utf8Bytes },
+    Message {
+        seq: u64,
+        frame: Utf8Bytes,
+    },
+    /// The store holds the room up to this seq: deliver what is missing.
+    StoreAt(u64),
+    /// Read the room's `last_seq` from the store, then as `StoreAt`.
     Resync,
     Stop,
 }
@@ -51,7 +57,6 @@ pub struct Room {
 pub(crate) struct RoomDeps {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
-    pub anti_entropy: Option<Duration>,
     pub page: u32,
 }
 
@@ -231,17 +236,8 @@ async fn deliver_loop(
     };
     let _ = ready.send(true);
 
-    let mut ticker = deps.anti_entropy.map(|period| {
-        let mut t = tokio::time::interval(period);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
-
     loop {
-        let event = tokio::select! {
-            ev = events.recv() => ev.unwrap_or(RoomEvent::Stop),
-            _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => RoomEvent::Resync,
-        };
+        let event = events.recv().await.unwrap_or(RoomEvent::Stop);
         let Some(room) = room.upgrade() else { break };
         match event {
             RoomEvent::Stop => break,
@@ -262,22 +258,29 @@ async fn deliver_loop(
                 room.deliver(seq, &frame);
                 cursor = seq;
             }
+            RoomEvent::StoreAt(last) => cursor = catch_up(&room, &deps, cursor, last).await,
             RoomEvent::Resync => match deps.store.last_seq(&name).await {
-                Ok(Some(last)) if last > cursor => {
-                    metrics::counter!("parley_anti_entropy_repairs_total").increment(1);
-                    cursor = fill(&room, &deps, cursor, last).await;
-                    if cursor < last {
-                        schedule_resync(&room);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(room = %name, error = %e, "anti-entropy check failed");
-                }
+                Ok(last) => cursor = catch_up(&room, &deps, cursor, last.unwrap_or(0)).await,
+                // The next sweep (lossy bus) or the next message's gap fill retries.
+                Err(e) => tracing::warn!(room = %name, error = %e, "room cursor check failed"),
             },
         }
     }
     deps.bus.unsubscribe_room(&name).await;
+}
+
+/// Anti-entropy: delivers what the store holds beyond `cursor` (up to
+/// `last`) and returns the new cursor; retries shortly if the store failed.
+async fn catch_up(room: &Room, deps: &RoomDeps, cursor: u64, last: u64) -> u64 {
+    if last <= cursor {
+        return cursor;
+    }
+    metrics::counter!("parley_anti_entropy_repairs_total").increment(1);
+    let cursor = fill(room, deps, cursor, last).await;
+    if cursor < last {
+        schedule_resync(room);
+    }
+    cursor
 }
 
 /// Delivers `cursor+1 ..= upto` from the store; returns the new cursor

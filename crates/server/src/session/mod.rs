@@ -1,30 +1,31 @@
 //! One WebSocket connection, from `hello` to close.
 //!
-//! The connection's main task (this module) reads and handles frames; a
-//! second task ([`writer`]) writes everything queued in the connection's
-//! [`outbox`]. Replies and pushes share that one bounded queue, so a client
-//! sees them in order and a slow one is cut off with 4408 (invariant 5).
+//! This module is the protocol: it handles the client's frames and answers
+//! them. [`socket`] moves bytes: one task per connection reads the peer and
+//! writes everything queued in the connection's [`outbox`]. Replies and
+//! pushes share that one bounded queue, so a client sees them in order and a
+//! slow one is cut off with 4408 (invariant 5).
 //!
 //! Sends are pipelined: a `send` is queued for group commit in arrival order,
 //! and its ack is written when the commit completes, while the session goes on
 //! reading. Only the ack of a stored message is ever sent (invariant 1).
 
+pub mod heartbeat;
 pub mod outbox;
-pub mod writer;
+pub mod socket;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
-use futures_util::stream::{FuturesUnordered, SplitStream};
+use futures_util::stream::FuturesUnordered;
 use parley_protocol::{
     ClientFrame, ErrorCode, PresenceState, ServerFrame, close, parse_client_frame,
 };
-use tokio::sync::watch;
 
 use crate::bus::{Envelope, Event};
 use crate::error::ChatError;
@@ -32,6 +33,7 @@ use crate::hub::SessionRef;
 use crate::node::Node;
 use crate::store::{AppendOutcome, StoreError};
 use outbox::Outbox;
+use socket::{End, Input, Socket, Step};
 
 /// Malformed frames in a row after which the peer is cut off (1008).
 const MAX_BAD_FRAMES: u32 = 10;
@@ -41,114 +43,50 @@ const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 type Ack =
     Pin<Box<dyn Future<Output = (Option<u64>, Result<AppendOutcome, StoreError>)> + Send + Sync>>;
 
-/// Why the read loop ended.
-enum End {
-    /// The peer went away or the socket failed: nothing more to write.
-    Gone,
-    /// We close with this code; the writer sends the frame.
-    Close(u16),
-}
-
 /// Serves one upgraded connection. `preauth` is the user of a token given at
 /// upgrade time (header or query); otherwise the client must send `hello`.
-pub async fn run(socket: WebSocket, node: Arc<Node>, preauth: Option<String>) {
-    let (sink, stream) = socket.split();
+pub fn run(
+    ws: WebSocket,
+    node: Arc<Node>,
+    preauth: Option<String>,
+) -> impl Future<Output = ()> + Send {
     let (outbox, rx) = outbox::outbox(node.config.outbound_queue);
-    let writer = tokio::spawn(writer::run(sink, rx));
-    let id = node.sessions.register(outbox.clone());
-    let mut close_rx = outbox.close_watch();
-
-    let mut reader = Reader {
-        stream,
-        last_seen: Instant::now(),
-    };
-    let user = match preauth {
-        Some(user) => Some((user, None)),
-        None => Box::pin(authenticate(&node, &outbox, &mut reader, &mut close_rx)).await,
-    };
-    if let Some((user, re)) = user {
-        let me = SessionRef {
-            id,
-            user: Arc::from(user.as_str()),
-            outbox: outbox.clone(),
+    let mut socket = Socket::new(ws, rx);
+    // An `async move` block, not an `async fn`: the state of an `async fn`
+    // keeps its arguments twice (as arguments, and as the locals they are
+    // moved into) — 400 bytes more in every idle connection's task. A block
+    // uses what it captures in place.
+    async move {
+        let id = node.sessions.register(outbox.clone());
+        let user = match preauth {
+            Some(user) => Ok((user, None)),
+            None => Box::pin(authenticate(&node, &outbox, &mut socket)).await,
         };
-        let mut session = Session {
-            node: node.clone(),
-            me,
-            joined: HashSet::new(),
-            acks: FuturesUnordered::new(),
-            bad_frames: 0,
-            strikes: 0,
-        };
-        session.welcome(re);
-        node.hub.add_session(&session.me).await;
-        let end = session.serve(&mut reader, &mut close_rx).await;
-        Box::pin(session.finish(end)).await;
-    }
-
-    node.sessions.unregister(id);
-    drop(outbox);
-    // The writer ends once the close frame is out or every outbox handle is gone.
-    let mut writer = writer;
-    if tokio::time::timeout(writer::CLOSE_LINGER + Duration::from_secs(2), &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
-}
-
-/// Reading side of the socket, with liveness tracking.
-struct Reader {
-    stream: SplitStream<WebSocket>,
-    last_seen: Instant,
-}
-
-/// What one read produced.
-enum Input {
-    Text(Utf8Bytes),
-    /// Socket-level problem, answered by closing with this code (or just ending).
-    End(End),
-    /// Control frame or nothing of interest.
-    Nothing,
-}
-
-impl Reader {
-    async fn next(&mut self) -> Input {
-        let Some(item) = self.stream.next().await else {
-            return Input::End(End::Gone);
-        };
-        self.last_seen = Instant::now();
-        match item {
-            Ok(WsMessage::Text(text)) => Input::Text(text),
-            Ok(WsMessage::Binary(_)) => {
-                metrics::counter!("parley_frames_rejected_total", "reason" => "binary")
-                    .increment(1);
-                Input::End(End::Close(close::UNSUPPORTED_DATA))
+        let end = match user {
+            Ok((user, re)) => {
+                let mut session = Session {
+                    node: node.clone(),
+                    me: SessionRef {
+                        id,
+                        user: Arc::from(user),
+                        outbox: outbox.clone(),
+                    },
+                    joined: HashSet::new(),
+                    acks: PendingAcks::default(),
+                    bad_frames: 0,
+                    strikes: 0,
+                };
+                session.welcome(re);
+                Box::pin(node.hub.add_session(&session.me)).await;
+                let end = session.serve(&mut socket).await;
+                Box::pin(session.finish(end)).await;
+                end
             }
-            Ok(WsMessage::Close(_)) => Input::End(End::Gone),
-            Ok(_) => Input::Nothing,
-            Err(err) => Input::End(classify_read_error(err)),
-        }
-    }
-}
-
-fn classify_read_error(err: axum::Error) -> End {
-    let inner = err.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => {
-            metrics::counter!("parley_frames_rejected_total", "reason" => "too_big").increment(1);
-            End::Close(close::TOO_BIG)
-        }
-        Some(tungstenite::Error::Utf8(_)) => {
-            metrics::counter!("parley_frames_rejected_total", "reason" => "utf8").increment(1);
-            End::Close(close::INVALID_PAYLOAD)
-        }
-        Some(tungstenite::Error::Protocol(_)) => {
-            metrics::counter!("parley_frames_rejected_total", "reason" => "protocol").increment(1);
-            End::Close(1002)
-        }
-        _ => End::Gone,
+            Err(end) => end,
+        };
+        node.sessions.unregister(id);
+        drop(outbox);
+        Box::pin(socket.finish(end)).await;
     }
 }
 
@@ -160,50 +98,47 @@ fn push(outbox: &Outbox, frame: &ServerFrame) -> bool {
 /// Queues a close frame behind everything already queued (or, if the queue
 /// is full, asks the writer to close at once).
 fn close_with(outbox: &Outbox, code: u16) {
-    if !outbox.push_message(writer::close_frame(code, writer::reason(code))) {
+    if !outbox.push_message(socket::close_frame(code, socket::reason(code))) {
         outbox.request_close(code);
     }
 }
 
 /// Waits for a valid `hello` within the hello timeout; returns the user and
-/// the hello's request id.
+/// the hello's request id, or how the connection ends (its close queued).
 async fn authenticate(
     node: &Node,
     outbox: &Outbox,
-    reader: &mut Reader,
-    close_rx: &mut watch::Receiver<Option<u16>>,
-) -> Option<(String, Option<u64>)> {
+    socket: &mut Socket,
+) -> Result<(String, Option<u64>), End> {
     let deadline = tokio::time::Instant::now() + node.config.hello_timeout;
     let mut bad = 0;
     loop {
-        let input = tokio::select! {
-            input = reader.next() => input,
-            _ = tokio::time::sleep_until(deadline) => {
-                push(outbox, &ServerFrame::error(None, ErrorCode::Unauthorized, "no hello within the time limit"));
-                close_with(outbox, close::UNAUTHORIZED);
-                return None;
+        let text = match socket.next(tokio::time::sleep_until(deadline)).await {
+            Step::Other(()) => {
+                push(
+                    outbox,
+                    &ServerFrame::error(
+                        None,
+                        ErrorCode::Unauthorized,
+                        "no hello within the time limit",
+                    ),
+                );
+                return Err(closing(outbox, close::UNAUTHORIZED));
             }
-            _ = close_rx.changed() => return None,
-        };
-        let text = match input {
-            Input::Text(text) => text,
-            Input::Nothing => continue,
-            Input::End(End::Gone) => return None,
-            Input::End(End::Close(code)) => {
-                close_with(outbox, code);
-                return None;
-            }
+            Step::Input(Input::Text(text)) => text,
+            Step::Input(Input::Nothing) => continue,
+            Step::Input(Input::End(End::Gone)) => return Err(End::Gone),
+            Step::Input(Input::End(End::Close(code))) => return Err(closing(outbox, code)),
         };
         match parse_client_frame(&text) {
             Ok(ClientFrame::Hello { id, token, .. }) => match node.auth.verify(&token) {
-                Ok(user) => return Some((user, id)),
+                Ok(user) => return Ok((user, id)),
                 Err(e) => {
                     push(
                         outbox,
                         &ServerFrame::error(id, ErrorCode::Unauthorized, e.message),
                     );
-                    close_with(outbox, close::UNAUTHORIZED);
-                    return None;
+                    return Err(closing(outbox, close::UNAUTHORIZED));
                 }
             },
             Ok(other) => {
@@ -223,12 +158,37 @@ async fn authenticate(
                     &ServerFrame::error(e.id, ErrorCode::BadRequest, e.message),
                 );
                 if bad >= MAX_BAD_FRAMES {
-                    close_with(outbox, close::POLICY_VIOLATION);
-                    return None;
+                    return Err(closing(outbox, close::POLICY_VIOLATION));
                 }
             }
         }
     }
+}
+
+/// Queues the close frame; the connection ends with it.
+fn closing(outbox: &Outbox, code: u16) -> End {
+    close_with(outbox, code);
+    End::Close(code)
+}
+
+/// Queues the answer to a send: its ack once stored, or why it was not.
+fn send_answer(outbox: &Outbox, (re, result): Answer) {
+    let frame = match result {
+        Ok(outcome) => {
+            let m = outcome.message();
+            ServerFrame::Ack {
+                re,
+                room: m.room.clone(),
+                seq: m.seq,
+                ts: parley_protocol::time::format_millis(m.ts_ms),
+            }
+        }
+        Err(e) => {
+            let e = ChatError::from(e);
+            ServerFrame::error(re, e.code, e.message)
+        }
+    };
+    push(outbox, &frame);
 }
 
 fn welcome_frame(node: &Node, re: Option<u64>, user: &str) -> ServerFrame {
@@ -241,11 +201,56 @@ fn welcome_frame(node: &Node, re: Option<u64>, user: &str) -> ServerFrame {
     }
 }
 
+/// Answers still to come for pipelined sends. Allocated on a send and freed
+/// once empty: an idle connection holds none.
+#[derive(Default)]
+struct PendingAcks(Option<FuturesUnordered<Ack>>);
+
+type Answer = (Option<u64>, Result<AppendOutcome, StoreError>);
+
+impl PendingAcks {
+    fn push(&mut self, ack: Ack) {
+        self.0.get_or_insert_with(FuturesUnordered::new).push(ack);
+    }
+
+    /// The next answer. Pending while none is pending: a push comes from the
+    /// session's own task, which polls anew afterwards. Cancel-safe.
+    fn poll_answer(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Answer> {
+        use std::task::Poll;
+        let Some(set) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        match set.poll_next_unpin(cx) {
+            Poll::Ready(Some(answer)) => {
+                if set.is_empty() {
+                    self.0 = None;
+                }
+                Poll::Ready(answer)
+            }
+            Poll::Ready(None) => {
+                self.0 = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Every answer still to come, in completion order.
+    async fn drain(&mut self, mut each: impl FnMut(Answer)) {
+        while let Some(set) = self.0.as_mut() {
+            match set.next().await {
+                Some(answer) => each(answer),
+                None => self.0 = None,
+            }
+        }
+    }
+}
+
 struct Session {
     node: Arc<Node>,
     me: SessionRef,
     joined: HashSet<Arc<str>>,
-    acks: FuturesUnordered<Ack>,
+    acks: PendingAcks,
     bad_frames: u32,
     strikes: u32,
 }
@@ -259,46 +264,26 @@ impl Session {
         self.push(&welcome_frame(&self.node, re, &self.me.user));
     }
 
-    /// The read loop of an authenticated session.
-    async fn serve(
-        &mut self,
-        reader: &mut Reader,
-        close_rx: &mut watch::Receiver<Option<u16>>,
-    ) -> End {
-        let heartbeat = self.node.config.heartbeat.max(Duration::from_millis(100));
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    /// The loop of an authenticated session: the client's frames and the
+    /// answers of its pending sends. (Pings come from [`heartbeat`].)
+    async fn serve(&mut self, socket: &mut Socket) -> End {
         loop {
-            tokio::select! {
-                biased;
-                _ = close_rx.changed() => {
-                    let code = *close_rx.borrow_and_update();
-                    return match code {
-                        Some(close::GOING_AWAY) => End::Close(close::GOING_AWAY),
-                        // The writer is already closing (slow consumer).
-                        _ => End::Gone,
-                    };
-                }
-                Some((re, result)) = self.acks.next(), if !self.acks.is_empty() => self.answer(re, result),
-                input = reader.next() => match input {
-                    Input::Text(text) => {
-                        // Boxed: handling a frame awaits the store, whose
-                        // futures are large; kept inline they would sit in
-                        // every idle connection's task for its whole life.
-                        if let Some(end) = Box::pin(self.handle_text(&text)).await {
-                            return end;
-                        }
+            let acks = &mut self.acks;
+            // A poll function, not an async block: this future lives in every
+            // connection's task, and a block would hold an answer's 136 bytes.
+            let answer = std::future::poll_fn(|cx| acks.poll_answer(cx));
+            match socket.next(answer).await {
+                Step::Other(answer) => send_answer(&self.me.outbox, answer),
+                Step::Input(Input::Text(text)) => {
+                    // Boxed: handling a frame awaits the store, whose futures
+                    // are large; kept inline they would sit in every idle
+                    // connection's task for its whole life.
+                    if let Some(end) = Box::pin(self.handle_text(&text)).await {
+                        return end;
                     }
-                    Input::Nothing => {}
-                    Input::End(end) => return end,
-                },
-                _ = ticker.tick() => {
-                    if reader.last_seen.elapsed() > heartbeat * 2 {
-                        tracing::debug!(user = %self.me.user, "peer silent for two heartbeats; closing");
-                        return End::Close(close::NORMAL);
-                    }
-                    self.me.outbox.push_message(WsMessage::Ping(Default::default()));
                 }
+                Step::Input(Input::Nothing) => {}
+                Step::Input(Input::End(end)) => return end,
             }
         }
     }
@@ -309,11 +294,8 @@ impl Session {
             // Acks of messages already submitted: they are being committed;
             // the client should get them before the close (a drain must not
             // make an acked-but-unannounced message look lost).
-            let flush = async {
-                while let Some((re, result)) = self.acks.next().await {
-                    self.answer(re, result);
-                }
-            };
+            let outbox = &self.me.outbox;
+            let flush = self.acks.drain(|answer| send_answer(outbox, answer));
             let _ = tokio::time::timeout(ACK_FLUSH_TIMEOUT, flush).await;
             close_with(&self.me.outbox, code);
             metrics::counter!("parley_sessions_closed_total", "code" => code.to_string())
@@ -322,24 +304,6 @@ impl Session {
         let rooms: Vec<Arc<str>> = self.joined.drain().collect();
         for room in self.node.hub.remove_session(&self.me, &rooms).await {
             self.publish_presence(&room, PresenceState::Left);
-        }
-    }
-
-    fn answer(&self, re: Option<u64>, result: Result<AppendOutcome, StoreError>) {
-        match result {
-            Ok(outcome) => {
-                let m = outcome.message();
-                self.push(&ServerFrame::Ack {
-                    re,
-                    room: m.room.clone(),
-                    seq: m.seq,
-                    ts: parley_protocol::time::format_millis(m.ts_ms),
-                });
-            }
-            Err(e) => {
-                let e = ChatError::from(e);
-                self.push(&ServerFrame::error(re, e.code, e.message));
-            }
         }
     }
 
@@ -415,7 +379,10 @@ impl Session {
             self.push_joined(id, &room, history, more, last_seq).await;
             return Ok(());
         }
-        self.node.store.ensure_room(&room).await?;
+        // A room live on this node exists in the store: rooms are never deleted.
+        if self.node.hub.room(&room).is_none() {
+            self.node.store.ensure_room(&room).await?;
+        }
         if !self.node.hub.join(&room, &self.me).await {
             return Err(ChatError::new(
                 ErrorCode::Unavailable,

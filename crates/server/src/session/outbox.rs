@@ -9,32 +9,53 @@
 //!
 //! It is a `VecDeque` behind a mutex rather than a tokio channel: an idle
 //! connection's queue then holds no memory at all (a channel preallocates a
-//! block of slots per connection), and the writer takes everything queued in
-//! one lock.
+//! block of slots per connection), and the connection takes everything
+//! queued in one lock. The close request is an atomic beside it, and one
+//! `Notify` wakes the connection's task for either: one waiter, no channel.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
 use parley_protocol::close;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 /// Capacity a drained queue keeps; beyond it, the memory is given back.
 const KEEP_CAPACITY: usize = 16;
+/// `Shared::close` before any close was requested (0 is not a close code).
+const NO_CLOSE: u16 = 0;
 
 struct Shared {
     frames: Mutex<VecDeque<WsMessage>>,
     capacity: usize,
-    /// Wakes the writer: a frame was queued, or the last sender went away.
+    /// Wakes the connection: a frame was queued, a close was requested, or
+    /// the last sender went away.
     ready: Notify,
     senders: AtomicUsize,
-    close: watch::Sender<Option<u16>>,
+    /// The requested close code, or [`NO_CLOSE`]. The first request wins.
+    close: AtomicU16,
+    /// When the peer last sent anything ([`mono_ms`]), for the heartbeat.
+    last_seen_ms: AtomicU64,
+}
+
+/// Milliseconds on a monotonic clock that starts with the process.
+fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Shared {
     fn frames(&self) -> MutexGuard<'_, VecDeque<WsMessage>> {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close_code(&self) -> Option<u16> {
+        match self.close.load(Ordering::Acquire) {
+            NO_CLOSE => None,
+            code => Some(code),
+        }
     }
 }
 
@@ -68,34 +89,41 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-/// The receiving side, owned by the connection's writer task.
+/// The receiving side, owned by the connection's task.
 pub struct OutboxReceiver {
-    pub frames: FrameReceiver,
-    pub close: watch::Receiver<Option<u16>>,
+    shared: Arc<Shared>,
+    /// The close request was already handed out by [`OutboxReceiver::wait`].
+    close_seen: bool,
 }
 
-/// The frames half of the receiving side.
-pub struct FrameReceiver {
-    shared: Arc<Shared>,
+/// What [`OutboxReceiver::wait`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Frames were moved into the caller's batch.
+    Frames,
+    /// A close was requested (reported once).
+    Close(u16),
+    /// Every sender is gone and nothing is queued.
+    Ended,
 }
 
 /// Creates a queue holding at most `capacity` frames.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
-    let (close_tx, close) = watch::channel(None);
     let shared = Arc::new(Shared {
         frames: Mutex::new(VecDeque::new()),
         capacity: capacity.max(1),
         ready: Notify::new(),
         senders: AtomicUsize::new(1),
-        close: close_tx,
+        close: AtomicU16::new(NO_CLOSE),
+        last_seen_ms: AtomicU64::new(mono_ms()),
     });
     (
         Outbox {
             shared: shared.clone(),
         },
         OutboxReceiver {
-            frames: FrameReceiver { shared },
-            close,
+            shared,
+            close_seen: false,
         },
     )
 }
@@ -133,71 +161,111 @@ impl Outbox {
     /// Asks the connection to close with `code`. The first request wins;
     /// returns whether this one was it.
     pub fn request_close(&self, code: u16) -> bool {
-        self.shared.close.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(code);
-                true
-            } else {
-                false
-            }
-        })
+        let first = self
+            .shared
+            .close
+            .compare_exchange(NO_CLOSE, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.shared.ready.notify_one();
+        }
+        first
     }
 
     /// The close code requested so far, if any.
     pub fn close_requested(&self) -> Option<u16> {
-        *self.shared.close.borrow()
+        self.shared.close_code()
     }
 
-    /// A receiver of close requests, for the connection's reader.
-    pub fn close_watch(&self) -> watch::Receiver<Option<u16>> {
-        self.shared.close.subscribe()
+    /// How long the peer has not sent anything.
+    pub fn silent_for(&self) -> Duration {
+        let last = self.shared.last_seen_ms.load(Ordering::Relaxed);
+        Duration::from_millis(mono_ms().saturating_sub(last))
     }
 }
 
-impl FrameReceiver {
-    /// Moves up to `max` queued frames into `out`, waiting for at least one.
-    /// False once every sender is gone and the queue is empty. Cancel-safe.
+impl OutboxReceiver {
+    /// Records that the peer sent something.
+    pub fn touch(&self) {
+        self.shared.last_seen_ms.store(mono_ms(), Ordering::Relaxed);
+    }
+
+    /// Waits until there is something to do: a close request (reported
+    /// once, before any frame), or frames — up to `max` are moved into `out`.
+    /// Cancel-safe: frames are only taken in the poll that returns them.
+    pub async fn wait(&mut self, out: &mut Vec<WsMessage>, max: usize) -> Wake {
+        loop {
+            if !self.close_seen
+                && let Some(code) = self.shared.close_code()
+            {
+                self.close_seen = true;
+                return Wake::Close(code);
+            }
+            if self.take(out, max) {
+                return Wake::Frames;
+            }
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
+                return Wake::Ended;
+            }
+            // A stored permit may be stale (its frame was taken already):
+            // the loop checks the state again rather than trusting it.
+            self.shared.ready.notified().await;
+        }
+    }
+
+    /// Moves up to `max` queued frames into `out`, waiting for at least one;
+    /// false once every sender is gone and the queue is empty. Ignores close
+    /// requests (for consumers other than a connection, e.g. benchmarks).
     pub async fn recv_batch(&mut self, out: &mut Vec<WsMessage>, max: usize) -> bool {
         loop {
-            {
-                let mut frames = self.shared.frames();
-                if !frames.is_empty() {
-                    let n = frames.len().min(max);
-                    out.extend(frames.drain(..n));
-                    if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
-                        frames.shrink_to(KEEP_CAPACITY);
-                    }
-                    return true;
-                }
-                if self.shared.senders.load(Ordering::Acquire) == 0 {
-                    return false;
-                }
+            if self.take(out, max) {
+                return true;
+            }
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
+                return false;
             }
             self.shared.ready.notified().await;
         }
     }
 
-    /// Like `tokio::sync::mpsc::Receiver::recv_many`: moves up to `max`
-    /// frames into `out`; 0 once every sender is gone and the queue is empty.
-    pub async fn recv_many(&mut self, out: &mut Vec<WsMessage>, max: usize) -> usize {
-        let before = out.len();
-        if self.recv_batch(out, max).await {
-            out.len() - before
-        } else {
-            0
+    /// Moves up to `max` queued frames into `out` without waiting; false if
+    /// none were queued.
+    pub fn take(&mut self, out: &mut Vec<WsMessage>, max: usize) -> bool {
+        let mut frames = self.shared.frames();
+        if frames.is_empty() {
+            return false;
+        }
+        let n = frames.len().min(max);
+        out.extend(frames.drain(..n));
+        if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
+            frames.shrink_to(KEEP_CAPACITY);
+        }
+        true
+    }
+
+    /// Resolves with a close code the connection must act on at once, even
+    /// in the middle of a write: any but a drain's 1001, which the session
+    /// handles in order, behind its pending acks.
+    pub async fn urgent_close(&self) -> u16 {
+        loop {
+            if let Some(code) = self.shared.close_code()
+                && code != close::GOING_AWAY
+            {
+                return code;
+            }
+            self.shared.ready.notified().await;
         }
     }
 
-    /// The next frame; `None` once every sender is gone and the queue is empty.
-    pub async fn recv(&mut self) -> Option<WsMessage> {
-        let mut one = Vec::with_capacity(1);
-        self.recv_batch(&mut one, 1)
-            .await
-            .then(|| one.pop())
-            .flatten()
+    /// A close code requested so far that [`OutboxReceiver::urgent_close`]
+    /// would return.
+    pub fn urgent_close_now(&self) -> Option<u16> {
+        self.shared
+            .close_code()
+            .filter(|code| *code != close::GOING_AWAY)
     }
 
-    /// Drops everything queued and refuses further frames (the connection is closing).
+    /// Drops everything queued (the connection is closing).
     pub fn discard(&mut self) {
         let mut frames = self.shared.frames();
         frames.clear();
@@ -220,9 +288,14 @@ mod tests {
             !out.request_close(close::GOING_AWAY),
             "first close request wins"
         );
-        assert_eq!(*rx.close.borrow_and_update(), Some(close::SLOW_CONSUMER));
         let mut got = Vec::new();
-        assert!(rx.frames.recv_batch(&mut got, 10).await);
+        assert_eq!(
+            rx.wait(&mut got, 10).await,
+            Wake::Close(close::SLOW_CONSUMER),
+            "the close comes before the queued frames"
+        );
+        assert_eq!(rx.urgent_close().await, close::SLOW_CONSUMER);
+        assert_eq!(rx.wait(&mut got, 10).await, Wake::Frames);
         assert_eq!(
             got,
             vec![WsMessage::Text("a".into()), WsMessage::Text("b".into())]
@@ -234,6 +307,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_drain_is_reported_once_and_is_not_urgent() {
+        let (out, mut rx) = outbox(4);
+        assert!(out.request_close(close::GOING_AWAY));
+        assert!(
+            out.push("still queued".into()),
+            "a draining session still answers"
+        );
+        let mut got = Vec::new();
+        assert_eq!(rx.wait(&mut got, 10).await, Wake::Close(close::GOING_AWAY));
+        assert_eq!(rx.urgent_close_now(), None);
+        assert_eq!(rx.wait(&mut got, 10).await, Wake::Frames);
+        assert_eq!(got.len(), 1);
+        drop(out);
+        assert_eq!(rx.wait(&mut got, 10).await, Wake::Ended);
+    }
+
+    #[tokio::test]
+    async fn wait_wakes_on_a_push_from_another_task() {
+        let (out, mut rx) = outbox(4);
+        let pusher = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            assert!(out.push("x".into()));
+            out
+        });
+        let mut got = Vec::new();
+        assert_eq!(rx.wait(&mut got, 10).await, Wake::Frames);
+        assert_eq!(got, vec![WsMessage::Text("x".into())]);
+        drop(pusher.await.unwrap());
+    }
+
+    #[tokio::test]
     async fn receiver_ends_when_every_sender_is_gone() {
         let (out, mut rx) = outbox(4);
         let second = out.clone();
@@ -242,10 +346,10 @@ mod tests {
         drop(second);
         let mut got = Vec::new();
         assert!(
-            rx.frames.recv_batch(&mut got, 10).await,
+            rx.recv_batch(&mut got, 10).await,
             "queued frames are still handed out"
         );
-        assert!(!rx.frames.recv_batch(&mut got, 10).await);
+        assert!(!rx.recv_batch(&mut got, 10).await);
     }
 
     #[tokio::test]
@@ -255,9 +359,9 @@ mod tests {
             assert!(out.push(i.to_string().into()));
         }
         let mut got = Vec::new();
-        assert!(rx.frames.recv_batch(&mut got, 4).await);
+        assert!(rx.recv_batch(&mut got, 4).await);
         assert_eq!(got.len(), 4);
-        assert!(rx.frames.recv_batch(&mut got, 100).await);
+        assert!(rx.recv_batch(&mut got, 100).await);
         let texts: Vec<String> = got
             .iter()
             .map(|m| m.to_text().unwrap().to_string())

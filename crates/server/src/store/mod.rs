@@ -11,6 +11,8 @@ pub mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use parley_protocol::Message;
 
@@ -109,11 +111,17 @@ pub trait Store: Send + Sync + 'static {
     /// Appends messages in order, creating rooms as needed, in one transaction.
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError>;
 
-    /// Creates the room if it does not exist; returns its `last_seq`.
+    /// Creates the room if it does not exist; returns its `last_seq`. Every
+    /// join calls it, so an existing room must cost one read and no write
+    /// (no row lock that would queue behind the room's appends).
     async fn ensure_room(&self, room: &str) -> Result<u64, StoreError>;
 
     /// The room's `last_seq`, or `None` if the room does not exist.
     async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError>;
+
+    /// The `last_seq` of each of `rooms` that exists, in one round trip:
+    /// a node's anti-entropy sweep asks for all its live rooms at once.
+    async fn last_seqs(&self, rooms: &[Arc<str>]) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Every room with its `last_seq`, by name.
     async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError>;

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -183,16 +184,22 @@ impl Store for PgStore {
     }
 
     async fn ensure_room(&self, room: &str) -> Result<u64, StoreError> {
-        let seq: i64 = sqlx::query_scalar(
+        if let Some(seq) = self.last_seq(room).await? {
+            return Ok(seq);
+        }
+        sqlx::query(
             "INSERT INTO rooms (name, last_seq, created_ms) VALUES ($1, 0, $2) \
-             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING last_seq",
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(room)
         .bind(parley_protocol::time::now_ms())
-        .fetch_one(&self.pool)
+        .execute(&self.pool)
         .await
         .map_err(classify)?;
-        Ok(seq as u64)
+        // A new statement sees the row, whoever inserted it.
+        self.last_seq(room).await?.ok_or_else(|| {
+            StoreError::Internal(format!("room {room:?} missing right after its insert"))
+        })
     }
 
     async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
@@ -202,6 +209,17 @@ impl Store for PgStore {
             .await
             .map_err(classify)?;
         Ok(seq.map(|s| s as u64))
+    }
+
+    async fn last_seqs(&self, rooms: &[Arc<str>]) -> Result<Vec<(String, u64)>, StoreError> {
+        let names: Vec<&str> = rooms.iter().map(|r| &**r).collect();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, last_seq FROM rooms WHERE name = ANY($1)")
+                .bind(&names)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(rows.into_iter().map(|(n, s)| (n, s as u64)).collect())
     }
 
     async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {

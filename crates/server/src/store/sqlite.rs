@@ -7,6 +7,7 @@
 //! commit (see [`super::group_commit`]) pays that fsync once per batch.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -192,6 +193,11 @@ impl Store for SqliteStore {
     }
 
     async fn ensure_room(&self, room: &str) -> Result<u64, StoreError> {
+        // The reader pool first: the single writer connection is the group
+        // committer's, and a join must not queue behind a batch of appends.
+        if let Some(seq) = self.last_seq(room).await? {
+            return Ok(seq);
+        }
         sqlx::query("INSERT INTO rooms (name, last_seq, created_ms) VALUES (?1, 0, ?2) ON CONFLICT (name) DO NOTHING")
             .bind(room)
             .bind(parley_protocol::time::now_ms())
@@ -213,6 +219,20 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         Ok(seq.map(|s| s as u64))
+    }
+
+    async fn last_seqs(&self, rooms: &[Arc<str>]) -> Result<Vec<(String, u64)>, StoreError> {
+        let names: Vec<&str> = rooms.iter().map(|r| &**r).collect();
+        let names = serde_json::to_string(&names)
+            .map_err(|e| StoreError::Internal(format!("room names as JSON: {e}")))?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seq FROM rooms WHERE name IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(names)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(|(n, s)| (n, s as u64)).collect())
     }
 
     async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {

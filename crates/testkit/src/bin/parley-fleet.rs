@@ -7,6 +7,14 @@
 //! Ctrl-C. PostgreSQL, Redis and nginx come from Debian's packages.
 //!
 //!     cargo build -p parley && cargo run -p parley-testkit --bin parley-fleet -- --nodes 3
+//!
+//! `--roll-after SECS` rehearses a rolling update, as a Deployment does it:
+//! SECS after start, every node in turn gets SIGTERM (drain), is waited for,
+//! and is started again on the same port; `--roll-gap SECS` pauses between
+//! two nodes. Run `parley bench --scenario resume` against the nodes at the
+//! same time to check that the restarts lose and duplicate nothing.
+//! Nodes inherit the launcher's environment (e.g. `PARLEY_DRAIN_SPREAD`);
+//! with `PARLEY_NODE_LOGS=DIR` each node logs to `DIR/node-PORT.log`.
 
 use std::time::Duration;
 
@@ -14,7 +22,9 @@ use parley_testkit::services::Nginx;
 use parley_testkit::{Fleet, SECRET};
 
 fn usage() -> ! {
-    eprintln!("usage: parley-fleet [--nodes N] [--parley PATH_TO_PARLEY_BINARY]");
+    eprintln!(
+        "usage: parley-fleet [--nodes N] [--parley PATH_TO_PARLEY_BINARY] [--roll-after SECS [--roll-gap SECS]]"
+    );
     std::process::exit(2)
 }
 
@@ -22,6 +32,8 @@ fn usage() -> ! {
 async fn main() {
     let mut nodes = 3usize;
     let mut binary: Option<String> = None;
+    let mut roll_after: Option<f64> = None;
+    let mut roll_gap = 0.0f64;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -32,6 +44,8 @@ async fn main() {
                     .unwrap_or_else(|| usage())
             }
             "--parley" => binary = Some(args.next().unwrap_or_else(|| usage())),
+            "--roll-after" => roll_after = Some(seconds(args.next())),
+            "--roll-gap" => roll_gap = seconds(args.next()),
             _ => usage(),
         }
     }
@@ -47,6 +61,13 @@ async fn main() {
                 std::process::exit(1)
             })
     });
+    // Nodes run in their own temp dirs: a relative path would not resolve there.
+    let binary = std::fs::canonicalize(&binary)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| {
+            eprintln!("parley binary {binary}: {e}");
+            std::process::exit(1)
+        });
 
     eprintln!("starting PostgreSQL, Redis and {nodes} nodes …");
     let fleet = Fleet::start(
@@ -73,10 +94,16 @@ async fn main() {
     );
     println!("Ctrl-C stops everything.");
 
+    let mut fleet = fleet;
+    if let Some(after) = roll_after {
+        tokio::select! {
+            _ = roll(&mut fleet, after, roll_gap) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
     let _ = tokio::signal::ctrl_c().await;
     eprintln!("stopping …");
     drop(nginx);
-    let mut fleet = fleet;
     for node in &mut fleet.nodes {
         node.signal("TERM");
     }
@@ -88,4 +115,33 @@ async fn main() {
         .await;
     }
     drop(fleet);
+}
+
+fn seconds(arg: Option<String>) -> f64 {
+    arg.and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or_else(|| usage())
+}
+
+/// One rolling restart of every node, in order, each on its own port.
+async fn roll(fleet: &mut Fleet, after: f64, gap: f64) {
+    tokio::time::sleep(Duration::from_secs_f64(after)).await;
+    let started = tokio::time::Instant::now();
+    let at = || started.elapsed().as_secs_f64();
+    println!("rolling restart: {} nodes", fleet.nodes.len());
+    for i in 0..fleet.nodes.len() {
+        let t0 = at();
+        fleet.nodes[i].signal("TERM");
+        let code = fleet.nodes[i].wait_exit(Duration::from_secs(120)).await;
+        let t1 = at();
+        fleet.restart_node(i).await;
+        println!(
+            "  node {i}: SIGTERM at {t0:.1} s, exited ({code:?}) at {t1:.1} s, ready again at {:.1} s",
+            at()
+        );
+        if i + 1 < fleet.nodes.len() {
+            tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+        }
+    }
+    println!("rolling restart done in {:.1} s", at());
 }

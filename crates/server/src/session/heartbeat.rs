@@ -1,0 +1,98 @@
+//! The node's heartbeat: pings every connection once per period and closes
+//! those whose peer has sent nothing for two periods (a half-open TCP
+//! connection, a client that froze).
+//!
+//! One task per node walks the live connections in slices, rather than a
+//! timer per connection: a timer cost every idle connection about 150 bytes
+//! and a timer-wheel entry (docs/benchmarks.md), and slices spread the pings
+//! over the period instead of sending 20,000 at once.
+//!
+//! It only queues: a ping or an urgent close goes through the connection's
+//! outbox like everything else, in order, and never waits.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use axum::extract::ws::Message as WsMessage;
+use parley_protocol::close;
+
+use super::outbox::Outbox;
+use crate::node::Node;
+
+/// Parts the connections are split into; one part is visited per tick.
+const SLICES: u64 = 16;
+/// The shortest period honoured (tests use short ones).
+const MIN_PERIOD: Duration = Duration::from_millis(100);
+
+/// What a heartbeat does to one connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Beat {
+    Ping,
+    /// Silent for two periods: close it.
+    Close,
+}
+
+/// The heartbeat's decision for a peer silent for `silent`.
+pub fn beat(silent: Duration, period: Duration) -> Beat {
+    if silent > period * 2 {
+        Beat::Close
+    } else {
+        Beat::Ping
+    }
+}
+
+fn apply(outbox: &Outbox, period: Duration) {
+    match beat(outbox.silent_for(), period) {
+        Beat::Ping => {
+            outbox.push_message(WsMessage::Ping(Default::default()));
+        }
+        Beat::Close => {
+            if outbox.request_close(close::NORMAL) {
+                tracing::debug!("peer silent for two heartbeats; closing");
+                metrics::counter!("parley_heartbeat_timeouts_total").increment(1);
+            }
+        }
+    }
+}
+
+/// Runs until the node is gone.
+pub async fn run(node: Weak<Node>) {
+    let mut slice = 0;
+    loop {
+        let period = match node.upgrade() {
+            Some(node) => node.config.heartbeat.max(MIN_PERIOD),
+            None => return,
+        };
+        tokio::time::sleep(period / SLICES as u32).await;
+        let Some(node) = node.upgrade() else { return };
+        node.sessions
+            .for_each_in_slice(slice, SLICES, |outbox| apply(outbox, period));
+        slice = (slice + 1) % SLICES;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_until_two_periods_of_silence() {
+        let period = Duration::from_secs(25);
+        assert_eq!(beat(Duration::ZERO, period), Beat::Ping);
+        assert_eq!(beat(Duration::from_secs(50), period), Beat::Ping);
+        assert_eq!(beat(Duration::from_millis(50_001), period), Beat::Close);
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_a_live_one_pinged() {
+        let (live, live_rx) = super::super::outbox::outbox(8);
+        let (silent, _silent_rx) = super::super::outbox::outbox(8);
+        live_rx.touch();
+        apply(&live, Duration::from_secs(25));
+        assert_eq!(live.close_requested(), None);
+        // Two periods of 1 ms have passed by the time of the check.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        apply(&silent, Duration::from_millis(1));
+        assert_eq!(silent.close_requested(), Some(close::NORMAL));
+    }
+}

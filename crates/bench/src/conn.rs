@@ -8,8 +8,8 @@
 //! in the run phase — sends one message every MSG_INTERVAL.
 //!
 //! In `resume` a lost connection comes back: reconnect with backoff (at once
-//! after 1001/4408) to the next `--url` (as a load balancer moves the clients
-//! of a draining node to the others), re-join with `since` = the last seq seen, page forward
+//! after 1001/4408) to another `--url`, picked at random (as a load balancer
+//! moves the clients of a draining node to the others), re-join with `since` = the last seq seen, page forward
 //! with `history` while `more`, and resend unacked sends with their nonce.
 //! In `hold` and `chat` a lost connection stays lost, and a lost member stops
 //! expecting messages from then on (see [`crate::accounting`]).
@@ -103,7 +103,7 @@ struct Client {
     next_id: u64,
     sent_n: u64,
     next_send: Option<Instant>,
-    /// Targets moved on from: the session after a loss dials the next node.
+    /// Offset of this connection's target: the session after a loss dials another node.
     hops: usize,
     out: Outcome,
 }
@@ -168,7 +168,13 @@ impl Client {
                 self.give_up();
                 return;
             }
-            self.hops += 1;
+            // Like a load balancer: the next session goes to another node,
+            // picked at random (in turn would herd every client of a rolling
+            // restart onto the node restarted first).
+            let targets = self.shared.plan.targets.len();
+            if targets > 1 {
+                self.hops += rand::thread_rng().gen_range(1..targets);
+            }
             let wait = if kind == "closed: 1001" || kind == "closed: 4408" {
                 jitter(Duration::from_millis(250))
             } else {

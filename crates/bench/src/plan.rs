@@ -25,7 +25,7 @@ pub enum Scenario {
     /// every message of the room. A dropped connection is not replaced.
     Chat,
     /// `chat` with auto-reconnect: on a disconnect, reconnect with backoff
-    /// to the next --url, re-join with `since`, page forward, resend unacked sends with their
+    /// to another --url (at random), re-join with `since`, page forward, resend unacked sends with their
     /// nonce. Nodes may be killed or restarted during the run.
     Resume,
 }

@@ -36,7 +36,11 @@ fn bench_command(url: &str, args: &[&str]) -> tokio::process::Command {
 
 /// Waits for a bench process and parses its one JSON report.
 async fn report_of(child: tokio::process::Child) -> Value {
-    let out = tokio::time::timeout(Duration::from_secs(50), child.wait_with_output())
+    report_within(child, Duration::from_secs(50)).await
+}
+
+async fn report_within(child: tokio::process::Child, limit: Duration) -> Value {
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .expect("bench finishes in time")
         .expect("bench runs");
@@ -118,6 +122,42 @@ async fn chat_delivers_every_acked_message_to_every_member() {
         r["delivered_per_s"].as_f64().is_some_and(|d| d > 0.0),
         "{r}"
     );
+}
+
+/// The CI load run: 2,000 connections in 20 rooms of 100 for 20 s (400
+/// msgs/s, 40,000 deliveries/s) on the default embedded node. It must end
+/// with every acked message delivered to every member exactly once; its
+/// latencies are not checked here (a shared CI box), see docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_connections_for_twenty_seconds_lose_nothing() {
+    let node = NodeProcess::start(BIN, NODE_ENV).await;
+    let child = bench_command(
+        &node.ws_url(),
+        &[
+            "--connections",
+            "2000",
+            "--rooms",
+            "20",
+            "--ramp-up",
+            "4",
+            "--duration",
+            "20",
+            "--msg-interval",
+            "5000",
+            "--drain",
+            "30",
+        ],
+    )
+    .spawn()
+    .expect("bench starts");
+    let r = report_within(child, Duration::from_secs(120)).await;
+    assert_eq!(n(&r, "connected"), 2000, "{r}");
+    assert_eq!(n(&r, "errors"), 0, "{r}");
+    assert_eq!(n(&r, "disconnected"), 0, "{r}");
+    assert_exact(&r);
+    assert_eq!(n(&r, "expected"), n(&r, "acked") * 100, "{r}");
+    // 2,000 senders, one send per 5 s, for 20 s.
+    assert!(n(&r, "acked") >= 6_000, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,6 +14,7 @@
 //!
 //! The hub does not parse frames, check permissions or write to the store.
 
+pub mod reorder;
 pub mod room;
 
 use std::collections::HashMap;

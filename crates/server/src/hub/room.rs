@@ -4,10 +4,13 @@
 //! The delivery task keeps a cursor — the last `seq` delivered on this node —
 //! and is the only code that moves it. A message from the bus with
 //! `seq <= cursor` is a duplicate and dropped; `seq > cursor + 1` means the bus
-//! lost something (or reordered two nodes' publishes), so the missing range is
-//! read from the store and delivered first (invariant 3). On a lossy bus the
-//! hub's anti-entropy sweep tells the task the store's `last_seq` periodically
-//! ([`RoomEvent::StoreAt`]), which bounds how late a lost publish can be.
+//! reordered two nodes' publishes or lost one: the message is held
+//! ([`super::reorder`]) for the missing ones, and a gap still open after a
+//! short wait is read from the store and delivered first (invariant 3). On a
+//! lossy bus the hub's anti-entropy sweep tells the task the store's
+//! `last_seq` periodically ([`RoomEvent::StoreAt`]); what the store held one
+//! sweep ago and is still missing here was lost, and is delivered from the
+//! store — which bounds how late a lost publish can be.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,12 +18,14 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::bus::Bus;
 use crate::session::outbox::Outbox;
 use crate::store::Store;
 
 use super::encode_message;
+use super::reorder::Reorder;
 
 /// A session's subscription to a room.
 struct Sub {
@@ -39,8 +44,11 @@ pub(crate) enum RoomEvent {
         seq: u64,
         frame: Utf8Bytes,
     },
-    /// The store holds the room up to this seq: deliver what is missing.
+    /// The store holds the room up to this seq (an anti-entropy sweep):
+    /// deliver what it already held at the previous sweep and is missing.
     StoreAt(u64),
+    /// The reorder buffer's wait for a missing seq is over: read the store.
+    GapTimeout,
     /// Read the room's `last_seq` from the store, then as `StoreAt`.
     Resync,
     Stop,
@@ -221,7 +229,7 @@ async fn deliver_loop(
             }
         }
     }
-    let mut cursor = loop {
+    let cursor = loop {
         match deps.store.last_seq(&name).await {
             Ok(seq) => break seq.unwrap_or(0),
             Err(e) => {
@@ -236,37 +244,65 @@ async fn deliver_loop(
     };
     let _ = ready.send(true);
 
+    let mut order = Reorder::new(cursor);
+    // The store's last_seq at the previous anti-entropy sweep: what it held
+    // then and is still missing here was lost on the bus, not in flight.
+    let mut store_at_last_sweep = 0;
     loop {
-        let event = events.recv().await.unwrap_or(RoomEvent::Stop);
+        let deadline = order.deadline();
+        let event = tokio::select! {
+            ev = events.recv() => ev.unwrap_or(RoomEvent::Stop),
+            _ = sleep_until_some(deadline) => RoomEvent::GapTimeout,
+        };
         let Some(room) = room.upgrade() else { break };
+        let cursor = order.cursor();
         match event {
             RoomEvent::Stop => break,
             RoomEvent::Message { seq, frame } => {
-                if seq <= cursor {
-                    continue;
+                for (seq, frame) in order.offer(seq, frame, Instant::now()) {
+                    room.deliver(seq, &frame);
                 }
-                if seq > cursor + 1 {
+            }
+            RoomEvent::GapTimeout => {
+                if let Some(upto) = order.gap_end() {
                     metrics::counter!("parley_gap_fills_total").increment(1);
-                    cursor = fill(&room, &deps, cursor, seq - 1).await;
-                    if cursor + 1 != seq {
-                        // The store could not be read: drop this one too (it is
-                        // stored) and retry the whole range shortly.
-                        schedule_resync(&room);
-                        continue;
+                    let reached = fill(&room, &deps, cursor, upto).await;
+                    release(&room, order.advance_to(reached));
+                    if reached < upto {
+                        order.retry_later(Instant::now());
                     }
                 }
-                room.deliver(seq, &frame);
-                cursor = seq;
             }
-            RoomEvent::StoreAt(last) => cursor = catch_up(&room, &deps, cursor, last).await,
+            RoomEvent::StoreAt(last) => {
+                let settled = std::mem::replace(&mut store_at_last_sweep, last);
+                let reached = catch_up(&room, &deps, cursor, settled.min(last)).await;
+                release(&room, order.advance_to(reached));
+            }
             RoomEvent::Resync => match deps.store.last_seq(&name).await {
-                Ok(last) => cursor = catch_up(&room, &deps, cursor, last.unwrap_or(0)).await,
-                // The next sweep (lossy bus) or the next message's gap fill retries.
+                Ok(last) => {
+                    let reached = catch_up(&room, &deps, cursor, last.unwrap_or(0)).await;
+                    release(&room, order.advance_to(reached));
+                }
+                // The next sweep (lossy bus) or the next gap retries.
                 Err(e) => tracing::warn!(room = %name, error = %e, "room cursor check failed"),
             },
         }
     }
     deps.bus.unsubscribe_room(&name).await;
+}
+
+/// Delivers messages released by the reorder buffer.
+fn release(room: &Room, ready: Vec<(u64, Utf8Bytes)>) {
+    for (seq, frame) in ready {
+        room.deliver(seq, &frame);
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Anti-entropy: delivers what the store holds beyond `cursor` (up to

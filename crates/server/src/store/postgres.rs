@@ -1,28 +1,31 @@
 //! The fleet store: PostgreSQL, shared by every node.
 //!
-//! Gapless `seq` with several writers (invariant 2): a batch bumps each
-//! room's `last_seq` by the number of new messages in one upsert, which
-//! row-locks the room until the transaction commits, so another node's batch
-//! for the same room waits and continues from the committed value. Rooms are
-//! locked in name order within a batch, so two nodes' batches can never
-//! deadlock. Messages are inserted with one `UNNEST` statement per room.
+//! Gapless `seq` with several writers (invariant 2): a batch is one call of
+//! the `parley_append` function (migrations/postgres/0002), which locks the
+//! batch's rooms in name order — so two nodes' batches can never deadlock —
+//! then numbers the new messages from each room's `last_seq` and inserts
+//! them. Another node's batch for the same room waits for the lock and
+//! continues from the committed value. One statement per batch: one round
+//! trip and one implicit transaction, whatever the number of rooms.
 //! `synchronous_commit` stays the server's (on): a commit is durable.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
 
-use super::{
-    AppendOutcome, NewMessage, Store, StoreError, StoredMessage, apply_plan, by_room, classify,
-    nonce_keys, plan_room,
-};
+use super::{AppendOutcome, NewMessage, Store, StoreError, StoredMessage, classify};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_append_function.sql"),
+    ),
+];
 /// Serialises migrations of nodes that start at the same time.
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
 
@@ -102,82 +105,53 @@ fn bound(v: u64) -> i64 {
 /// Appends one room's share of a batch (indices into `batch`, in order):
 /// one nonce lookup, one `last_seq` bump that row-locks the room, one
 /// `UNNEST` insert.
-async fn append_room(
-    tx: &mut Transaction<'_, Postgres>,
-    room: &str,
-    batch: &[NewMessage],
-    indices: &[usize],
-    out: &mut [Option<AppendOutcome>],
-) -> Result<(), StoreError> {
-    let keys = nonce_keys(batch, indices);
-    let mut stored = HashMap::new();
-    if !keys.is_empty() {
-        // By (room, nonce) — the unique index's prefix, so each nonce is an
-        // index probe however large the room — then by sender here.
-        let nonces: Vec<&str> = keys.iter().map(|(_, n)| n.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT seq, sender, body, ts_ms, nonce FROM messages WHERE room = $1 AND nonce = ANY($2::text[])",
-        )
-        .bind(room)
-        .bind(&nonces)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(classify)?;
-        for row in &rows {
-            let m = row_to_message(room, row)?;
-            if let Some(n) = m.nonce.clone() {
-                stored.insert((m.from.clone(), n), m);
-            }
-        }
-    }
-    let plan = plan_room(batch, indices, &stored);
-    let n = plan.fresh.len() as i64;
-    let mut first_seq = 0;
-    if n > 0 {
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO rooms (name, last_seq, created_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq RETURNING last_seq",
-        )
-        .bind(room)
-        .bind(n)
-        .bind(batch[plan.fresh[0]].ts_ms)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(classify)?;
-        first_seq = last - n + 1;
-        let fresh = || plan.fresh.iter().map(|&i| &batch[i]);
-        let seqs: Vec<i64> = (0..n).map(|k| first_seq + k).collect();
-        let from: Vec<&str> = fresh().map(|m| m.from.as_str()).collect();
-        let body: Vec<&str> = fresh().map(|m| m.text.as_str()).collect();
-        let ts: Vec<i64> = fresh().map(|m| m.ts_ms).collect();
-        let nonce: Vec<Option<&str>> = fresh().map(|m| m.nonce.as_deref()).collect();
-        sqlx::query(
-            "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce) \
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[])",
-        )
-        .bind(room)
-        .bind(&seqs)
-        .bind(&from)
-        .bind(&body)
-        .bind(&ts)
-        .bind(&nonce)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
-    }
-    apply_plan(room, batch, plan, first_seq as u64, out);
-    Ok(())
-}
-
 #[async_trait]
 impl Store for PgStore {
+    /// One call of `parley_append` (migrations/postgres/0002): the rooms are
+    /// locked, duplicates found, seqs assigned and rows inserted inside the
+    /// database, in one round trip.
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
-        let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        for (room, indices) in &by_room(batch) {
-            append_room(&mut tx, room, batch, indices, &mut out).await?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await.map_err(classify)?;
+        let room: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
+        let sender: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
+        let body: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
+        let ts: Vec<i64> = batch.iter().map(|m| m.ts_ms).collect();
+        let nonce: Vec<Option<&str>> = batch.iter().map(|m| m.nonce.as_deref()).collect();
+        let rows: Vec<(i32, i64, bool, Option<String>, i64)> =
+            sqlx::query_as("SELECT * FROM parley_append($1, $2, $3, $4, $5)")
+                .bind(&room)
+                .bind(&sender)
+                .bind(&body)
+                .bind(&ts)
+                .bind(&nonce)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
+        for (ord, seq, duplicate, original_body, ts_ms) in rows {
+            let i = usize::try_from(ord - 1)
+                .ok()
+                .filter(|i| *i < batch.len())
+                .ok_or_else(|| {
+                    StoreError::Internal(format!("parley_append returned position {ord}"))
+                })?;
+            let m = &batch[i];
+            let stored = StoredMessage {
+                room: m.room.clone(),
+                seq: seq as u64,
+                from: m.from.clone(),
+                text: original_body.unwrap_or_else(|| m.text.clone()),
+                ts_ms,
+                nonce: m.nonce.clone(),
+            };
+            out[i] = Some(if duplicate {
+                AppendOutcome::Duplicate(stored)
+            } else {
+                AppendOutcome::Stored(stored)
+            });
+        }
         out.into_iter()
             .map(|o| o.ok_or_else(|| StoreError::Internal("append outcome missing".into())))
             .collect()

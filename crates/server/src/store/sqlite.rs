@@ -182,7 +182,15 @@ async fn append_room(
 impl Store for SqliteStore {
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
         let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        // IMMEDIATE: take the write lock up front. A deferred transaction
+        // that reads (the nonce check) and then writes fails at once with
+        // SQLITE_BUSY if another connection wrote in between — the busy
+        // timeout does not apply to that upgrade.
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         for (room, indices) in &by_room(batch) {
             append_room(&mut tx, room, batch, indices, &mut out).await?;
         }

@@ -121,8 +121,9 @@ pub struct Config {
     #[arg(long, env = "PARLEY_COMMIT_BATCH", default_value_t = 512)]
     pub commit_batch: usize,
 
-    /// Anti-entropy period of a clustered node: how often each joined room is
-    /// checked against the store for messages the bus lost.
+    /// Anti-entropy period of a clustered node: how often its live rooms are
+    /// checked against the store (one query) for messages the bus lost; a lost
+    /// message is delivered within two periods.
     #[arg(long, env = "PARLEY_ANTI_ENTROPY", default_value = "3s", value_parser = parse_duration)]
     pub anti_entropy: Duration,
 }

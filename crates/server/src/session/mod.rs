@@ -40,8 +40,9 @@ const MAX_BAD_FRAMES: u32 = 10;
 /// How long a draining session waits for its pending appends before closing.
 const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
-type Ack =
-    Pin<Box<dyn Future<Output = (Option<u64>, Result<AppendOutcome, StoreError>)> + Send + Sync>>;
+/// A pending send's answer: (request id, what the commit returned).
+type Answer = (Option<u64>, Result<AppendOutcome, StoreError>);
+type Ack = Pin<Box<dyn Future<Output = Answer> + Send + Sync>>;
 
 /// Serves one upgraded connection. `preauth` is the user of a token given at
 /// upgrade time (header or query); otherwise the client must send `hello`.
@@ -205,8 +206,6 @@ fn welcome_frame(node: &Node, re: Option<u64>, user: &str) -> ServerFrame {
 /// once empty: an idle connection holds none.
 #[derive(Default)]
 struct PendingAcks(Option<FuturesUnordered<Ack>>);
-
-type Answer = (Option<u64>, Result<AppendOutcome, StoreError>);
 
 impl PendingAcks {
     fn push(&mut self, ack: Ack) {

@@ -436,15 +436,20 @@ impl Session {
         match since {
             Some(since) => {
                 let limit = self.node.config.history_max.max(1);
-                let mut history = store
-                    .range_forward(room, since, u64::MAX, limit + 1)
-                    .await?;
+                // The room's last_seq first, then history up to it: `joined`
+                // then says exactly what it covers. (Read the other way round,
+                // a message committed between the two reads was announced in
+                // `last_seq` but missing from `history`, and then came live.)
+                let last_seq = store.last_seq(room).await?.unwrap_or(0);
+                let mut history = if since < last_seq {
+                    store
+                        .range_forward(room, since, last_seq + 1, limit + 1)
+                        .await?
+                } else {
+                    Vec::new()
+                };
                 let more = history.len() > limit as usize;
                 history.truncate(limit as usize);
-                let last_seq = match (more, history.last()) {
-                    (false, Some(m)) => m.seq,
-                    _ => store.last_seq(room).await?.unwrap_or(0),
-                };
                 let tail = history.last().map_or(since.min(last_seq), |m| m.seq);
                 Ok((history, more, last_seq, tail))
             }

@@ -123,7 +123,7 @@ pub struct Config {
 
     /// Anti-entropy period of a clustered node: how often its live rooms are
     /// checked against the store (one query) for messages the bus lost; a lost
-    /// message is delivered within two periods.
+    /// message is delivered within one period (plus a query).
     #[arg(long, env = "PARLEY_ANTI_ENTROPY", default_value = "3s", value_parser = parse_duration)]
     pub anti_entropy: Duration,
 }

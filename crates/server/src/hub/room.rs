@@ -8,9 +8,8 @@
 //! ([`super::reorder`]) for the missing ones, and a gap still open after a
 //! short wait is read from the store and delivered first (invariant 3). On a
 //! lossy bus the hub's anti-entropy sweep tells the task the store's
-//! `last_seq` periodically ([`RoomEvent::StoreAt`]); what the store held one
-//! sweep ago and is still missing here was lost, and is delivered from the
-//! store — which bounds how late a lost publish can be.
+//! `last_seq` periodically ([`RoomEvent::StoreAt`]), and what is missing here
+//! is delivered from the store — which bounds how late a lost publish can be.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,7 +44,7 @@ pub(crate) enum RoomEvent {
         frame: Utf8Bytes,
     },
     /// The store holds the room up to this seq (an anti-entropy sweep):
-    /// deliver what it already held at the previous sweep and is missing.
+    /// deliver what is missing.
     StoreAt(u64),
     /// The reorder buffer's wait for a missing seq is over: read the store.
     GapTimeout,
@@ -245,9 +244,6 @@ async fn deliver_loop(
     let _ = ready.send(true);
 
     let mut order = Reorder::new(cursor);
-    // The store's last_seq at the previous anti-entropy sweep: what it held
-    // then and is still missing here was lost on the bus, not in flight.
-    let mut store_at_last_sweep = 0;
     loop {
         let deadline = order.deadline();
         let event = tokio::select! {
@@ -273,9 +269,11 @@ async fn deliver_loop(
                     }
                 }
             }
+            // Repairs at once, even a publish that may still be in flight:
+            // the cursor drops its duplicate, and a Redis outage's delay stays
+            // within one period (waiting for a second sweep doubled it).
             RoomEvent::StoreAt(last) => {
-                let settled = std::mem::replace(&mut store_at_last_sweep, last);
-                let reached = catch_up(&room, &deps, cursor, settled.min(last)).await;
+                let reached = catch_up(&room, &deps, cursor, last).await;
                 release(&room, order.advance_to(reached));
             }
             RoomEvent::Resync => match deps.store.last_seq(&name).await {

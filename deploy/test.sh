@@ -28,6 +28,10 @@
 #   KUBE_VERSIONS     Kubernetes versions to validate against
 #                     (default "1.30.0 1.33.0": oldest supported, pinned current)
 #   KEEP=1            leave the podman pod running at the end
+#
+# `deploy/test.sh --tools-only` installs the tools (step 0) and stops:
+# scripts/test calls it before the first test, so that a missing tool fails
+# the run at once instead of half an hour in.
 
 set -uo pipefail
 
@@ -53,6 +57,9 @@ NGINX=nginx
 # default_ulimits = [] for our invocations only (the system's is not touched).
 export CONTAINERS_CONF=$WORK/containers.conf
 PODMAN=(podman --runtime runc)
+
+# shellcheck source=../scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 PASSED=0
 FAILED=0
@@ -112,21 +119,11 @@ extract_deb() { # PACKAGE: unpack a Debian package's files under $SYSROOT
 }
 
 install_tools() {
-    local missing=()
-    command -v podman >/dev/null || missing+=(podman)
-    command -v runc >/dev/null || missing+=(runc)
-    command -v musl-gcc >/dev/null || missing+=(musl-tools)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v strip >/dev/null || missing+=(binutils)
-    [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
-    python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "apt-get install ${missing[*]}"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
-            return 1
-    else
-        echo "Debian packages: all present"
-    fi
+    # The Debian packages of this script are declared with the rest of the
+    # suite's in scripts/lib.sh (TEST_DEBS), recommends made explicit.
+    need_apt podman runc conmon catatonit containernetworking-plugins \
+        musl-tools binutils curl ca-certificates python3-venv || return 1
+    echo "Debian packages: present (podman $(dpkg-query -W -f='${Version}' podman), catatonit $(dpkg-query -W -f='${Version}' catatonit))"
     # promtool and nginx are only needed to check files: take their binaries
     # out of the Debian packages into target/ instead of installing daemons
     # that a package would start as services.
@@ -144,12 +141,11 @@ install_tools() {
         return 1
     }
     echo "kubectl: $(kubectl version --client 2>/dev/null | head -1)"
-    if [ -z "${PARLEY_BIN:-}" ] || ! is_static "$PARLEY_BIN"; then
-        command -v cargo >/dev/null || { echo "cargo missing (rustup)"; return 1; }
-        if ! rustup target list --installed 2>/dev/null | grep -x "$MUSL_TARGET" >/dev/null; then
-            echo "rustup target add $MUSL_TARGET"
-            rustup target add "$MUSL_TARGET" || return 1
-        fi
+    # The image always needs the static musl binary (the host build is not).
+    command -v cargo >/dev/null || { echo "cargo missing (rustup)"; return 1; }
+    if ! rustup target list --installed 2>/dev/null | grep -x "$MUSL_TARGET" >/dev/null; then
+        echo "rustup target add $MUSL_TARGET"
+        rustup target add "$MUSL_TARGET" || return 1
     fi
     # PyPI tools, pinned, in a venv; reinstalled only when the pins change.
     local want have
@@ -206,6 +202,10 @@ build_binary() {
 
 step "0. tools and binary"
 require "tools installed (apt-get/rustup/pip only if missing)" install_tools
+if [ "${1:-}" = "--tools-only" ]; then
+    echo "deploy tools present"
+    exit 0
+fi
 require "binaries: the one to check, and a static musl one for the image" build_binary
 
 # ----------------------------------------------------------- 1. rendering

@@ -1,4 +1,32 @@
 # Shared shell helpers for Parley's scripts. Source it; do not run it.
+#
+# The test suite's dependencies are declared here once: every Debian package
+# whose programs a test step executes (TEST_DEBS), and every program the
+# steps are about to run (preflight). Packages are installed with
+# --no-install-recommends so that what a step needs is written down rather
+# than pulled in by accident: a Recommends that a tool needs at run time must
+# be named here. (podman only *recommends* catatonit, the pause binary behind
+# `podman kube play`; a machine where it had been installed by hand passed,
+# a fresh one failed mid-run.)
+
+# TEST_DEBS: the Debian packages of the whole test suite.
+TEST_DEBS=(
+  # cargo build: -sys crates find their C libraries through pkg-config
+  pkg-config
+  # fleet and store tests (crates/testkit/src/services.rs): real servers
+  redis-server postgresql nginx-light
+  # the terminal client's TUI test drives it in tmux; scripts fetch with curl
+  tmux curl
+  # deploy/test.sh step 5: the image and `podman kube play`. podman's
+  # Depends pick one of crun|runc and one network stack; we name ours, and
+  # catatonit (a Recommends) for the pod's pause container.
+  podman runc conmon catatonit containernetworking-plugins
+  # deploy/test.sh: the static musl binary for the scratch image, strip,
+  # TLS roots for pip, a venv for the pinned PyPI tools
+  musl-tools binutils ca-certificates python3-venv
+  # tests/web: headless Chromium driven by playwright-core
+  chromium chromium-driver
+)
 
 # need_apt PKG... — installs the Debian packages that are missing (idempotent).
 need_apt() {
@@ -12,6 +40,57 @@ need_apt() {
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# pg_bin — the newest PostgreSQL server binaries directory, as the testkit
+# picks it (crates/testkit/src/services.rs).
+pg_bin() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && echo "$d"
+}
+
+# preflight — lists every program the test steps will execute, with where it
+# was found; fails with one clear message naming all that are missing, before
+# the first test runs rather than in the middle of the run.
+preflight() {
+  local missing=() pg
+  pg=$(pg_bin || true)
+  _found() { printf '  %-16s %s\n' "$1" "$2"; }
+  _tool() { # NAME [PATH]: found on PATH (or at PATH)
+    local p=${2:-$(command -v "$1" 2>/dev/null || true)}
+    if [ -n "$p" ] && [ -x "$p" ]; then _found "$1" "$p"; else missing+=("$1"); _found "$1" MISSING; fi
+  }
+  echo "programs the tests execute:"
+  _tool cargo
+  _tool cargo-nextest "$(command -v cargo-nextest 2>/dev/null || echo "$HOME/.cargo/bin/cargo-nextest")"
+  _tool redis-server
+  for b in initdb pg_ctl postgres pg_basebackup; do _tool "$b" "${pg:+$pg/$b}"; done
+  _tool nginx
+  _tool tmux
+  _tool curl
+  _tool podman
+  _tool runc
+  _tool conmon "$(command -v conmon 2>/dev/null || ls /usr/bin/conmon /usr/libexec/podman/conmon 2>/dev/null | head -n 1)"
+  _tool catatonit "$(command -v catatonit 2>/dev/null || ls /usr/libexec/podman/catatonit 2>/dev/null | head -n 1)"
+  _tool cni-bridge /usr/lib/cni/bridge
+  _tool musl-gcc
+  _tool strip
+  _tool python3
+  _tool kubectl
+  _tool chromium /usr/bin/chromium
+  _tool chromedriver
+  _tool node
+  _tool npm
+  if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    missing+=("rust target x86_64-unknown-linux-musl")
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "preflight: missing ${missing[*]}"
+    echo "  Debian packages: scripts/lib.sh TEST_DEBS; kubectl, node and the Rust toolchain come with the machine."
+    return 1
+  fi
+  echo "preflight: all present"
 }
 
 # section NAME — prints a visible header.

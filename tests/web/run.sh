@@ -2,6 +2,7 @@
 # End-to-end test of the Parley web UI in real headless Chromium: the one command.
 #
 #   tests/web/run.sh
+#   tests/web/run.sh --tools-only    install what it needs, then stop
 #
 # It installs what it needs (Debian's chromium + chromium-driver, the npm
 # packages pinned in package-lock.json), starts its own Parley node on a free
@@ -23,23 +24,10 @@ cd "$root"
 log() { printf '[web-e2e] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# ---- 1. Chromium (Debian packages) -----------------------------------------
-if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
-  command -v apt-get >/dev/null 2>&1 || die "chromium is missing and apt-get is not available"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "chromium is missing; run as root or install chromium chromium-driver"
-    sudo="sudo"
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  log "installing chromium + chromium-driver with apt-get"
-  # Try the current package lists first; refresh them (once) only if that fails.
-  if ! $sudo apt-get install -y -q chromium chromium-driver >/dev/null; then
-    log "apt-get install failed; running apt-get update once and retrying"
-    $sudo apt-get update -q >/dev/null
-    $sudo apt-get install -y -q chromium chromium-driver >/dev/null
-  fi
-fi
+# ---- 1. Chromium (Debian packages, declared in scripts/lib.sh TEST_DEBS) ---
+# shellcheck source=../../scripts/lib.sh
+. "$root/scripts/lib.sh"
+need_apt chromium chromium-driver || die "could not install chromium chromium-driver"
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium not found after install"
 
 # ---- 2. npm packages (playwright-core, pinned) ------------------------------
@@ -51,6 +39,10 @@ have=$(node -p "try { require('$here/node_modules/playwright-core/package.json')
 if [ "$want" != "$have" ]; then
   log "npm ci (playwright-core $want)"
   (cd "$here" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error) || die "npm ci failed"
+fi
+if [ "${1:-}" = "--tools-only" ]; then
+  log "tools present: $(/usr/bin/chromium --version 2>/dev/null), $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2), playwright-core $want"
+  exit 0
 fi
 
 # ---- 3. The parley binary (built by the caller) ----------------------------

@@ -36,6 +36,24 @@
   const EDGE_PX = 80;                     // "near the top/bottom" of the scroller
   const STORE = { token: 'parley.token', user: 'parley.user', rooms: 'parley.rooms', active: 'parley.active' };
 
+  // The server's close codes: the reason it sends with each, and what this
+  // client does next. A mirror of `CloseCode` in crates/protocol/src/close.rs,
+  // the source of truth (its doc says why each code gets its action); a unit
+  // test there parses this table (one row per line) and fails when they differ.
+  const CLOSE_CODES = Object.freeze({
+    1000: { name: 'normal', reason: '', action: 'reconnect_with_backoff', minDelayMs: 0 },
+    1001: { name: 'going_away', reason: 'node is draining; reconnect and resume', action: 'reconnect_now', minDelayMs: 0 },
+    1002: { name: 'protocol_error', reason: '', action: 'stop', minDelayMs: 0 },
+    1003: { name: 'unsupported_data', reason: 'binary frames are not supported', action: 'stop', minDelayMs: 0 },
+    1007: { name: 'invalid_payload', reason: 'invalid UTF-8', action: 'stop', minDelayMs: 0 },
+    1008: { name: 'policy_violation', reason: 'too many malformed frames', action: 'stop', minDelayMs: 0 },
+    1009: { name: 'too_big', reason: 'frame too large', action: 'stop', minDelayMs: 0 },
+    4401: { name: 'unauthorized', reason: 'unauthorized', action: 'stop', minDelayMs: 0 },
+    4408: { name: 'slow_consumer', reason: 'slow consumer: outbound queue overflowed; resume with since', action: 'reconnect_now', minDelayMs: 0 },
+    4429: { name: 'rate_limited', reason: 'rate limited repeatedly', action: 'reconnect_with_backoff', minDelayMs: 10000 },
+  });
+  const CLOSE_UNAUTHORIZED = 4401;
+
   // Human text for the protocol's error codes (shown in toasts, never blocking).
   const ERROR_TEXT = {
     rate_limited: 'Slow down — you are sending too fast.',
@@ -132,6 +150,14 @@
     return base / 2 + random() * (base / 2);
   }
 
+  // What to do after the socket closed with `code`: CLOSE_CODES' action; a
+  // code the server does not send (1006 for a broken connection, 0 for a
+  // socket we dropped) is a lost connection: reconnect with backoff.
+  function closeAction(code) {
+    const known = CLOSE_CODES[code];
+    return known ? known.action : 'reconnect_with_backoff';
+  }
+
   function typingText(users) {
     if (users.length === 0) return '';
     if (users.length === 1) return `${users[0]} is typing…`;
@@ -190,6 +216,7 @@
     me: null,
     ws: null,
     connected: false,       // welcome received on the current socket
+    halted: false,          // the server closed with a "stop" code: no reconnect
     attempt: 0,             // reconnect attempts since the last welcome
     timers: { reconnect: null, welcome: null, ping: null, pong: null, rooms: null, roomsSoon: null, sidebar: null, typing: null },
     nextId: 1,
@@ -397,7 +424,7 @@
   function connect() {
     clearTimeout(state.timers.reconnect);
     state.timers.reconnect = null;
-    if (!state.token || state.ws) return;
+    if (!state.token || state.ws || state.halted) return;
     if (state.attempt === 0) setConn('reconnecting', '(connecting…)');
     let ws;
     try { ws = new WebSocket(wsUrl()); } catch (e) { onSocketGone(0); return; }
@@ -447,25 +474,35 @@
     }
     // Unacked sends may or may not have been stored: resend with the same nonce.
     for (const e of state.outbox.values()) if (e.state === 'sent') e.state = 'queued';
-    if (code === 4401) { sessionExpired(); return; }
+    const action = closeAction(code);
+    if (action === 'stop' && code === CLOSE_UNAUTHORIZED) { sessionExpired(); return; }
     if (!state.token) return;
-    scheduleReconnect(code);
+    if (action === 'stop') halt(code);
+    else scheduleReconnect(action, code);
     renderPending();
     renderTyping();
     renderHeader();
   }
 
-  function scheduleReconnect(code) {
+  // The server refused something this client sent and would again: stay
+  // disconnected (a reload fetches the current client) instead of looping.
+  function halt(code) {
+    state.halted = true;
+    const reason = CLOSE_CODES[code].reason;
+    setConn('offline', `(closed by the server: ${reason || code}; reload the page)`);
+    toast('Disconnected by the server. Reload the page to reconnect.', { key: 'halted', detail: reason, ttl: 60000 });
+  }
+
+  function scheduleReconnect(action, code) {
     state.attempt += 1;
     let delay;
-    if (code === 1001 || code === 4408) {
+    if (action === 'reconnect_now') {
       // Drain or slow-consumer close: the server wants us back now, resuming
       // with `since`. A little jitter spreads a drained node's clients.
       delay = Math.random() * 500;
-    } else if (code === 4429) {
-      delay = 10000 + Math.random() * 5000; // repeated rate limiting: back off for real
     } else {
-      delay = backoffDelay(state.attempt, Math.random);
+      // Never sooner than the code's minimum (4429: 10 s, a flooder stays away).
+      delay = Math.max(backoffDelay(state.attempt, Math.random), CLOSE_CODES[code]?.minDelayMs ?? 0);
     }
     if (navigator.onLine === false) setConn('offline', '(no network)');
     else setConn('reconnecting', `(attempt ${state.attempt})`);
@@ -851,7 +888,7 @@
     for (const e of state.outbox.values()) clearTimeout(e.retryTimer);
     for (const r of state.rooms.values()) clearTimeout(r.retryTimer);
     Object.assign(state, {
-      token: null, me: null, ws: null, connected: false, attempt: 0, active: null, roomList: [],
+      token: null, me: null, ws: null, connected: false, halted: false, attempt: 0, active: null, roomList: [],
     });
     state.pending.clear();
     state.rooms.clear();

@@ -7,10 +7,13 @@
 //! loops: it records every pushed message and ack, and — if it is a sender,
 //! in the run phase — sends one message every MSG_INTERVAL.
 //!
-//! In `resume` a lost connection comes back: reconnect with backoff (at once
-//! after 1001/4408) to another `--url`, picked at random (as a load balancer
-//! moves the clients of a draining node to the others), re-join with `since` = the last seq seen, page forward
-//! with `history` while `more`, and resend unacked sends with their nonce.
+//! In `resume` a lost connection comes back as its close code's
+//! [`ClientAction`] says — at once after 1001/4408, with backoff after a
+//! lost connection or 4429, never after 4401 or 1002–1009 — to another
+//! `--url`, picked at random (as a load balancer moves the clients of a
+//! draining node to the others), re-joins with `since` = the last seq seen,
+//! pages forward with `history` while `more`, and resends unacked sends with
+//! their nonce.
 //! In `hold` and `chat` a lost connection stays lost, and a lost member stops
 //! expecting messages from then on (see [`crate::accounting`]).
 
@@ -20,6 +23,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use parley_protocol::backoff::Backoff;
+use parley_protocol::{ClientAction, CloseCode};
 use rand::Rng;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -72,10 +77,38 @@ pub struct Outcome {
 enum End {
     /// The run is over; we closed.
     Stopped,
-    /// Could not connect, authenticate or join (kind of error).
-    Failed(String),
-    /// An established session broke (kind of error).
-    Lost(String),
+    /// Could not connect, authenticate or join.
+    Failed(Why),
+    /// An established session broke.
+    Lost(Why),
+}
+
+/// What ended a session: the kind of error (as counted in the report), and
+/// the server's close code if it closed the connection.
+struct Why {
+    kind: String,
+    close: Option<u16>,
+}
+
+impl Why {
+    fn closed(code: u16) -> Why {
+        Why {
+            kind: format!("closed: {code}"),
+            close: Some(code),
+        }
+    }
+}
+
+impl From<String> for Why {
+    fn from(kind: String) -> Why {
+        Why { kind, close: None }
+    }
+}
+
+impl From<&str> for Why {
+    fn from(kind: &str) -> Why {
+        Why::from(kind.to_string())
+    }
 }
 
 struct Pending {
@@ -142,29 +175,31 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Outcome {
 impl Client {
     async fn main(&mut self) {
         let mut phase = self.shared.phase_watch();
-        let mut backoff = MIN_BACKOFF;
+        // Doubling up to MAX_BACKOFF, each wait up to twice the base.
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF).with_jitter(1.0);
         loop {
             let end = self.session(&mut phase).await;
             self.settle();
-            let kind = match end {
+            let why = match end {
                 End::Stopped => {
                     self.out.open_at_end = true;
                     return;
                 }
-                End::Failed(kind) => {
-                    self.shared.error(&kind);
-                    kind
+                End::Failed(why) => {
+                    self.shared.error(&why.kind);
+                    why
                 }
-                End::Lost(kind) => {
+                End::Lost(why) => {
                     Counters::bump(&self.shared.counters.disconnected);
-                    self.shared.error(&kind);
+                    self.shared.error(&why.kind);
                     self.retry.append(&mut self.pending);
                     // The session was up: start the backoff afresh.
-                    backoff = MIN_BACKOFF;
-                    kind
+                    backoff.reset();
+                    why
                 }
             };
-            if !self.resume || self.shared.phase() == Phase::Stop {
+            let action = ClientAction::after_close(why.close);
+            if !self.resume || action == ClientAction::Stop || self.shared.phase() == Phase::Stop {
                 self.give_up();
                 return;
             }
@@ -175,12 +210,13 @@ impl Client {
             if targets > 1 {
                 self.hops += rand::thread_rng().gen_range(1..targets);
             }
-            let wait = if kind == "closed: 1001" || kind == "closed: 4408" {
-                jitter(Duration::from_millis(250))
-            } else {
-                let wait = backoff + jitter(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                wait
+            let wait = match action {
+                ClientAction::ReconnectNow => jitter(Duration::from_millis(250)),
+                _ => backoff.next_delay(rand::thread_rng().r#gen()).max(
+                    why.close
+                        .and_then(CloseCode::from_u16)
+                        .map_or(Duration::ZERO, CloseCode::min_delay),
+                ),
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -262,7 +298,7 @@ impl Client {
         );
         let mut ws = match tokio::time::timeout(limit, dial).await {
             Err(_) => return End::Failed("connect: timeout".into()),
-            Ok(Err(kind)) => return End::Failed(kind),
+            Ok(Err(kind)) => return End::Failed(kind.into()),
             Ok(Ok(ws)) => ws,
         };
         self.shared.open.fetch_add(1, Ordering::Relaxed);
@@ -303,7 +339,10 @@ impl Client {
     /// Maps an end before the session was set up to a failed attempt.
     fn failed_before_joined(&self, end: End, step: &str) -> End {
         match end {
-            End::Lost(kind) | End::Failed(kind) => End::Failed(format!("{step}: {kind}")),
+            End::Lost(why) | End::Failed(why) => End::Failed(Why {
+                kind: format!("{step}: {}", why.kind),
+                close: why.close,
+            }),
             End::Stopped => End::Stopped,
         }
     }
@@ -390,14 +429,16 @@ impl Client {
             };
             match (&want, frame) {
                 (Want::Welcome, f @ Frame::Welcome { .. }) => return Ok(f),
-                (Want::Welcome, Frame::Error { code, .. }) => return Err(End::Lost(code)),
+                (Want::Welcome, Frame::Error { code, .. }) => {
+                    return Err(End::Lost(code.into()));
+                }
                 (Want::Reply(id), f @ (Frame::Joined { re, .. } | Frame::History { re, .. }))
                     if re == Some(*id) =>
                 {
                     return Ok(f);
                 }
                 (Want::Reply(id), Frame::Error { re, code }) if re == Some(*id) => {
-                    return Err(End::Lost(format!("error {code}")));
+                    return Err(End::Lost(format!("error {code}").into()));
                 }
                 (_, frame) => self.on_frame(frame),
             }
@@ -574,13 +615,13 @@ fn jitter(max: Duration) -> Duration {
 fn read(msg: Option<Result<WsMessage, tungstenite::Error>>) -> Result<Option<Frame>, End> {
     match msg {
         None => Err(End::Lost("connection ended".into())),
-        Some(Err(e)) => Err(End::Lost(ws_error("read", &e))),
+        Some(Err(e)) => Err(End::Lost(ws_error("read", &e).into())),
         Some(Ok(WsMessage::Text(text))) => match wire::parse(text.as_str()) {
             Ok(frame) => Ok(Some(frame)),
             Err(_) => Err(End::Lost("protocol: unparseable frame".into())),
         },
         Some(Ok(WsMessage::Close(frame))) => Err(End::Lost(match frame {
-            Some(f) => format!("closed: {}", u16::from(f.code)),
+            Some(f) => Why::closed(u16::from(f.code)),
             None => "closed".into(),
         })),
         Some(Ok(_)) => Ok(None),
@@ -590,7 +631,7 @@ fn read(msg: Option<Result<WsMessage, tungstenite::Error>>) -> Result<Option<Fra
 async fn send_text(ws: &mut Ws, text: String) -> Result<(), End> {
     ws.send(WsMessage::text(text))
         .await
-        .map_err(|e| End::Lost(ws_error("write", &e)))
+        .map_err(|e| End::Lost(ws_error("write", &e).into()))
 }
 
 /// A short, low-cardinality name for a WebSocket error.

@@ -24,7 +24,6 @@ pub mod report;
 pub mod runner;
 pub mod shared;
 pub mod stats;
-pub mod token;
 pub mod wire;
 pub mod workers;
 

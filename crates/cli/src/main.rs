@@ -60,8 +60,9 @@ fn main() -> anyhow::Result<()> {
                 "{:?} is not a valid username (1–32 of A–Z a–z 0–9 _ . -)",
                 args.user
             );
-            let auth = parley_server::auth::Auth::new(args.secret.as_bytes(), args.ttl);
-            println!("{}", auth.issue(&args.user));
+            use parley_protocol::token::{Claims, sign};
+            let claims = Claims::issued(args.user, parley_protocol::time::now_s(), args.ttl);
+            println!("{}", sign(args.secret.as_bytes(), &claims));
             Ok(())
         }
     }

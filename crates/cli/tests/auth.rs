@@ -2,54 +2,30 @@
 //! everywhere; operator-minted tokens work; DM rooms stay private to their
 //! two users over WebSocket and REST; a node's generated secret survives a restart.
 
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use parley_client::protocol::{ErrorCode, ServerFrame, close};
 use parley_client::{ClientError, Connection, http};
-use parley_server::auth::jwt::{self, Claims};
+use parley_protocol::time::now_s;
+use parley_protocol::token::{Claims, sign};
 use parley_testkit::{SECRET, TestNode, token};
 
 const WAIT: Duration = Duration::from_secs(5);
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
 
-fn now() -> i64 {
-    parley_server::auth::unix_now()
-}
-
 fn bad_tokens() -> Vec<(&'static str, String)> {
-    let expired = jwt::encode(
-        SECRET.as_bytes(),
-        &Claims {
-            sub: "alice".into(),
-            exp: now() - 3600,
-            iat: None,
-            nbf: None,
-        },
-    );
-    let other_secret = jwt::encode(
-        b"not-the-secret",
-        &Claims {
-            sub: "alice".into(),
-            exp: now() + 3600,
-            iat: None,
-            nbf: None,
-        },
-    );
-    let bad_subject = jwt::encode(
-        SECRET.as_bytes(),
-        &Claims {
-            sub: "al ice".into(),
-            exp: now() + 3600,
-            iat: None,
-            nbf: None,
-        },
-    );
+    let expired = sign(SECRET.as_bytes(), &Claims::new("alice", now_s() - 3600));
+    let other_secret = sign(b"not-the-secret", &Claims::new("alice", now_s() + 3600));
+    let bad_subject = sign(SECRET.as_bytes(), &Claims::new("al ice", now_s() + 3600));
     let good = token("alice");
     let parts: Vec<&str> = good.split('.').collect();
     let forged_payload =
-        URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"mallory","exp":{}}}"#, now() + 3600));
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"mallory","exp":{}}}"#, now_s() + 3600));
     let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
     let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let alg_none = format!("{}.{}.", none_header, parts[1]);

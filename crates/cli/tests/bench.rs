@@ -2,10 +2,13 @@
 //! the real `parley bench --json` as a second process, checked on its report:
 //! every acked message reached every member, exactly once.
 
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use parley_testkit::{NodeProcess, SECRET};
+use parley_testkit::{NodeProcess, SECRET, eventually, metric};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
@@ -247,12 +250,23 @@ async fn resume_loses_nothing_across_a_node_restart() {
     .spawn()
     .expect("bench starts");
 
-    // Mid-run: drain the node (sessions closed with 1001, pending appends
-    // flushed), keep it down a moment, and start it again on the same port
-    // and database.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Mid-run — every connection up and messages flowing — drain the node
+    // (sessions closed with 1001, pending appends flushed), keep it down a
+    // moment, and start it again on the same port and database.
+    eventually(
+        "all 100 bench connections up and messages stored",
+        Duration::from_secs(15),
+        || async {
+            let connections = metric(&node.http(), "parley_connections").await;
+            let stored = metric(&node.http(), "parley_messages_stored_total").await;
+            (connections == Some(100.0) && stored.is_some_and(|n| n > 0.0)).then_some(())
+        },
+    )
+    .await;
     node.signal("TERM");
     assert_eq!(node.wait_exit(Duration::from_secs(15)).await, Some(0));
+    // Deliberate: the node stays down a moment, so that the clients' first
+    // reconnection attempts fail and they must retry.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Same port and database, so that the clients find the node again.
     let mut env = NODE_ENV.to_vec();

@@ -2,11 +2,14 @@
 //! mode through pipes, signing in with a password, and the TUI driven in
 //! tmux.
 
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use parley_client::http;
-use parley_testkit::{NodeProcess, fetch_all, token};
+use parley_testkit::{NodeProcess, eventually, fetch_all, poll_until, token, without_parley_env};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
@@ -392,7 +395,7 @@ async fn register_then_log_in_with_a_password() {
 /// Starts `parley serve` at `addr` on the database in `dir` — a node
 /// restarted where it was — and waits until it is ready.
 async fn serve_at(addr: std::net::SocketAddr, dir: &std::path::Path) -> Child {
-    let child = Command::new(BIN)
+    let child = without_parley_env(&mut Command::new(BIN))
         .arg("serve")
         .env("PARLEY_LISTEN", addr.to_string())
         .env(
@@ -409,19 +412,13 @@ async fn serve_at(addr: std::net::SocketAddr, dir: &std::path::Path) -> Child {
         .spawn()
         .expect("parley serve starts");
     let base = format!("http://{addr}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = http::request(&base, "GET", "/readyz", None, None).await
-            && r.status == 200
-        {
-            return child;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "restarted node at {addr} did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("the restarted node at {addr} to become ready");
+    eventually(&what, WAIT, || async {
+        let r = http::request(&base, "GET", "/readyz", None, None).await;
+        r.is_ok_and(|r| r.status == 200).then_some(())
+    })
+    .await;
+    child
 }
 
 #[tokio::test]
@@ -510,18 +507,17 @@ impl Tmux {
     }
 
     async fn wait_for(&self, what: &str) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let screen = self.screen();
-            if screen.contains(what) {
-                return screen;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what:?} did not appear on the screen within {WAIT:?}; the screen:\n{screen}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let mut screen = String::new();
+        let found = poll_until(WAIT, || {
+            screen = self.screen();
+            std::future::ready(screen.contains(what).then_some(()))
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "{what:?} did not appear on the screen within {WAIT:?}; the screen:\n{screen}"
+        );
+        screen
     }
 }
 
@@ -537,6 +533,9 @@ impl Drop for Tmux {
 async fn the_tui_in_tmux_sends_and_shows_messages() {
     let tmux = Tmux::new();
     let node = NodeProcess::start(BIN, &[]).await;
+    // `sleep 60` keeps the pane (and its last screen) after `parley chat`
+    // exits, so that the exit status can be read from it; the tmux server is
+    // killed on drop.
     let command = format!(
         "env -u PARLEY_TOKEN -u PARLEY_PASSWORD '{BIN}' chat --url '{}' --token '{}'; \
          echo parley-exited-$?; sleep 60",

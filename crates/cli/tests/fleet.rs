@@ -2,23 +2,32 @@
 //! Redis — real ones, started on free ports in temp dirs — behaving like one
 //! node to every client, and surviving what Kubernetes does to pods.
 
-use std::collections::{BTreeSet, HashMap};
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parley_client::protocol::{ErrorCode, PresenceState, ServerFrame};
 use parley_client::{Client, ClientConfig, Event, http};
-use parley_testkit::{Fleet, assert_gapless, connect, fetch_all, token};
+use parley_testkit::{
+    Fleet, assert_gapless, connect, eventually, fetch_all, metric, poll_until, token,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
 const WAIT: Duration = Duration::from_secs(10);
+/// After the last ack (and the last restart), every acked message reaches
+/// every receiver within this time.
+const SETTLE: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_dms_presence_and_history_work_across_nodes() {
     let fleet = Fleet::start(BIN, 3, &[]).await;
     let urls = fleet.ws_urls();
     let mut alice = connect(&urls[0], "alice").await;
-    let mut bob = connect(&urls[1], "bob").await;
+    let bob = connect(&urls[1], "bob").await;
     let mut carol = connect(&urls[2], "carol").await;
     assert_ne!(
         alice.welcome.as_ref().unwrap().node,
@@ -26,20 +35,28 @@ async fn rooms_dms_presence_and_history_work_across_nodes() {
     );
     alice.join("general", None).await.unwrap();
     // Members are cluster-wide (announcements travel through Redis).
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let j = bob.join("general", None).await.unwrap();
-        if j.members.contains(&"alice".to_string()) {
-            assert!(j.members.contains(&"bob".to_string()));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "alice never showed up in bob's member list: {:?}",
-            j.members
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Bob joins again and again until alice is listed (the closure's futures
+    // take turns with him through the mutex).
+    let bob_joining = tokio::sync::Mutex::new(bob);
+    let last_members = std::sync::Mutex::new(Vec::new());
+    let shown = poll_until(WAIT, || async {
+        let j = bob_joining
+            .lock()
+            .await
+            .join("general", None)
+            .await
+            .unwrap();
+        let shown = j.members.contains(&"alice".to_string());
+        *last_members.lock().unwrap() = j.members;
+        shown.then_some(())
+    })
+    .await;
+    let (mut bob, members) = (bob_joining.into_inner(), last_members.into_inner().unwrap());
+    assert!(
+        shown.is_some(),
+        "alice never showed up in bob's member list: {members:?}"
+    );
+    assert!(members.contains(&"bob".to_string()));
     // Alice, on another node, hears that bob joined.
     let presence = loop {
         match alice.recv_timeout(WAIT).await.unwrap() {
@@ -140,24 +157,66 @@ async fn concurrent_senders_on_three_nodes_make_one_gapless_sequence() {
     );
 }
 
-/// Collects message events of `room` with their arrival time until `stop`.
-fn spawn_collector(
-    mut events: UnboundedReceiver<Event>,
-    room: &'static str,
-) -> tokio::task::JoinHandle<Vec<(u64, String, Instant)>> {
-    tokio::spawn(async move {
-        let mut got = Vec::new();
-        while let Some(e) = events.recv().await {
-            match e {
-                Event::Message(m) if m.room == room => {
-                    got.push((m.seq, m.nonce.unwrap_or_default(), Instant::now()))
+/// Message events of one room: (seq, nonce, arrival time), in arrival order.
+type Arrivals = Vec<(u64, String, Instant)>;
+
+/// Collects the message events of a room until the client stops; what has
+/// arrived so far can be looked at meanwhile.
+struct Collector {
+    got: Arc<Mutex<Arrivals>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn spawn_collector(mut events: UnboundedReceiver<Event>, room: &'static str) -> Collector {
+    let got: Arc<Mutex<Arrivals>> = Arc::default();
+    let task = tokio::spawn({
+        let got = got.clone();
+        async move {
+            while let Some(e) = events.recv().await {
+                let mut got = got.lock().unwrap();
+                match e {
+                    Event::Message(m) if m.room == room => {
+                        got.push((m.seq, m.nonce.unwrap_or_default(), Instant::now()))
+                    }
+                    Event::Message(_) | Event::Presence { .. } | Event::Typing { .. } => {}
+                    other => eprintln!("collector {room}: {other:?} after {} messages", got.len()),
                 }
-                Event::Message(_) | Event::Presence { .. } | Event::Typing { .. } => {}
-                other => eprintln!("collector {room}: {other:?} after {} messages", got.len()),
             }
         }
-        got
-    })
+    });
+    Collector { got, task }
+}
+
+impl Collector {
+    /// Whether every acked message has arrived.
+    fn has_all(&self, acked: &HashMap<String, (u64, Instant)>) -> bool {
+        let got = self.got.lock().unwrap();
+        let seen: HashSet<u64> = got.iter().map(|(seq, _, _)| *seq).collect();
+        acked.values().all(|(seq, _)| seen.contains(seq))
+    }
+
+    /// Waits until the events end (its client was stopped); returns them.
+    async fn finish(self) -> Arrivals {
+        self.task.await.unwrap();
+        std::mem::take(&mut *self.got.lock().unwrap())
+    }
+}
+
+/// Waits until every receiver has every acked message, for at most `limit`.
+/// It does not fail by itself: the exactly-once checks that follow say what
+/// is missing.
+async fn wait_delivered(
+    receivers: &[(Client, Collector)],
+    acked: &HashMap<String, (u64, Instant)>,
+    limit: Duration,
+) {
+    let all = || async {
+        receivers
+            .iter()
+            .all(|(_, c)| c.has_all(acked))
+            .then_some(())
+    };
+    let _ = poll_until(limit, all).await;
 }
 
 fn client(
@@ -189,6 +248,7 @@ async fn send_paced(
     let mut sent = 0;
     let mut next = tokio::time::Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
+    // The sends are paced (one every `every`): the sleeps below are the pace.
     while acked.len() < n {
         assert!(
             Instant::now() < deadline,
@@ -265,7 +325,7 @@ async fn redis_outage_refuses_nothing_loses_nothing_and_delays_stay_bounded() {
     let (sender, mut sender_events) = client(&urls, 0, "sender", "outage");
     wait_joined(&mut sender_events).await;
 
-    let redis = &mut fleet.redis as *mut parley_testkit::services::Redis;
+    let redis = &mut fleet.redis;
     let acked = send_paced(
         &sender,
         &mut sender_events,
@@ -273,8 +333,6 @@ async fn redis_outage_refuses_nothing_loses_nothing_and_delays_stay_bounded() {
         250,
         Duration::from_millis(20),
         |n| {
-            // SAFETY: only this closure touches the Redis handle while it runs.
-            let redis = unsafe { &mut *redis };
             if n == 50 {
                 redis.kill();
             } else if n == 175 {
@@ -283,12 +341,12 @@ async fn redis_outage_refuses_nothing_loses_nothing_and_delays_stay_bounded() {
         },
     )
     .await;
-    tokio::time::sleep(ANTI_ENTROPY * 3).await;
+    wait_delivered(&receivers, &acked, ANTI_ENTROPY * 3).await;
     sender.stop().await;
     let mut worst = Duration::ZERO;
     for (i, (c, collector)) in receivers.into_iter().enumerate() {
         c.stop().await;
-        let got = collector.await.unwrap();
+        let got = collector.finish().await;
         check_exactly_once(&format!("recv{i}"), &got, &acked);
         let arrival: HashMap<u64, Instant> = got.iter().map(|(s, _, t)| (*s, *t)).collect();
         for (seq, acked_at) in acked.values() {
@@ -301,22 +359,12 @@ async fn redis_outage_refuses_nothing_loses_nothing_and_delays_stay_bounded() {
     );
     // Delivery through Redis resumed by itself: every node reports the bus connected.
     for node in &fleet.nodes {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = http::request(&node.http(), "GET", "/metrics", None, None)
-                .await
-                .unwrap()
-                .text();
-            if text.lines().any(|l| l == "parley_bus_connected 1") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not reconnect to Redis",
-                node.addr
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let what = format!("node {} to reconnect to Redis", node.addr);
+        eventually(&what, WAIT, || async {
+            let connected = metric(&node.http(), "parley_bus_connected").await;
+            (connected == Some(1.0)).then_some(())
+        })
+        .await;
     }
 }
 
@@ -341,13 +389,9 @@ async fn postgres_outage_gives_unavailable_then_recovers_without_a_gap() {
     alice.join("pg", None).await.unwrap();
     assert_eq!(alice.send("pg", "one", None).await.unwrap().seq, 1);
 
-    tokio::task::spawn_blocking({
-        let pg = &mut fleet.postgres as *mut parley_testkit::services::Postgres as usize;
-        // SAFETY: the fleet outlives this blocking call, which is awaited at once.
-        move || unsafe { (*(pg as *mut parley_testkit::services::Postgres)).stop() }
-    })
-    .await
-    .unwrap();
+    // Stopping blocks (pg_ctl waits): block this worker thread, keeping the
+    // fleet borrowed instead of sending it to another thread.
+    tokio::task::block_in_place(|| fleet.postgres.stop());
     let e = alice.send("pg", "lost?", None).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
     for node in &fleet.nodes {
@@ -365,13 +409,7 @@ async fn postgres_outage_gives_unavailable_then_recovers_without_a_gap() {
         .await
         .expect("connections are kept during the outage");
 
-    tokio::task::spawn_blocking({
-        let pg = &mut fleet.postgres as *mut parley_testkit::services::Postgres as usize;
-        // SAFETY: as above.
-        move || unsafe { (*(pg as *mut parley_testkit::services::Postgres)).restart() }
-    })
-    .await
-    .unwrap();
+    tokio::task::block_in_place(|| fleet.postgres.restart());
     for node in &mut fleet.nodes {
         node.wait_ready(Duration::from_secs(20)).await;
     }
@@ -387,7 +425,7 @@ async fn postgres_outage_gives_unavailable_then_recovers_without_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_node_clients_resume_elsewhere_exactly_once() {
-    let mut fleet = Fleet::start(BIN, 3, &[]).await;
+    let fleet = Fleet::start(BIN, 3, &[]).await;
     let urls = fleet.ws_urls();
     let mut receivers = Vec::new();
     for i in 0..6 {
@@ -398,7 +436,7 @@ async fn killed_node_clients_resume_elsewhere_exactly_once() {
     // The sender lives on node 2, which survives.
     let (sender, mut sender_events) = client(&urls, 2, "sender", "crash");
     wait_joined(&mut sender_events).await;
-    let victim = &mut fleet.nodes[0] as *mut parley_testkit::NodeProcess;
+    let victim = &fleet.nodes[0];
     let acked = send_paced(
         &sender,
         &mut sender_events,
@@ -407,17 +445,16 @@ async fn killed_node_clients_resume_elsewhere_exactly_once() {
         Duration::from_millis(10),
         |n| {
             if n == 100 {
-                // SAFETY: only this closure touches node 0 while it runs.
-                unsafe { (*victim).signal("KILL") };
+                victim.signal("KILL");
             }
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_delivered(&receivers, &acked, SETTLE).await;
     sender.stop().await;
     for (i, (c, collector)) in receivers.into_iter().enumerate() {
         c.stop().await;
-        check_exactly_once(&format!("recv{i}"), &collector.await.unwrap(), &acked);
+        check_exactly_once(&format!("recv{i}"), &collector.finish().await, &acked);
     }
 }
 
@@ -428,7 +465,7 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
         ("PARLEY_DRAIN_SPREAD", "500ms"),
         ("PARLEY_DRAIN_TIMEOUT", "8s"),
     ];
-    let mut fleet = Fleet::start(BIN, 3, &drain).await;
+    let fleet = Fleet::start(BIN, 3, &drain).await;
     let urls = fleet.ws_urls();
     let mut receivers = Vec::new();
     for i in 0..6 {
@@ -439,21 +476,23 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     let (sender, mut sender_events) = client(&urls, 0, "sender", "roll");
     wait_joined(&mut sender_events).await;
 
-    // Restart the nodes one after another while the sender keeps going.
-    let (restarted_tx, mut restarted_rx) = tokio::sync::mpsc::unbounded_channel();
-    let fleet_ptr = &mut fleet as *mut Fleet as usize;
+    // Restart the nodes one after another while the sender keeps going. The
+    // roller owns the fleet meanwhile and hands it back when done (if it
+    // panics, the fleet is dropped with it: its processes are stopped).
     let roller = tokio::spawn(async move {
-        // SAFETY: the fleet outlives this task, which is awaited before the
-        // fleet is used again, and nothing else touches its nodes meanwhile.
-        let fleet = unsafe { &mut *(fleet_ptr as *mut Fleet) };
+        let mut fleet = fleet;
+        let mut restarted = 0;
+        // Pacing, not settling: the sender gets going first, so that every
+        // restart happens mid-run.
         tokio::time::sleep(Duration::from_millis(500)).await;
         for i in 0..fleet.nodes.len() {
             fleet.nodes[i].signal("TERM");
             let code = fleet.nodes[i].wait_exit(Duration::from_secs(15)).await;
             assert_eq!(code, Some(0), "node {i} drained and exited cleanly");
             fleet.restart_node(i).await;
-            let _ = restarted_tx.send(i);
+            restarted += 1;
         }
+        (fleet, restarted)
     });
     let acked = send_paced(
         &sender,
@@ -464,13 +503,9 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
         |_| {},
     )
     .await;
-    roller.await.unwrap();
-    let mut restarted = 0;
-    while restarted_rx.try_recv().is_ok() {
-        restarted += 1;
-    }
+    let (fleet, restarted) = roller.await.unwrap();
     assert_eq!(restarted, 3, "every node was restarted during the run");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_delivered(&receivers, &acked, SETTLE).await;
     sender.stop().await;
     // Stored exactly once per nonce.
     let stored = fetch_all(&fleet.nodes[0].http(), "roll").await;
@@ -487,6 +522,6 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     assert_eq!(stored.len(), acked.len());
     for (i, (c, collector)) in receivers.into_iter().enumerate() {
         c.stop().await;
-        check_exactly_once(&format!("recv{i}"), &collector.await.unwrap(), &acked);
+        check_exactly_once(&format!("recv{i}"), &collector.finish().await, &acked);
     }
 }

@@ -2,13 +2,19 @@
 //! if it breaks. Real sockets, real SQLite files in temp dirs, and for the
 //! process-level ones (crash, SIGTERM, memory) the real `parley` binary.
 
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parley_client::protocol::{ClientFrame, ErrorCode, Message, ServerFrame, close};
 use parley_client::{Connection, http};
 use parley_testkit::{
-    NodeProcess, TestNode, assert_gapless, connect, faulty, fetch_all, read_until_closed, token,
+    NodeProcess, TestNode, assert_gapless, connect, eventually, faulty, fetch_all, metric,
+    read_until_closed, token,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -187,6 +193,7 @@ async fn join_with_since_under_concurrent_sends_has_no_gap_or_duplicate() {
         for i in 0..TOTAL {
             sender.send("live", &format!("m{i}"), None).await.unwrap();
             if i % 50 == 0 {
+                // Pacing: short pauses spread the sends over the joiners' start times.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -196,6 +203,7 @@ async fn join_with_since_under_concurrent_sends_has_no_gap_or_duplicate() {
     for k in 0..12u64 {
         let url = node.ws_url();
         joiners.push(tokio::spawn(async move {
+            // Deliberately staggered: each joiner joins at a different point of the stream.
             tokio::time::sleep(Duration::from_millis(k * 15)).await;
             let mut c = connect(&url, &format!("joiner{k}")).await;
             // Alternate between a since-join (from some point back) and a plain join.
@@ -243,24 +251,15 @@ async fn slow_consumer_is_closed_with_4408_and_resumes() {
     });
     // …until the node reports that its queue overflowed; then it reads
     // everything that reached it, which must end with the close frame.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let metrics = http::request(&node.http(), "GET", "/metrics", None, None)
-            .await
-            .unwrap()
-            .text();
-        if metrics
-            .lines()
-            .any(|l| l.starts_with("parley_queue_overflows_total ") && !l.ends_with(" 0"))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the flood never overflowed the queue"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the flood to overflow the queue",
+        Duration::from_secs(60),
+        || async {
+            let overflows = metric(&node.http(), "parley_queue_overflows_total").await;
+            overflows.is_some_and(|n| n > 0.0).then_some(())
+        },
+    )
+    .await;
     let mut seen = Vec::new();
     let closed = loop {
         match slow.recv_timeout(WAIT).await {
@@ -357,26 +356,43 @@ async fn sigterm_drains_without_losing_acked_messages() {
     let mut sender = connect(&node.ws_url(), "sender").await;
     sender.join("general", None).await.unwrap();
     // Keep sending until the node closes the connection; remember every ack.
-    let sender_task = tokio::spawn(async move {
-        let mut acked = Vec::new();
-        for i in 0.. {
-            match sender
-                .send("general", &format!("m{i}"), Some(&format!("n{i}")))
-                .await
-            {
-                Ok(ack) => acked.push(ack.seq),
-                Err(e) => return (acked, e),
+    let acks = Arc::new(AtomicUsize::new(0));
+    let sender_task = tokio::spawn({
+        let acks = acks.clone();
+        async move {
+            let mut acked = Vec::new();
+            for i in 0.. {
+                match sender
+                    .send("general", &format!("m{i}"), Some(&format!("n{i}")))
+                    .await
+                {
+                    Ok(ack) => {
+                        acked.push(ack.seq);
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => return (acked, e),
+                }
             }
+            unreachable!()
         }
-        unreachable!()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM while messages are flowing.
+    eventually("the sender's first acks", WAIT, || async {
+        (acks.load(Ordering::Relaxed) >= 10).then_some(())
+    })
+    .await;
     node.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = http::request(&node.http(), "GET", "/readyz", None, None)
-        .await
-        .unwrap();
-    assert_eq!(r.status, 503, "readiness turns 503 at once");
+    eventually(
+        "readiness to turn 503 at once (within 200ms of SIGTERM)",
+        Duration::from_millis(200),
+        || async {
+            let r = http::request(&node.http(), "GET", "/readyz", None, None)
+                .await
+                .unwrap();
+            (r.status == 503).then_some(())
+        },
+    )
+    .await;
 
     for mut w in watchers {
         let e = read_until_closed(&mut w).await;

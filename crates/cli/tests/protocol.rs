@@ -1,12 +1,15 @@
 //! Every frame type and REST endpoint of protocol v1 against a real node,
 //! over real sockets: success paths and error paths.
 
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::time::Duration;
 
 use parley_client::http;
 use parley_client::protocol::{ClientFrame, ErrorCode, PresenceState, ServerFrame, close};
 use parley_client::{ClientError, Connection};
-use parley_testkit::{TestNode, connect, token};
+use parley_testkit::{TestNode, connect, eventually, metric, token};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -668,8 +671,14 @@ async fn silent_peers_are_closed_after_two_heartbeats() {
     let node = TestNode::start_with(|c| c.heartbeat = Duration::from_millis(200)).await;
     let alice = connect(&node.ws_url(), "alice").await;
     // Our client library answers pings automatically only while it reads; by
-    // not reading at all this connection stays silent.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // not reading at all this connection stays silent — until the node says
+    // it gave up on it. (Metrics are per process; no other test's node has a
+    // heartbeat short enough to time a peer out meanwhile.)
+    eventually("the node to time the silent peer out", WAIT, || async {
+        let timeouts = metric(&node.http(), "parley_heartbeat_timeouts_total").await;
+        timeouts.is_some_and(|n| n >= 1.0).then_some(())
+    })
+    .await;
     let mut alice = alice;
     let closed = loop {
         match alice.recv_timeout(WAIT).await {

@@ -2,9 +2,14 @@
 //! dir) and PostgreSQL (a real server started for the test). Each case is
 //! written once against the `Store` trait.
 
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use parley_server::store::{AppendOutcome, NewMessage, Store, StoreError};
+use parley_testkit::eventually;
 use parley_testkit::services::Postgres;
 
 fn msg(room: &str, from: &str, text: &str, nonce: Option<&str>) -> NewMessage {
@@ -226,31 +231,37 @@ async fn postgres_store_keeps_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_reports_an_outage_as_unavailable() {
-    let (mut pg, a, _b) = postgres().await;
+    let (pg, a, _b) = postgres().await;
     a.append_batch(&[msg("r", "alice", "1", None)])
         .await
         .unwrap();
-    let pg_ptr = &mut pg as *mut Postgres as usize;
-    // SAFETY: awaited at once; `pg` is not used meanwhile.
-    tokio::task::spawn_blocking(move || unsafe { (*(pg_ptr as *mut Postgres)).stop() })
-        .await
-        .unwrap();
+    // Stopping and restarting block (pg_ctl, psql): the blocking task owns
+    // the server meanwhile and hands it back.
+    let pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
     let err = a
         .append_batch(&[msg("r", "alice", "2", None)])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert!(matches!(a.ping().await, Err(StoreError::Unavailable(_))));
-    tokio::task::spawn_blocking(move || unsafe { (*(pg_ptr as *mut Postgres)).restart() })
-        .await
-        .unwrap();
-    let mut ok = None;
-    for _ in 0..50 {
-        if let Ok(out) = a.append_batch(&[msg("r", "alice", "2", None)]).await {
-            ok = Some(out);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(seqs(&ok.expect("store recovers by itself")), vec![2]);
+    let _pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap();
+    let out = eventually(
+        "the store to recover by itself",
+        Duration::from_secs(10),
+        || async { a.append_batch(&[msg("r", "alice", "2", None)]).await.ok() },
+    )
+    .await;
+    assert_eq!(seqs(&out), vec![2]);
 }

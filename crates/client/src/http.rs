@@ -95,14 +95,14 @@ pub async fn request(
     let res = sender
         .send_request(req)
         .await
-        .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        .map_err(|e| ClientError::Request(e.to_string()))?;
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let body = res
         .into_body()
         .collect()
         .await
-        .map_err(|e| ClientError::WebSocket(e.to_string()))?
+        .map_err(|e| ClientError::Request(e.to_string()))?
         .to_bytes();
     Ok(Response {
         status,

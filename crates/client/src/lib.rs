@@ -18,7 +18,7 @@ pub use connection::{Ack, ConnectOptions, Connection, Joined, Welcome};
 pub use parley_protocol as protocol;
 pub use resilient::{Client, ClientConfig, Event};
 
-use parley_protocol::ErrorCode;
+use parley_protocol::{ClientAction, CloseCode, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -30,6 +30,11 @@ pub enum ClientError {
     Closed { code: Option<u16>, reason: String },
     #[error("server error {code}: {message}")]
     Server { code: ErrorCode, message: String },
+    /// An HTTP request that failed before a response arrived in full
+    /// (sending it, or reading the body).
+    #[error("HTTP request: {0}")]
+    Request(String),
+    /// An HTTP response with a non-2xx status.
     #[error("HTTP {status}: {message}")]
     Http {
         status: u16,
@@ -51,6 +56,29 @@ impl ClientError {
         }
     }
 
+    /// The close code this error stands for, if the server sends it: the
+    /// close frame's code, or 4401 for a hello refused with `unauthorized`
+    /// (the server closes with 4401 right after that error, which the
+    /// client no longer reads).
+    pub fn close(&self) -> Option<CloseCode> {
+        match self {
+            ClientError::Closed { code, .. } => code.and_then(CloseCode::from_u16),
+            ClientError::Server {
+                code: ErrorCode::Unauthorized,
+                ..
+            } => Some(CloseCode::Unauthorized),
+            _ => None,
+        }
+    }
+
+    /// What a client does after this error ended its connection:
+    /// [`CloseCode::action`] of [`ClientError::close`]; with no such code
+    /// (connection refused or lost, timeout, …) it reconnects with backoff.
+    pub fn action(&self) -> ClientAction {
+        self.close()
+            .map_or(ClientAction::ReconnectWithBackoff, CloseCode::action)
+    }
+
     /// The protocol error code of a server error.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -68,4 +96,47 @@ pub fn nonce(prefix: &str, counter: u64) -> String {
     use rand::Rng;
     let r: u32 = rand::thread_rng().r#gen();
     format!("{prefix}-{r:08x}-{counter}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_close_codes_and_actions() {
+        let closed = |code| ClientError::Closed {
+            code,
+            reason: String::new(),
+        };
+        assert_eq!(closed(Some(1001)).action(), ClientAction::ReconnectNow);
+        assert_eq!(closed(Some(4408)).action(), ClientAction::ReconnectNow);
+        assert_eq!(
+            closed(Some(4429)).action(),
+            ClientAction::ReconnectWithBackoff
+        );
+        assert_eq!(closed(Some(4401)).action(), ClientAction::Stop);
+        assert_eq!(closed(Some(1009)).close(), Some(CloseCode::TooBig));
+        assert_eq!(closed(Some(1006)).close(), None);
+        assert_eq!(closed(None).action(), ClientAction::ReconnectWithBackoff);
+        // A hello refused with `unauthorized` is followed by close 4401.
+        let refused = ClientError::Server {
+            code: ErrorCode::Unauthorized,
+            message: "token expired".into(),
+        };
+        assert_eq!(refused.close(), Some(CloseCode::Unauthorized));
+        assert_eq!(refused.action(), ClientAction::Stop);
+        let unavailable = ClientError::Server {
+            code: ErrorCode::Unavailable,
+            message: String::new(),
+        };
+        assert_eq!(unavailable.action(), ClientAction::ReconnectWithBackoff);
+        assert_eq!(
+            ClientError::Request("reset".into()).action(),
+            ClientAction::ReconnectWithBackoff
+        );
+        assert_eq!(
+            ClientError::Request("reset".into()).to_string(),
+            "HTTP request: reset"
+        );
+    }
 }

@@ -3,8 +3,10 @@
 //!
 //! [`Client`] runs one background task that owns the [`Connection`]. When the
 //! connection breaks (node drained with 1001, slow-consumer 4408, crash), it
-//! reconnects — at once for 1001/4408, with exponential backoff and jitter
-//! otherwise — re-joins every room with `since` = the last `seq` it handed
+//! does what [`CloseCode::action`] says: reconnect at once (1001/4408), with
+//! exponential backoff and jitter (a lost connection, 1000, 4429), or not at
+//! all (4401, a refused token; 1002–1009, a frame the server refuses) — and
+//! on reconnecting re-joins every room with `since` = the last `seq` it handed
 //! out, pages forward while `more` is true, and fills any gap it sees in the
 //! live stream from history. Unacknowledged sends are sent again with the
 //! same nonce, which the server de-duplicates. The application therefore sees
@@ -13,7 +15,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use parley_protocol::{ClientFrame, ErrorCode, Message, PresenceState, ServerFrame, close};
+use parley_protocol::backoff::Backoff;
+use parley_protocol::{
+    ClientAction, ClientFrame, CloseCode, ErrorCode, Message, PresenceState, ServerFrame,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -30,7 +35,7 @@ pub struct ClientConfig {
     /// Rooms to join at start.
     pub rooms: Vec<String>,
     pub connect: ConnectOptions,
-    /// Longest wait between reconnect attempts.
+    /// Longest base wait between reconnect attempts (jitter adds up to half).
     pub max_backoff: Duration,
     /// Prefix of generated nonces.
     pub nonce_prefix: String,
@@ -54,9 +59,15 @@ impl ClientConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Connected(Welcome),
+    /// The connection ended, or a connection attempt failed.
     Disconnected {
+        /// The close code: the close frame's, or 4401 for a hello refused
+        /// with `unauthorized` (the server closes with 4401 right after).
         code: Option<u16>,
         reason: String,
+        /// What the client does now ([`ClientError::action`]); after
+        /// [`ClientAction::Stop`] it ends and sends no more events.
+        action: ClientAction,
     },
     Joined {
         room: String,
@@ -226,11 +237,14 @@ impl Task {
     }
 
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(200);
+        // 200 ms doubling up to `max_backoff`, plus up to half as much again;
+        // afresh after every connection that got through hello and joins.
+        let mut backoff =
+            Backoff::new(Duration::from_millis(200), self.config.max_backoff).with_jitter(0.5);
         loop {
             let error = match self.connect().await {
                 Ok(conn) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     match self.serve(conn).await {
                         Ended::Stop => return,
                         Ended::Lost(e) => e,
@@ -238,29 +252,26 @@ impl Task {
                 }
                 Err(e) => e,
             };
-            let code = error.close_code();
+            let action = error.action();
             self.attempt += 1;
             self.emit(Event::Disconnected {
-                code,
+                code: error.close_code().or(error.close().map(CloseCode::code)),
                 reason: error.to_string(),
+                action,
             });
             self.inflight.clear();
-            let refused = error.code() == Some(ErrorCode::Unauthorized);
-            if code == Some(close::UNAUTHORIZED) || refused {
-                // A bad token does not get better by retrying.
-                return;
-            }
-            let wait = match code {
-                Some(close::GOING_AWAY) | Some(close::SLOW_CONSUMER) => Duration::from_millis(50),
-                _ => {
-                    let w = backoff;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                    w
+            let wait = match action {
+                // A bad token or a refused frame does not get better by retrying.
+                ClientAction::Stop => return,
+                // At once: 50 ms plus up to 25 ms, to spread a drained node's crowd.
+                ClientAction::ReconnectNow => {
+                    Duration::from_millis(50 + rand::random::<u64>() % 26)
                 }
+                ClientAction::ReconnectWithBackoff => backoff
+                    .next_delay(rand::random())
+                    .max(error.close().map_or(Duration::ZERO, CloseCode::min_delay)),
             };
-            let jitter =
-                Duration::from_millis(rand::random::<u64>() % (wait.as_millis() as u64 / 2 + 1));
-            if self.idle(wait + jitter).await {
+            if self.idle(wait).await {
                 return;
             }
         }

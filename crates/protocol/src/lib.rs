@@ -2,45 +2,25 @@
 //!
 //! This crate owns the *shape* of everything that crosses the wire between a
 //! Parley node and its clients: WebSocket frames ([`ClientFrame`],
-//! [`ServerFrame`]), REST bodies ([`rest`]), error and close codes, and the
-//! naming rules for users and rooms. It performs no I/O and knows nothing about
-//! storage or delivery; the server, the client library, the CLI and the load
-//! tester all depend on it so that they cannot drift apart.
+//! [`ServerFrame`]), REST bodies ([`rest`]), error and close codes, the naming
+//! rules for users and rooms, and the HS256 tokens clients present
+//! ([`token`]). It performs no I/O and knows nothing about storage or
+//! delivery; the server, the client library, the CLI and the load tester all
+//! depend on it so that they cannot drift apart.
 //!
 //! The contract itself is written up in `docs/protocol.md`.
 
+pub mod backoff;
+pub mod close;
 pub mod names;
 pub mod rest;
 pub mod time;
+pub mod token;
 
 use serde::{Deserialize, Serialize};
 
+pub use close::{ClientAction, CloseCode};
 pub use names::{dm_members, dm_room, is_dm_room, valid_room, valid_username};
-
-/// Protocol version announced by this crate.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// Close codes used by the server (RFC 6455 plus Parley's 4xxx codes).
-pub mod close {
-    /// Normal closure (client or server said goodbye).
-    pub const NORMAL: u16 = 1000;
-    /// Node is draining: reconnect at once and resume with `since`.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Binary frame received: Parley speaks text frames only.
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// Invalid UTF-8 in a text frame.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// The peer kept sending frames that are not Parley frames.
-    pub const POLICY_VIOLATION: u16 = 1008;
-    /// Frame larger than the node accepts.
-    pub const TOO_BIG: u16 = 1009;
-    /// No hello in time, or a bad/expired token.
-    pub const UNAUTHORIZED: u16 = 4401;
-    /// Slow consumer: the outbound queue overflowed; resume with `since`.
-    pub const SLOW_CONSUMER: u16 = 4408;
-    /// Rate limited repeatedly: back off.
-    pub const RATE_LIMITED: u16 = 4429;
-}
 
 /// The error codes of `{"type":"error"}` frames and of REST error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,14 +1,27 @@
-//! Wire timestamps: RFC 3339 UTC with millisecond precision.
+//! The clock, and wire timestamps: RFC 3339 UTC with millisecond precision.
 //!
-//! Hand-rolled because it is one small pure function and the protocol crate
-//! stays free of a date-time dependency.
+//! Every Parley crate reads the wall clock through [`now_s`] or [`now_ms`].
+//! The formatting is hand-rolled because it is one small pure function and
+//! the protocol crate stays free of a date-time dependency.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Wall-clock time since the Unix epoch (zero if the clock is before it).
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Wall-clock seconds since the Unix epoch (0 if the clock is before it):
+/// the unit of token times (`exp`, `iat`, `nbf`).
+pub fn now_s() -> i64 {
+    since_epoch().as_secs() as i64
+}
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    since_epoch().as_millis() as i64
 }
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -51,5 +64,12 @@ mod tests {
         assert_eq!(format_millis(1_795_381_200_123), "2026-11-22T21:00:00.123Z");
         assert_eq!(format_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn the_clocks_agree() {
+        let (s, ms) = (now_s(), now_ms());
+        assert!(s > 1_700_000_000, "{s}");
+        assert!((ms / 1000 - s).abs() <= 1, "{s} {ms}");
     }
 }

@@ -23,6 +23,8 @@
 //! `PARLEY_BENCH_NO_METRICS=1` skips installing the Prometheus recorder
 //! (installed by default, as on a real node).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,8 +33,9 @@ use axum::extract::ws::Utf8Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use parley_server::bus::local::LocalBus;
 use parley_server::bus::{Bus, Envelope};
-use parley_server::hub::{Hub, SessionRef, encode_message};
-use parley_server::session::outbox::{OutboxReceiver, outbox};
+use parley_server::hub::{Hub, SessionRef};
+use parley_server::outbox::{OutboxReceiver, outbox};
+use parley_server::presence::LocalPresence;
 use parley_server::store::{self, StoredMessage};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
@@ -48,7 +51,7 @@ fn install_metrics() {
 
 /// A ~100-byte chat message, serialised once as the committer does.
 fn frame() -> Utf8Bytes {
-    encode_message(&StoredMessage {
+    Utf8Bytes::from(StoredMessage {
         room: "room-00".to_string(),
         seq: 1,
         from: "alice".to_string(),
@@ -57,7 +60,8 @@ fn frame() -> Utf8Bytes {
                 .to_string(),
         ts_ms: 1_790_000_000_123,
         nonce: Some("c7f3a9e1-4242".to_string()),
-    })
+    }
+    .encode())
 }
 
 struct Node {
@@ -75,7 +79,14 @@ impl Node {
         let url = format!("sqlite://{}", dir.path().join("fanout.db").display());
         let store = store::open(&url, 4).await.expect("open SQLite store");
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
-        let hub = Hub::new(store, bus.clone(), Duration::from_secs(3), 500, OUTBOX);
+        let hub = Hub::new(
+            store,
+            bus.clone(),
+            Arc::new(LocalPresence),
+            Duration::from_secs(3),
+            500,
+            OUTBOX,
+        );
         let mut receivers = Vec::with_capacity(rooms * per_room);
         let mut names = Vec::with_capacity(rooms);
         for r in 0..rooms {

@@ -4,17 +4,24 @@
 //! - `parse/*`: `parley_protocol::parse_client_frame`, which every inbound
 //!   text frame goes through (a `send`, a `join`, and the error path).
 //! - `serialise/*`: `ServerFrame::Message(..).to_json()` (serde only) and
-//!   `parley_server::hub::encode_message` (what the group committer runs once
+//!   `StoredMessage::encode` (what the group committer runs once
 //!   per stored message: `StoredMessage::to_wire` + `to_json` + `Utf8Bytes`).
 //!
 //! Run: `cargo bench -p parley-server --bench frames` (see docs/microbenchmarks.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use parley_protocol::{Message, ServerFrame, parse_client_frame};
-use parley_server::hub::encode_message;
 use parley_server::store::StoredMessage;
+
+/// The committer's encoding: the push's JSON text, as the bytes every
+/// receiver is handed.
+fn encode_message(m: &StoredMessage) -> axum::extract::ws::Utf8Bytes {
+    axum::extract::ws::Utf8Bytes::from(m.encode())
+}
 
 /// A chat line of exactly `len` bytes (ASCII, with the odd quote that JSON
 /// must escape, as real text has).

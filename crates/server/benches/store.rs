@@ -5,7 +5,7 @@
 //!   (`store::open("sqlite://…")`: WAL, `synchronous=FULL`), in a temp dir
 //!   under the target dir (a real disk, not tmpfs). Throughput is in
 //!   messages, so `elem/s` is stored messages per second.
-//! - `appender/S`: `group_commit::Appender` (batch limit 512, the node's
+//! - `appender/S`: `commit::Appender` (batch limit 512, the node's
 //!   default) with S tasks each appending and awaiting its ack in a loop,
 //!   S sends in flight at most. Time per iteration = time per acked message.
 //!
@@ -21,6 +21,8 @@
 //!
 //! Run: `cargo bench -p parley-server --bench store` (see docs/microbenchmarks.md).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,8 +32,8 @@ use criterion::{
 };
 use parley_server::bus::Bus;
 use parley_server::bus::local::LocalBus;
+use parley_server::commit::Appender;
 use parley_server::hub::Hub;
-use parley_server::store::group_commit::Appender;
 use parley_server::store::{self, NewMessage, Store};
 use tokio::runtime::Runtime;
 
@@ -166,6 +168,7 @@ fn appender(c: &mut Criterion) {
         let _hub = Hub::new(
             store.clone(),
             bus.clone(),
+            Arc::new(parley_server::presence::LocalPresence),
             Duration::from_secs(3),
             500,
             1024,

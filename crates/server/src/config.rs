@@ -129,7 +129,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with every default, for tests and embedding.
+    /// A configuration with every default, for embedding. `PARLEY_*`
+    /// environment variables are honoured, as in `parley serve`; tests use
+    /// [`Config::try_from_args_ignoring_env`] instead.
     pub fn with_defaults() -> Self {
         #[derive(clap::Parser)]
         struct Wrapper {
@@ -139,6 +141,21 @@ impl Config {
         // Parsing an empty argument list cannot fail: every field has a default.
         // Environment variables are deliberately honoured, as in `parley serve`.
         <Wrapper as clap::Parser>::parse_from(["parley"]).config
+    }
+
+    /// Parses `args` (the first is the program name) as `parley serve` does,
+    /// except that environment variables are ignored: only `args` and the
+    /// defaults count. For tests, which must not depend on the `PARLEY_*`
+    /// variables of whoever runs them.
+    pub fn try_from_args_ignoring_env<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = <Config as Args>::augment_args(clap::Command::new("parley"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command.try_get_matches_from(args)?;
+        <Config as clap::FromArgMatches>::from_arg_matches(&matches)
     }
 
     /// The node id: the configured one, else the host name, else "parley".
@@ -205,12 +222,69 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
     }
 
+    /// Parses `args` after the program name, whatever the environment says.
+    fn parse(args: &[&str]) -> Config {
+        Config::try_from_args_ignoring_env(std::iter::once("parley").chain(args.iter().copied()))
+            .expect("arguments parse")
+    }
+
     #[test]
     fn defaults_match_the_protocol() {
-        let c = Config::with_defaults();
+        let c = parse(&[]);
         assert_eq!(c.max_text_bytes, 4096);
         assert_eq!(c.max_frame_bytes, 16 * 1024);
         assert_eq!(c.hello_timeout, Duration::from_secs(10));
         assert_eq!(c.heartbeat, Duration::from_secs(25));
+        assert_eq!(c.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert_eq!(c.redis_url, None);
+    }
+
+    #[test]
+    fn arguments_override_the_defaults() {
+        let c = parse(&[
+            "--max-text-bytes",
+            "7",
+            "--listen",
+            "1.2.3.4:1",
+            "--heartbeat",
+            "250ms",
+            "--redis-url",
+            "redis://cache:6379",
+        ]);
+        assert_eq!(c.max_text_bytes, 7);
+        assert_eq!(c.listen, SocketAddr::from(([1, 2, 3, 4], 1)));
+        assert_eq!(c.heartbeat, Duration::from_millis(250));
+        assert_eq!(c.redis_url.as_deref(), Some("redis://cache:6379"));
+        let e = Config::try_from_args_ignoring_env(["parley", "--heartbeat", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("not a duration"), "{e}");
+    }
+
+    /// Runs the two tests above again in a child process (this test binary)
+    /// whose environment sets the variables they parse: they must not notice.
+    #[test]
+    fn the_environment_is_ignored() {
+        if std::env::var_os("PARLEY_CONFIG_TEST_CHILD").is_some() {
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "--test-threads", "1"])
+            .args([
+                "config::tests::defaults_match_the_protocol",
+                "config::tests::arguments_override_the_defaults",
+            ])
+            .env("PARLEY_CONFIG_TEST_CHILD", "1")
+            .env("PARLEY_MAX_TEXT_BYTES", "9")
+            .env("PARLEY_LISTEN", "10.0.0.1:9")
+            .env("PARLEY_HEARTBEAT", "not a duration")
+            .env("PARLEY_REDIS_URL", "redis://from-the-environment:1")
+            .output()
+            .expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("2 passed"),
+            "{}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -1,18 +1,9 @@
 //! Prometheus metrics: the recorder and the catalogue of metric names.
 //!
 //! Metrics are process-global (the `metrics` facade has one recorder per
-//! process). Names, all prefixed `parley_`:
-//! - `connections` (gauge), `connections_total`, `sessions_closed_total{code}`
-//! - `rooms_active` (gauge): rooms with at least one local subscriber
-//! - `messages_received_total` (sends accepted), `messages_stored_total`,
-//!   `messages_delivered_total` (frames queued to sessions)
-//! - `store_append_seconds`, `store_batch_size` (histograms, per group commit)
-//! - `store_append_errors_total`, `queue_overflows_total`, `heartbeat_timeouts_total`,
-//!   `frames_rejected_total{reason}`, `rate_limited_total`
-//! - `gap_fills_total`, `anti_entropy_repairs_total`
-//! - `draining` (gauge, 1 while the node drains)
-//! - `bus_connected` (gauge), `bus_reconnects_total`, `bus_publish_dropped_total` (fleet)
-//! - `build_info{version,bus}` (always 1)
+//! process). Every name is prefixed `parley_`; the catalogue with their
+//! meaning is the table in docs/operations.md, and a test below fails when a
+//! metric used in the code is missing from it.
 
 use std::sync::OnceLock;
 
@@ -75,4 +66,76 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The `parley_*` names passed to `metrics::{counter,gauge,histogram}!`
+    /// in a source text.
+    fn metric_names(source: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for macro_call in ["counter!(\"", "gauge!(\"", "histogram!(\""] {
+            let mut rest = source;
+            while let Some(at) = rest.find(macro_call) {
+                rest = &rest[at + macro_call.len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name.starts_with("parley_") {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read src dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(std::fs::read_to_string(&path).expect("read source"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_metric_is_in_the_operations_catalogue() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut texts = Vec::new();
+        sources(&root.join("src"), &mut texts);
+        let mut names: Vec<String> = texts.iter().flat_map(|t| metric_names(t)).collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 10, "found only {names:?}");
+        let catalogue = std::fs::read_to_string(root.join("../../docs/operations.md"))
+            .expect("read docs/operations.md");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !catalogue.contains(n.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "metrics missing from docs/operations.md: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn finds_names_in_macro_calls() {
+        // Built with concat! so that this file's own text holds no such call.
+        let src = concat!(
+            "metrics::counter",
+            r#"!("parley_a_total").increment(1); gauge"#,
+            r#"!("other"); metrics::histogram"#,
+            r#"!("parley_b_seconds")"#
+        );
+        assert_eq!(
+            metric_names(src),
+            vec!["parley_a_total", "parley_b_seconds"]
+        );
+    }
 }

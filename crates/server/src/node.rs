@@ -3,24 +3,22 @@
 //! valid message is, the rate limit, history paging, and submitting an
 //! append. Keeping them here is what makes REST and WebSocket behave alike.
 //!
-//! Nothing in here touches a socket.
+//! Sessions and REST handlers call in here; the node calls the store (reads,
+//! and `ensure_room`), the committer (every message write) and the hub. It
+//! knows nothing of sessions or sockets.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use parley_protocol::{ErrorCode, dm_members, dm_room, is_dm_room, valid_room, valid_username};
 
 use crate::auth::Auth;
+use crate::commit::{Appender, PendingAppend};
 use crate::config::Config;
 use crate::error::ChatError;
 use crate::hub::Hub;
 use crate::ratelimit::RateLimiter;
-use crate::session::outbox::Outbox;
 use crate::shutdown::Drain;
-use crate::store::group_commit::{Appender, PendingAppend};
 use crate::store::{NewMessage, Store, StoredMessage};
 
 /// Longest accepted nonce, in bytes.
@@ -36,13 +34,21 @@ pub struct Node {
     pub limiter: RateLimiter,
     pub drain: Drain,
     pub metrics: PrometheusHandle,
-    pub sessions: SessionRegistry,
 }
 
 /// A page of history and whether more exists in the direction asked.
 pub struct Page {
     pub messages: Vec<StoredMessage>,
     pub more: bool,
+}
+
+/// What a join sends in `joined`, and where its live stream takes over.
+pub struct JoinHistory {
+    pub page: Page,
+    /// The room's `last_seq` as `joined` announces it.
+    pub last_seq: u64,
+    /// The seq after which live messages must be pushed (invariant 4).
+    pub tail: u64,
 }
 
 impl Node {
@@ -66,6 +72,61 @@ impl Node {
             Err(ChatError::bad_request(format!(
                 "{room:?} is not a valid room name ([a-z0-9][a-z0-9_-]{{0,63}})"
             )))
+        }
+    }
+
+    /// Makes sure a room exists before a session subscribes to it (a first
+    /// join creates a public room). Rooms are never deleted, so one live on
+    /// this node costs no store round trip.
+    pub async fn open_room(&self, room: &str) -> Result<(), ChatError> {
+        if self.hub.room(room).is_none() {
+            self.store.ensure_room(room).await?;
+        }
+        Ok(())
+    }
+
+    /// The history of a join: with `since`, everything after it up to the
+    /// room's `last_seq` (at most `history_max`); without, the newest page.
+    pub async fn join_history(
+        &self,
+        room: &str,
+        since: Option<u64>,
+    ) -> Result<JoinHistory, ChatError> {
+        match since {
+            Some(since) => {
+                let limit = self.config.history_max.max(1);
+                // The room's last_seq first, then history up to it: `joined`
+                // then says exactly what it covers. (Read the other way round,
+                // a message committed between the two reads was announced in
+                // `last_seq` but missing from `history`, and then came live.)
+                let last_seq = self.store.last_seq(room).await?.unwrap_or(0);
+                let mut messages = if since < last_seq {
+                    self.store
+                        .range_forward(room, since, last_seq + 1, limit + 1)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                let more = messages.len() > limit as usize;
+                messages.truncate(limit as usize);
+                let tail = messages.last().map_or(since.min(last_seq), |m| m.seq);
+                Ok(JoinHistory {
+                    page: Page { messages, more },
+                    last_seq,
+                    tail,
+                })
+            }
+            None => {
+                let page = self.config.history_page.max(1);
+                let messages = self.store.range_backward(room, u64::MAX, page).await?;
+                let more = messages.first().is_some_and(|m| m.seq > 1);
+                let tail = messages.last().map_or(0, |m| m.seq);
+                Ok(JoinHistory {
+                    page: Page { messages, more },
+                    last_seq: tail,
+                    tail,
+                })
+            }
         }
     }
 
@@ -186,55 +247,5 @@ impl Node {
                 Ok(Page { messages, more })
             }
         }
-    }
-}
-
-/// The node's live connections, so that a drain can close each of them.
-#[derive(Default)]
-pub struct SessionRegistry {
-    next_id: AtomicU64,
-    live: Mutex<HashMap<u64, Outbox>>,
-}
-
-impl SessionRegistry {
-    pub fn register(&self, outbox: Outbox) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.insert(id, outbox);
-        metrics::gauge!("parley_connections").set(live.len() as f64);
-        metrics::counter!("parley_connections_total").increment(1);
-        id
-    }
-
-    pub fn unregister(&self, id: u64) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.remove(&id);
-        metrics::gauge!("parley_connections").set(live.len() as f64);
-    }
-
-    /// Calls `f` on the connections whose id falls in `slice` of `slices`,
-    /// holding the registry's lock (`f` must not block).
-    pub fn for_each_in_slice(&self, slice: u64, slices: u64, mut f: impl FnMut(&Outbox)) {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, outbox) in live.iter().filter(|(id, _)| *id % slices == slice) {
-            f(outbox);
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<Outbox> {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -1,7 +1,7 @@
 //! Start-up and shutdown of a node.
 //!
 //! [`Server::start`] opens the store (applying migrations), builds the bus,
-//! hub and group committer, binds the listener and serves. A node stops only
+//! presence, hub and group committer, binds the listener and serves. A node stops only
 //! by draining (invariant 6), triggered by [`RunningServer::shutdown`] (the
 //! CLI calls it on SIGTERM/SIGINT):
 //!
@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use parley_protocol::close;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -28,13 +29,16 @@ use tokio::time::Instant;
 use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::bus::local::LocalBus;
+use crate::commit::Appender;
 use crate::config::Config;
+use crate::http::AppState;
 use crate::hub::Hub;
-use crate::node::{Node, SessionRegistry};
+use crate::node::Node;
+use crate::presence::{LocalPresence, Presence};
 use crate::ratelimit::RateLimiter;
+use crate::session::Registry;
 use crate::shutdown::{Drain, Phase};
 use crate::store::Store;
-use crate::store::group_commit::Appender;
 
 pub struct Server;
 
@@ -42,6 +46,7 @@ pub struct Server;
 pub struct RunningServer {
     addr: SocketAddr,
     node: Arc<Node>,
+    sessions: Arc<Registry>,
     trigger: Arc<Notify>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -67,18 +72,17 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> anyhow::Result<RunningServer> {
         let node_id = config.node_id();
-        let bus: Arc<dyn Bus> = match &config.redis_url {
-            None => Arc::new(LocalBus::new()),
+        let (bus, presence): (Arc<dyn Bus>, Arc<dyn Presence>) = match &config.redis_url {
+            None => (Arc::new(LocalBus::new()), Arc::new(LocalPresence)),
             Some(url) => {
                 anyhow::ensure!(
                     config.jwt_secret.as_deref().is_some_and(|s| !s.is_empty()),
                     "PARLEY_JWT_SECRET is required when clustered (PARLEY_REDIS_URL is set): \
                      every node must verify the tokens of every other"
                 );
-                Arc::new(
-                    crate::bus::redis::RedisBus::start(url, &node_id)
-                        .context("configuring the Redis bus")?,
-                )
+                let (bus, presence) = crate::bus::redis::RedisBus::start(url, &node_id)
+                    .context("configuring the Redis bus")?;
+                (Arc::new(bus), Arc::new(presence))
             }
         };
         let auth = Auth::from_config(
@@ -91,6 +95,7 @@ impl Server {
         let hub = Hub::new(
             store.clone(),
             bus.clone(),
+            presence,
             config.anti_entropy,
             config.history_max.max(1),
             config.outbound_queue,
@@ -112,29 +117,32 @@ impl Server {
             auth,
             drain: Drain::new(),
             metrics: crate::metrics::install(),
-            sessions: SessionRegistry::default(),
         });
-        crate::metrics::register_defaults(node.hub.bus().kind());
-        tokio::spawn(crate::session::heartbeat::run(Arc::downgrade(&node)));
+        let sessions = Arc::new(Registry::default());
+        crate::metrics::register_defaults(node.hub.bus_kind());
+        tokio::spawn(crate::session::heartbeat::run(
+            Arc::downgrade(&sessions),
+            node.config.heartbeat,
+        ));
         tracing::info!(
             node = %node.node_id,
             %addr,
             store = %crate::store::redact(&node.config.database_url),
-            bus = node.hub.bus().kind(),
+            bus = node.hub.bus_kind(),
             version = env!("CARGO_PKG_VERSION"),
             "parley node serving"
         );
 
         let trigger = Arc::new(Notify::new());
-        let task = tokio::spawn(lifecycle(
-            listener,
-            node.clone(),
-            trigger.clone(),
-            committer,
-        ));
+        let state = AppState {
+            node: node.clone(),
+            sessions: sessions.clone(),
+        };
+        let task = tokio::spawn(lifecycle(listener, state, trigger.clone(), committer));
         Ok(RunningServer {
             addr,
             node,
+            sessions,
             trigger,
             task,
         })
@@ -149,6 +157,11 @@ impl RunningServer {
 
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// The node's live WebSocket sessions.
+    pub fn sessions(&self) -> &Arc<Registry> {
+        &self.sessions
     }
 
     /// Starts the drain; returns at once.
@@ -170,11 +183,12 @@ impl RunningServer {
 
 async fn lifecycle(
     listener: TcpListener,
-    node: Arc<Node>,
+    state: AppState,
     trigger: Arc<Notify>,
     committer: JoinHandle<()>,
 ) -> anyhow::Result<()> {
-    let router = crate::http::router(node.clone());
+    let AppState { node, sessions } = state.clone();
+    let router = crate::http::router(state);
     let drain = node.drain.clone();
     let stop_accepting = {
         let drain = drain.clone();
@@ -182,7 +196,7 @@ async fn lifecycle(
     };
     let serve = tokio::spawn(async move {
         axum::serve(
-            listener,
+            listener.tap_io(tune_socket),
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop_accepting)
@@ -192,28 +206,22 @@ async fn lifecycle(
     trigger.notified().await;
     let config = &node.config;
     let deadline = Instant::now() + config.drain_timeout;
-    tracing::info!(
-        sessions = node.sessions.len(),
-        "draining: readiness is now 503"
-    );
+    tracing::info!(sessions = sessions.len(), "draining: readiness is now 503");
     drain.advance(Phase::Draining);
     metrics::gauge!("parley_draining").set(1.0);
     tokio::time::sleep(config.drain_grace.min(config.drain_timeout)).await;
 
     drain.advance(Phase::Closing);
-    close_sessions_spread(&node, config.drain_spread, deadline).await;
-    while !node.sessions.is_empty() && Instant::now() < deadline {
+    close_sessions_spread(&sessions, config.drain_spread, deadline).await;
+    while !sessions.is_empty() && Instant::now() < deadline {
         // Late arrivals (upgrades that were in flight) are closed too.
-        for outbox in node.sessions.snapshot() {
+        for outbox in sessions.snapshot() {
             outbox.request_close(close::GOING_AWAY);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if !node.sessions.is_empty() {
-        tracing::warn!(
-            left = node.sessions.len(),
-            "drain timeout: sessions still open"
-        );
+    if !sessions.is_empty() {
+        tracing::warn!(left = sessions.len(), "drain timeout: sessions still open");
     }
 
     node.appender.close();
@@ -233,13 +241,23 @@ async fn lifecycle(
 }
 
 /// Asks every session to close with 1001, evenly spread over `spread`.
-async fn close_sessions_spread(node: &Node, spread: Duration, deadline: Instant) {
-    let sessions = node.sessions.snapshot();
+async fn close_sessions_spread(sessions: &Registry, spread: Duration, deadline: Instant) {
+    let sessions = sessions.snapshot();
     let n = sessions.len().max(1) as u32;
     let start = Instant::now();
     for (i, outbox) in sessions.into_iter().enumerate() {
         let at = (start + spread * i as u32 / n).min(deadline);
         tokio::time::sleep_until(at).await;
         outbox.request_close(close::GOING_AWAY);
+    }
+}
+
+/// Socket options of every accepted connection. `TCP_NODELAY`: a chat server
+/// writes small frames and waits for the answer; with Nagle's algorithm on,
+/// an ack written right behind the sender's own `message` push waited for
+/// the client's delayed ACK — 40 ms on Linux — before leaving (issue 15).
+fn tune_socket(stream: &mut TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
     }
 }

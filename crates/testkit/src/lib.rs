@@ -1,11 +1,33 @@
 //! Test helpers shared by every test suite: start a node in this process or
 //! as a `parley serve` child process (in a temp dir, on a port chosen at run
-//! time), mint tokens with the node's secret, and connect clients.
+//! time), mint tokens with the node's secret, connect clients, and wait for
+//! conditions ([`eventually`]).
 //!
-//! Everything a helper starts, it stops: nodes on drop of their handle,
-//! child processes are killed on drop.
+//! Everything a helper starts, it stops when its handle is dropped:
+//! - a [`TestNode`] starts its drain, as [`TestNode::stop`] does but without
+//!   waiting for it: the drain finishes in the background, or is cut short
+//!   when the test's runtime ends;
+//! - a [`NodeProcess`] is killed (SIGKILL), and so are the nodes of a
+//!   [`Fleet`], before its PostgreSQL and Redis are stopped;
+//! - PostgreSQL, Redis and nginx ([`services`]) are stopped.
+//!
+//! [`faulty::start`] is the exception: it hands out the bare
+//! [`RunningServer`], which does not stop on drop; call its `stop`.
+//!
+//! Nodes get their configuration from the test alone: [`test_config`] ignores
+//! `PARLEY_*` environment variables, and `parley serve` child processes do not
+//! inherit them.
+
+#![forbid(unsafe_code)]
+// Test support: a helper that cannot set up what a test needs panics with a
+// message, which is how a test fails (the workspace forbids unwrap/expect
+// outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod services;
+pub mod wait;
+
+pub use wait::{eventually, eventually_blocking, poll_until, poll_until_blocking};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,16 +35,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use parley_client::Connection;
-use parley_server::auth::Auth;
 use parley_server::{Config, RunningServer, Server};
 use tempfile::TempDir;
 
 /// The JWT secret every test node uses, so tests can mint tokens.
 pub const SECRET: &str = "parley-test-secret";
 
-/// A configuration for tests: loopback, port 0, generous rate limits, short drain.
+/// A configuration for tests: loopback, port 0, generous rate limits, short
+/// drain; otherwise the defaults, whatever `PARLEY_*` variables are set.
 pub fn test_config(dir: &Path) -> Config {
-    let mut config = Config::with_defaults();
+    let mut config = Config::try_from_args_ignoring_env(["parley"]).expect("the defaults parse");
     config.listen = "127.0.0.1:0".parse().expect("literal address");
     config.database_url = format!("sqlite://{}", dir.join("parley.db").display());
     config.jwt_secret = Some(SECRET.to_string());
@@ -35,12 +57,18 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
-/// Mints a token for `user` with the test secret.
+/// Mints a token for `user` with the test secret, valid for an hour.
 pub fn token(user: &str) -> String {
-    Auth::new(SECRET.as_bytes(), Duration::from_secs(3600)).issue(user)
+    use parley_protocol::token::{Claims, sign};
+    let now = parley_protocol::time::now_s();
+    sign(
+        SECRET.as_bytes(),
+        &Claims::issued(user, now, Duration::from_secs(3600)),
+    )
 }
 
-/// A node running inside the test process.
+/// A node running inside the test process. Dropping it starts its drain
+/// (see the crate documentation).
 pub struct TestNode {
     server: Option<RunningServer>,
     addr: SocketAddr,
@@ -110,6 +138,17 @@ impl TestNode {
     }
 }
 
+impl Drop for TestNode {
+    /// Starts the drain that [`TestNode::stop`] would wait for; it goes on in
+    /// the background while the runtime runs. (Dropping the bare
+    /// `RunningServer` would leave the node serving until the runtime ends.)
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
 /// Connects to a node's WebSocket URL and says hello as `user`.
 pub async fn connect(ws_url: &str, user: &str) -> Connection {
     let mut conn = Connection::connect(ws_url)
@@ -133,6 +172,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Removes every `PARLEY_*` variable this process inherited from a child's
+/// environment, so that a developer's settings (`PARLEY_MAX_TEXT_BYTES=7`,
+/// …) do not reach the nodes under test; the child gets only what the test
+/// sets on `cmd` afterwards.
+pub fn without_parley_env(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PARLEY_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
 }
 
 /// Where a node's log (its stdout) goes: nowhere, unless `PARLEY_NODE_LOGS`
@@ -175,7 +227,8 @@ impl NodeProcess {
     ) -> NodeProcess {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
         let mut cmd = tokio::process::Command::new(binary);
-        cmd.arg("serve")
+        without_parley_env(&mut cmd)
+            .arg("serve")
             .current_dir(dir)
             .env("PARLEY_LISTEN", addr.to_string())
             .env(
@@ -222,24 +275,20 @@ impl NodeProcess {
 
     /// Polls `/readyz` until it answers 200.
     pub async fn wait_ready(&mut self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("node at {} exited before it was ready: {status}", self.addr);
+        let (addr, http) = (self.addr, self.http());
+        let what = format!("node at {addr} to become ready");
+        let child = &mut self.child;
+        eventually(&what, limit, || {
+            if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+                panic!("node at {addr} exited before it was ready: {status}");
             }
-            if let Ok(r) =
-                parley_client::http::request(&self.http(), "GET", "/readyz", None, None).await
-                && r.status == 200
-            {
-                return;
+            let http = &http;
+            async move {
+                let r = parley_client::http::request(http, "GET", "/readyz", None, None).await;
+                r.is_ok_and(|r| r.status == 200).then_some(())
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node at {} did not become ready",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Sends a signal (e.g. "TERM", "KILL") to the process.
@@ -409,9 +458,10 @@ pub async fn fetch_all(http_base: &str, room: &str) -> Vec<parley_protocol::Mess
 /// A local fleet: PostgreSQL, Redis and several `parley serve` processes
 /// sharing them — what runs behind the Kubernetes Service.
 pub struct Fleet {
+    // Dropped in this order: the nodes first, then what they use.
+    pub nodes: Vec<NodeProcess>,
     pub postgres: services::Postgres,
     pub redis: services::Redis,
-    pub nodes: Vec<NodeProcess>,
     binary: String,
     env: Vec<(String, String)>,
 }
@@ -478,6 +528,24 @@ impl Fleet {
     pub fn ws_urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.ws_url()).collect()
     }
+}
+
+/// The value of metric `name` (a series without labels) in the Prometheus
+/// text of `http_base`/metrics; `None` if the node does not report it.
+pub async fn metric(http_base: &str, name: &str) -> Option<f64> {
+    let text = parley_client::http::request(http_base, "GET", "/metrics", None, None)
+        .await
+        .unwrap_or_else(|e| panic!("GET {http_base}/metrics: {e}"))
+        .text();
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .find(|(series, _)| *series == name)
+        .map(|(_, value)| {
+            value
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("metric {name}: {value:?}: {e}"))
+        })
 }
 
 /// Asserts that `seqs` is exactly `from..=to`, in order: no gap, no duplicate.

@@ -6,22 +6,21 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::wait::{eventually_blocking, poll_until_blocking};
 
-fn wait_for_port(port: u16, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
+/// Waits until `what` accepts TCP connections on `port`; panics after `limit`.
+fn wait_for_port(what: &str, port: u16, limit: Duration) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    eventually_blocking(&format!("{what} to listen on {addr}"), limit, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .ok()
+            .map(drop)
+    });
 }
 
 fn find_binary(name: &str, extra_dirs: &[PathBuf]) -> PathBuf {
@@ -86,10 +85,7 @@ impl Redis {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(10)),
-            "redis-server did not listen"
-        );
+        wait_for_port("redis-server", self.port, Duration::from_secs(10));
     }
 
     pub fn url(&self) -> String {
@@ -221,38 +217,33 @@ impl Postgres {
             .spawn()
             .expect("postgres starts");
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(20)),
-            "postgres did not listen"
-        );
+        wait_for_port("postgres", self.port, Duration::from_secs(20));
         // Accepting TCP is not accepting queries: wait for the database.
         let psql = self.bin.join("psql");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = Command::new(&psql)
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "parley",
-                    "-d",
-                    "postgres",
-                    "-c",
-                    "SELECT 1",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            assert!(Instant::now() < deadline, "postgres did not accept queries");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually_blocking(
+            "postgres to accept queries",
+            Duration::from_secs(20),
+            || {
+                Command::new(&psql)
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &self.port.to_string(),
+                        "-U",
+                        "parley",
+                        "-d",
+                        "postgres",
+                        "-c",
+                        "SELECT 1",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                    .then_some(())
+            },
+        );
     }
 
     /// URL of database `postgres` (creating others is the caller's business).
@@ -273,14 +264,13 @@ impl Postgres {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            // pg_ctl waits itself; give the postmaster (or `runuser`) a
+            // moment more to exit, else kill it.
+            let exited =
+                poll_until_blocking(Duration::from_secs(10), || c.try_wait().ok().flatten());
+            if exited.is_none() {
+                kill(&mut c);
             }
-            kill(&mut c);
         }
     }
 
@@ -365,15 +355,14 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("nginx starts");
-        assert!(
-            wait_for_port(port, Duration::from_secs(10)),
-            "nginx did not listen"
-        );
-        Nginx {
+        // Owned before waiting, so that a panic below stops it too.
+        let nginx = Nginx {
             child: Some(child),
             port,
             _dir: dir,
-        }
+        };
+        wait_for_port("nginx", port, Duration::from_secs(10));
+        nginx
     }
 
     pub fn url(&self) -> String {

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use parley_client::protocol::valid_username;
+use parley_client::protocol::{CloseCode, valid_username};
 use parley_client::{ClientError, Connection, Welcome, http};
 
 /// How the user signs in.
@@ -153,6 +153,9 @@ pub fn auth_failure(e: &ClientError, user: &str, register: bool, base: &str) -> 
         ClientError::Connect { message, .. } => {
             format!("{what} failed: cannot reach the server at {base}: {message}")
         }
+        ClientError::Request(message) => {
+            format!("{what} failed: the request to the server at {base} broke off: {message}")
+        }
         other => format!("{what} failed: {other}"),
     }
 }
@@ -173,9 +176,7 @@ pub async fn check_token(ws_url: &str, token: &str) -> anyhow::Result<Welcome> {
         Err(ClientError::Server { code, message }) => {
             bail!("the server refused the token ({code}): {message}")
         }
-        Err(ClientError::Closed {
-            code: Some(4401), ..
-        }) => {
+        Err(e) if e.close() == Some(CloseCode::Unauthorized) => {
             bail!("the server refused the token (close 4401)")
         }
         Err(e) => return Err(e).context(format!("saying hello to {ws_url}")),

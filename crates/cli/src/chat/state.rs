@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use parley_client::Event;
-use parley_client::protocol::{Message, PresenceState, close, dm_members, dm_room};
+use parley_client::protocol::{
+    ClientAction, CloseCode, Message, PresenceState, dm_members, dm_room,
+};
 
 /// How long "bob is typing…" stays after bob's last typing push.
 pub const TYPING_SHOWN: Duration = Duration::from_secs(5);
@@ -94,7 +96,8 @@ pub struct ChatState {
     /// Where typed text goes (None after leaving the last room).
     pub target: Option<Target>,
     pub conn: Conn,
-    /// Set when the session cannot go on (the server refuses the token).
+    /// Set when the session cannot go on: the client stopped reconnecting
+    /// ([`ClientAction::Stop`]: the server refuses the token, or a frame).
     pub fatal: Option<String>,
     connected_once: bool,
     joined: BTreeSet<String>,
@@ -149,7 +152,11 @@ impl ChatState {
                     welcome.node, welcome.user
                 ))
             }
-            Event::Disconnected { code, reason } => {
+            Event::Disconnected {
+                code,
+                reason,
+                action,
+            } => {
                 let was_online = matches!(self.conn, Conn::Online { .. });
                 if was_online {
                     self.resuming.extend(self.joined.iter().cloned());
@@ -159,8 +166,8 @@ impl ChatState {
                 self.conn = Conn::Reconnecting {
                     reason: reason.clone(),
                 };
-                if is_fatal(code, &reason) {
-                    let why = format!("the server refused the token ({reason}); log in again");
+                if action == ClientAction::Stop {
+                    let why = stopped_because(code, &reason);
                     self.fatal = Some(why.clone());
                     return status(format!("disconnected: {why}"));
                 }
@@ -382,11 +389,17 @@ impl ChatState {
     }
 }
 
-/// Whether a disconnect means the token is no good: close 4401, or a hello
-/// refused with an `unauthorized` error (which the resilient client reports
-/// as a plain error and would retry forever).
-pub fn is_fatal(code: Option<u16>, reason: &str) -> bool {
-    code == Some(close::UNAUTHORIZED) || reason.starts_with("server error unauthorized")
+/// Why the client stopped reconnecting, for a close whose action is
+/// [`ClientAction::Stop`]: 4401 (also reported for a hello refused with
+/// `unauthorized`) asks for a new login; the others mean this client sent
+/// what the server refuses.
+pub fn stopped_because(code: Option<u16>, reason: &str) -> String {
+    match code.and_then(CloseCode::from_u16) {
+        Some(CloseCode::Unauthorized) => {
+            format!("the server refused the token ({reason}); log in again")
+        }
+        _ => format!("the server ended the session for good ({reason}); not reconnecting"),
+    }
 }
 
 /// "bob is typing…", "bob and carol are typing…", "3 people are typing…".
@@ -458,6 +471,7 @@ mod tests {
         let lost = Event::Disconnected {
             code: Some(1001),
             reason: "node draining".into(),
+            action: ClientAction::ReconnectNow,
         };
         assert_eq!(
             statuses(s.apply(lost.clone(), now)),
@@ -491,15 +505,46 @@ mod tests {
         s.apply(welcome("n1"), now);
         let out = s.apply(
             Event::Disconnected {
-                code: None,
+                code: Some(4401),
                 reason: "server error unauthorized: token expired".into(),
+                action: ClientAction::Stop,
             },
             now,
         );
         assert!(s.fatal.is_some());
         assert!(statuses(out)[0].contains("log in again"));
-        assert!(is_fatal(Some(4401), ""));
-        assert!(!is_fatal(Some(1001), "server error unavailable"));
+    }
+
+    #[test]
+    fn only_a_stop_is_fatal() {
+        let now = Instant::now();
+        let mut s = ChatState::new("alice", None);
+        s.apply(welcome("n1"), now);
+        let out = s.apply(
+            Event::Disconnected {
+                code: Some(4429),
+                reason: "rate limited repeatedly".into(),
+                action: ClientAction::ReconnectWithBackoff,
+            },
+            now,
+        );
+        assert!(s.fatal.is_none());
+        assert_eq!(
+            statuses(out),
+            ["disconnected: rate limited repeatedly, reconnecting"]
+        );
+        s.apply(
+            Event::Disconnected {
+                code: Some(1009),
+                reason: "frame too large".into(),
+                action: ClientAction::Stop,
+            },
+            now,
+        );
+        let why = s.fatal.as_deref().unwrap();
+        assert!(why.contains("frame too large"), "{why}");
+        assert!(why.contains("not reconnecting"), "{why}");
+        assert!(!why.contains("log in"), "{why}");
     }
 
     #[test]

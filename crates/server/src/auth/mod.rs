@@ -3,14 +3,16 @@
 //! A token is an HS256 JWT whose `sub` is the username. Parley issues them on
 //! register/login, and accepts any token signed with the same secret — which
 //! is how an operator's own backend signs in its users without calling
-//! register. Owns the secret; knows nothing about sessions or rooms.
+//! register. Owns the secret; knows nothing about sessions or rooms. Signing
+//! and verifying are `parley_protocol::token`'s, shared with every client.
 
-pub mod jwt;
 pub mod password;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley_protocol::time::now_s;
+use parley_protocol::token::{self, Claims};
 use parley_protocol::valid_username;
 
 use crate::error::ChatError;
@@ -18,6 +20,9 @@ use crate::store::{Store, StoreError};
 
 /// Key of the generated secret in the store's settings.
 const SECRET_SETTING: &str = "jwt_secret";
+
+/// Clock skew tolerated between the operator's backend and this node.
+pub const LEEWAY_S: i64 = 30;
 
 #[derive(Clone)]
 pub struct Auth {
@@ -55,21 +60,12 @@ impl Auth {
 
     /// Issues a token for `user` valid for the configured lifetime.
     pub fn issue(&self, user: &str) -> String {
-        let now = unix_now();
-        jwt::encode(
-            &self.secret,
-            &jwt::Claims {
-                sub: user.to_string(),
-                exp: now + self.ttl.as_secs() as i64,
-                iat: Some(now),
-                nbf: None,
-            },
-        )
+        token::sign(&self.secret, &Claims::issued(user, now_s(), self.ttl))
     }
 
     /// The username a token speaks for.
     pub fn verify(&self, token: &str) -> Result<String, ChatError> {
-        let claims = jwt::decode(&self.secret, token.trim(), unix_now())
+        let claims = token::verify(&self.secret, token.trim(), now_s(), LEEWAY_S)
             .map_err(|e| ChatError::unauthorized(e.to_string()))?;
         if !valid_username(&claims.sub) {
             return Err(ChatError::unauthorized(
@@ -78,10 +74,6 @@ impl Auth {
         }
         Ok(claims.sub)
     }
-}
-
-pub fn unix_now() -> i64 {
-    parley_protocol::time::now_ms() / 1000
 }
 
 /// `n` random bytes as lowercase hex.
@@ -143,15 +135,7 @@ mod tests {
     #[test]
     fn rejects_invalid_subjects() {
         let auth = Auth::new(b"k", Duration::from_secs(60));
-        let t = jwt::encode(
-            b"k",
-            &jwt::Claims {
-                sub: "no spaces allowed".into(),
-                exp: unix_now() + 60,
-                iat: None,
-                nbf: None,
-            },
-        );
+        let t = token::sign(b"k", &Claims::new("no spaces allowed", now_s() + 60));
         assert!(auth.verify(&t).is_err());
     }
 }

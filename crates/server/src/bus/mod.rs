@@ -5,6 +5,9 @@
 //! may lose envelopes (Redis Pub/Sub is at-most-once), so correctness never
 //! depends on it — the hub fills gaps from the store (invariants 3 and 8).
 //!
+//! Who is in a room across the fleet is not the bus's business: that is
+//! [`crate::presence`], whose Redis implementation shares the connection.
+//!
 //! This module must not know about sockets or storage.
 
 pub mod local;
@@ -104,16 +107,6 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Stops receiving a user's direct messages.
     async fn unsubscribe_user(&self, _user: &str) {}
-
-    /// Records that `user` is (or is no longer) in `room` on this node, for
-    /// cluster-wide member lists. The local bus keeps none: the hub's own
-    /// list is the whole truth on a single node.
-    fn announce(&self, _room: &str, _user: &str, _present: bool) {}
-
-    /// The room's members across the cluster, if this bus tracks them.
-    async fn members(&self, _room: &str) -> Option<Vec<String>> {
-        None
-    }
 
     /// Whether envelopes can be lost, so that the hub must check the store periodically.
     fn lossy(&self) -> bool;

@@ -3,6 +3,8 @@
 //!
 //! Handlers are thin: they extract, call [`Node`](crate::node::Node), and map
 //! [`ChatError`] to `{"error":{"code","message"}}` with the matching status.
+//! The router's state is [`AppState`]; handlers take the part they need
+//! (`State<Arc<Node>>`, through `FromRef`).
 
 pub mod api;
 pub mod health;
@@ -12,7 +14,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,11 +23,26 @@ use parley_protocol::rest::{ErrorBody, ErrorDetail};
 
 use crate::error::ChatError;
 use crate::node::Node;
+use crate::session::Registry;
 
 /// Largest REST request body.
 const MAX_BODY: usize = 64 * 1024;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// What the handlers share: the node's chat rules, and the live sessions
+/// (only the WebSocket upgrade needs those).
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub sessions: Arc<Registry>,
+}
+
+impl FromRef<AppState> for Arc<Node> {
+    fn from_ref(state: &AppState) -> Arc<Node> {
+        state.node.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/register", post(api::register))
         .route("/api/auth/login", post(api::login))
@@ -42,7 +59,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(|| async { ChatError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(security_headers))
-        .with_state(node)
+        .with_state(state)
 }
 
 /// Content-Security-Policy for the web UI: no inline script, nothing from
@@ -112,16 +129,20 @@ where
 /// The user of a request's bearer token.
 pub struct AuthUser(pub String);
 
-impl FromRequestParts<Arc<Node>> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Arc<Node>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ChatError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        node: &Arc<Node>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ChatError::unauthorized("missing Authorization: Bearer <token>"))?;
-        node.auth.verify(token).map(AuthUser)
+        Arc::<Node>::from_ref(state)
+            .auth
+            .verify(token)
+            .map(AuthUser)
     }
 }
 

@@ -1,20 +1,17 @@
 //! The browser UI, embedded in the binary (plain HTML/CSS/JS from `web/`,
 //! no build step), so one binary is the whole service.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::node::Node;
-
 const INDEX: &str = include_str!("../../../../web/index.html");
 const APP_JS: &str = include_str!("../../../../web/app.js");
 const STYLE: &str = include_str!("../../../../web/style.css");
 
-pub fn routes() -> Router<Arc<Node>> {
+/// The UI's routes; they need no state.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/",

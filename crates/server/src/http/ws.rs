@@ -2,17 +2,14 @@
 //! (`Authorization: Bearer`, or `?token=` for clients that cannot set
 //! headers); otherwise the session waits for a `hello`.
 
-use std::sync::Arc;
-
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use parley_protocol::ErrorCode;
 use serde::Deserialize;
 
-use super::bearer;
+use super::{AppState, bearer};
 use crate::error::ChatError;
-use crate::node::Node;
 use crate::shutdown::Phase;
 
 /// Bytes tungstenite reads from the socket at a time. The buffer is
@@ -35,7 +32,7 @@ pub struct WsQuery {
 }
 
 pub async fn upgrade(
-    State(node): State<Arc<Node>>,
+    State(AppState { node, sessions }): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
@@ -60,5 +57,5 @@ pub async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket| crate::session::run(socket, node, preauth))
+        .on_upgrade(move |socket| crate::session::run(socket, node, sessions, preauth))
 }

@@ -12,8 +12,13 @@
 //! node per period — not one per room, which at thousands of rooms would
 //! occupy the database pool on its own.
 //!
+//! Ephemeral events (presence, typing) go out through [`Hub::publish_ephemeral`],
+//! and fleet-wide member lists come from [`Presence`]: a session talks to the
+//! hub, never to the bus.
+//!
 //! The hub does not parse frames, check permissions or write to the store.
 
+pub mod ephemeral;
 pub mod reorder;
 pub mod room;
 
@@ -27,14 +32,11 @@ use axum::extract::ws::Utf8Bytes;
 use parley_protocol::ServerFrame;
 
 use crate::bus::{Bus, Envelope, Event, Inbox};
-use crate::session::outbox::Outbox;
-use crate::store::{Store, StoredMessage};
+use crate::outbox::Outbox;
+use crate::presence::Presence;
+use crate::store::Store;
+use ephemeral::{Decision, Kind, Throttle};
 use room::{Room, RoomDeps, RoomEvent};
-
-/// Serialises a stored message as its `message` push.
-pub fn encode_message(message: &StoredMessage) -> Utf8Bytes {
-    Utf8Bytes::from(ServerFrame::Message(message.to_wire()).to_json())
-}
 
 /// A local session as the hub sees it.
 #[derive(Clone, Debug)]
@@ -49,10 +51,13 @@ pub struct Hub {
     users: Mutex<HashMap<Arc<str>, Vec<SessionRef>>>,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    presence: Arc<dyn Presence>,
+    /// Typing and presence, per user per room ([`ephemeral`]).
+    throttle: Arc<Throttle>,
     /// Wakes the anti-entropy sweep early (the bus reconnected).
     sweep_now: Arc<Notify>,
     page: u32,
-    pending_cap: usize,
+    outbound_queue: usize,
 }
 
 /// How long a join waits for a new room's delivery task to be ready.
@@ -65,21 +70,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// `page`: most messages a gap fill reads at once; `outbound_queue`:
+    /// the per-connection queue bound (live messages parked for a joining
+    /// session are bounded by it too).
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        presence: Arc<dyn Presence>,
         anti_entropy_period: Duration,
         page: u32,
-        pending_cap: usize,
+        outbound_queue: usize,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
             store,
             bus: bus.clone(),
+            presence,
+            throttle: Arc::default(),
             sweep_now: Arc::new(Notify::new()),
             page,
-            pending_cap,
+            outbound_queue,
         });
         let inbox: Arc<dyn Inbox> = hub.clone();
         bus.set_inbox(Arc::downgrade(&inbox));
@@ -114,8 +125,40 @@ impl Hub {
         }
     }
 
-    pub fn bus(&self) -> &Arc<dyn Bus> {
-        &self.bus
+    /// Which bus carries this node's envelopes (`local`, `redis`).
+    pub fn bus_kind(&self) -> &'static str {
+        self.bus.kind()
+    }
+
+    /// Sends a presence or typing push to the room's sessions on every node
+    /// except those of `from`. Not stored, not ordered, best effort, and
+    /// throttled per user per room ([`ephemeral`]): excess typing is dropped,
+    /// a presence change inside the window is sent at its end.
+    pub fn publish_ephemeral(&self, room: &str, from: &Arc<str>, frame: &ServerFrame) {
+        let kind = match frame {
+            ServerFrame::Typing { .. } => Kind::Typing,
+            _ => Kind::Presence,
+        };
+        let room: Arc<str> = Arc::from(room);
+        let bytes = Utf8Bytes::from(frame.to_json());
+        match self.throttle.admit(&room, from, kind, &bytes) {
+            Decision::Send => self.bus.publish(ephemeral_envelope(room, from, bytes)),
+            Decision::Drop => {
+                metrics::counter!("parley_ephemeral_dropped_total").increment(1);
+            }
+            Decision::Hold { flush_at, schedule } => {
+                if schedule {
+                    let (throttle, bus, from) =
+                        (self.throttle.clone(), self.bus.clone(), from.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(flush_at).await;
+                        if let Some(bytes) = throttle.take_held(&room, &from, kind) {
+                            bus.publish(ephemeral_envelope(room, &from, bytes));
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// Registers a connection for its user's direct messages.
@@ -172,7 +215,7 @@ impl Hub {
                         bus: self.bus.clone(),
                         page: self.page,
                     };
-                    Room::start(name.clone(), deps, self.pending_cap)
+                    Room::start(name.clone(), deps, self.outbound_queue)
                 })
                 .clone();
             // Inserted under the rooms lock, so a concurrent last leave cannot
@@ -182,7 +225,7 @@ impl Hub {
             handle
         };
         if handle.wait_ready(READY_TIMEOUT).await {
-            self.bus.announce(room, &session.user, true);
+            self.presence.announce(room, &session.user, true);
             true
         } else {
             self.leave(room, session.id);
@@ -219,7 +262,7 @@ impl Hub {
     /// merged with the users subscribed on this node.
     pub async fn members(&self, room: &str) -> Vec<String> {
         let mut members = self.room(room).map(|r| r.members()).unwrap_or_default();
-        if let Some(cluster) = self.bus.members(room).await {
+        if let Some(cluster) = self.presence.members(room).await {
             members.extend(cluster);
             members.sort();
             members.dedup();
@@ -233,7 +276,7 @@ impl Hub {
     pub fn leave_room(&self, room: &str, session: &SessionRef) -> Option<bool> {
         let still_here = self.leave(room, session.id)?;
         if !still_here {
-            self.bus.announce(room, &session.user, false);
+            self.presence.announce(room, &session.user, false);
         }
         Some(still_here)
     }
@@ -262,6 +305,16 @@ impl Hub {
                 session.outbox.push(frame.clone());
             }
         }
+    }
+}
+
+fn ephemeral_envelope(room: Arc<str>, from: &Arc<str>, frame: Utf8Bytes) -> Envelope {
+    Envelope {
+        room,
+        event: Event::Ephemeral {
+            from: from.clone(),
+            frame,
+        },
     }
 }
 

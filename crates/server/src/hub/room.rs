@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use parley_protocol::backoff::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::bus::Bus;
-use crate::session::outbox::Outbox;
+use crate::outbox::Outbox;
 use crate::store::Store;
 
-use super::encode_message;
 use super::reorder::Reorder;
 
 /// A session's subscription to a room.
@@ -58,7 +58,9 @@ pub struct Room {
     subs: Mutex<HashMap<u64, Sub>>,
     events: mpsc::UnboundedSender<RoomEvent>,
     ready: watch::Receiver<bool>,
-    pending_cap: usize,
+    /// Most live messages parked for one joining session: they go to its
+    /// outbox next, whose bound is the same setting.
+    outbound_queue: usize,
 }
 
 pub(crate) struct RoomDeps {
@@ -69,7 +71,7 @@ pub(crate) struct RoomDeps {
 
 impl Room {
     /// Creates the room and starts its delivery task.
-    pub(crate) fn start(name: Arc<str>, deps: RoomDeps, pending_cap: usize) -> Arc<Room> {
+    pub(crate) fn start(name: Arc<str>, deps: RoomDeps, outbound_queue: usize) -> Arc<Room> {
         let (events, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
         let room = Arc::new(Room {
@@ -77,7 +79,7 @@ impl Room {
             subs: Mutex::new(HashMap::new()),
             events,
             ready,
-            pending_cap,
+            outbound_queue,
         });
         tokio::spawn(deliver_loop(
             Arc::downgrade(&room),
@@ -187,7 +189,7 @@ impl Room {
         for sub in self.subs().values_mut() {
             match &mut sub.pending {
                 Some(parked) => {
-                    if parked.len() < self.pending_cap {
+                    if parked.len() < self.outbound_queue {
                         parked.push((seq, frame.clone()));
                     } else {
                         sub.outbox
@@ -213,7 +215,7 @@ async fn deliver_loop(
     // Subscribe first, then read the cursor: whatever is committed after the
     // read is published after it, hence after the subscription, so it reaches
     // this task (or is found by a gap fill).
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         match deps.bus.subscribe_room(&name).await {
             Ok(()) => break,
@@ -223,8 +225,7 @@ async fn deliver_loop(
                     // The anti-entropy check delivers from the store meanwhile.
                     break;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(backoff.next_delay(0.0)).await;
             }
         }
     }
@@ -236,8 +237,7 @@ async fn deliver_loop(
                 if room.strong_count() == 0 {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(backoff.next_delay(0.0)).await;
             }
         }
     };
@@ -333,7 +333,7 @@ async fn fill(room: &Room, deps: &RoomDeps, mut cursor: u64, upto: u64) -> u64 {
                         tracing::error!(room = %room.name, expected = cursor + 1, got = m.seq, "store returned a gap");
                         return cursor;
                     }
-                    room.deliver(m.seq, &encode_message(&m));
+                    room.deliver(m.seq, &Utf8Bytes::from(m.encode()));
                     cursor = m.seq;
                 }
             }

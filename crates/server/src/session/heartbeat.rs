@@ -16,8 +16,8 @@ use std::time::Duration;
 use axum::extract::ws::Message as WsMessage;
 use parley_protocol::close;
 
-use super::outbox::Outbox;
-use crate::node::Node;
+use super::Registry;
+use crate::outbox::Outbox;
 
 /// Parts the connections are split into; one part is visited per tick.
 const SLICES: u64 = 16;
@@ -55,18 +55,17 @@ fn apply(outbox: &Outbox, period: Duration) {
     }
 }
 
-/// Runs until the node is gone.
-pub async fn run(node: Weak<Node>) {
+/// Pings the registry's connections every `period`; runs until the
+/// registry is gone.
+pub async fn run(sessions: Weak<Registry>, period: Duration) {
+    let period = period.max(MIN_PERIOD);
     let mut slice = 0;
     loop {
-        let period = match node.upgrade() {
-            Some(node) => node.config.heartbeat.max(MIN_PERIOD),
-            None => return,
-        };
         tokio::time::sleep(period / SLICES as u32).await;
-        let Some(node) = node.upgrade() else { return };
-        node.sessions
-            .for_each_in_slice(slice, SLICES, |outbox| apply(outbox, period));
+        let Some(sessions) = sessions.upgrade() else {
+            return;
+        };
+        sessions.for_each_in_slice(slice, SLICES, |outbox| apply(outbox, period));
         slice = (slice + 1) % SLICES;
     }
 }
@@ -85,8 +84,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_connection_is_closed_and_a_live_one_pinged() {
-        let (live, live_rx) = super::super::outbox::outbox(8);
-        let (silent, _silent_rx) = super::super::outbox::outbox(8);
+        let (live, live_rx) = crate::outbox::outbox(8);
+        let (silent, _silent_rx) = crate::outbox::outbox(8);
         live_rx.touch();
         apply(&live, Duration::from_secs(25));
         assert_eq!(live.close_requested(), None);

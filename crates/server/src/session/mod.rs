@@ -1,17 +1,22 @@
 //! One WebSocket connection, from `hello` to close.
 //!
 //! This module is the protocol: it handles the client's frames and answers
-//! them. [`socket`] moves bytes: one task per connection reads the peer and
-//! writes everything queued in the connection's [`outbox`]. Replies and
-//! pushes share that one bounded queue, so a client sees them in order and a
-//! slow one is cut off with 4408 (invariant 5).
+//! them, through the chat rules of [`crate::node`] (never the store or the
+//! bus directly). [`socket`] moves bytes: one task per connection reads the
+//! peer and writes everything queued in the connection's
+//! [`Outbox`](crate::outbox). Replies and pushes share that one bounded
+//! queue, so a client sees them in order and a slow one is cut off with 4408
+//! (invariant 5). [`registry`] lists the live connections for the
+//! [`heartbeat`] and the drain.
+//!
+//! Every log line of a session carries its span: node, session id, user.
 //!
 //! Sends are pipelined: a `send` is queued for group commit in arrival order,
 //! and its ack is written when the commit completes, while the session goes on
 //! reading. Only the ack of a stored message is ever sent (invariant 1).
 
 pub mod heartbeat;
-pub mod outbox;
+pub mod registry;
 pub mod socket;
 
 use std::collections::HashSet;
@@ -27,12 +32,14 @@ use parley_protocol::{
     ClientFrame, ErrorCode, PresenceState, ServerFrame, close, parse_client_frame,
 };
 
-use crate::bus::{Envelope, Event};
+use tracing::Instrument;
+
 use crate::error::ChatError;
 use crate::hub::SessionRef;
-use crate::node::Node;
+use crate::node::{JoinHistory, Node};
+use crate::outbox::{self, Outbox};
 use crate::store::{AppendOutcome, StoreError};
-use outbox::Outbox;
+pub use registry::Registry;
 use socket::{End, Input, Socket, Step};
 
 /// Malformed frames in a row after which the peer is cut off (1008).
@@ -49,22 +56,31 @@ type Ack = Pin<Box<dyn Future<Output = Answer> + Send + Sync>>;
 pub fn run(
     ws: WebSocket,
     node: Arc<Node>,
+    sessions: Arc<Registry>,
     preauth: Option<String>,
 ) -> impl Future<Output = ()> + Send {
     let (outbox, rx) = outbox::outbox(node.config.outbound_queue);
     let mut socket = Socket::new(ws, rx);
+    let span = tracing::info_span!(
+        "session",
+        node = %node.node_id,
+        session = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
     // An `async move` block, not an `async fn`: the state of an `async fn`
     // keeps its arguments twice (as arguments, and as the locals they are
     // moved into) — 400 bytes more in every idle connection's task. A block
     // uses what it captures in place.
     async move {
-        let id = node.sessions.register(outbox.clone());
+        let id = sessions.register(outbox.clone());
+        tracing::Span::current().record("session", id);
         let user = match preauth {
             Some(user) => Ok((user, None)),
             None => Box::pin(authenticate(&node, &outbox, &mut socket)).await,
         };
         let end = match user {
             Ok((user, re)) => {
+                tracing::Span::current().record("user", user.as_str());
                 let mut session = Session {
                     node: node.clone(),
                     me: SessionRef {
@@ -85,10 +101,11 @@ pub fn run(
             }
             Err(end) => end,
         };
-        node.sessions.unregister(id);
+        sessions.unregister(id);
         drop(outbox);
         Box::pin(socket.finish(end)).await;
     }
+    .instrument(span)
 }
 
 /// Queues a server frame.
@@ -374,14 +391,11 @@ impl Session {
         let room: Arc<str> = Arc::from(room);
         if self.joined.contains(&room) {
             // Already subscribed: answer with history only (a catch-up).
-            let (history, more, last_seq, _) = self.join_history(&room, since).await?;
-            self.push_joined(id, &room, history, more, last_seq).await;
+            let history = self.node.join_history(&room, since).await?;
+            self.push_joined(id, &room, history).await;
             return Ok(());
         }
-        // A room live on this node exists in the store: rooms are never deleted.
-        if self.node.hub.room(&room).is_none() {
-            self.node.store.ensure_room(&room).await?;
-        }
+        self.node.open_room(&room).await?;
         if !self.node.hub.join(&room, &self.me).await {
             return Err(ChatError::new(
                 ErrorCode::Unavailable,
@@ -389,9 +403,10 @@ impl Session {
             ));
         }
         let first_here = !self.node.hub.user_in_room(&room, &self.me.user, self.me.id);
-        match self.join_history(&room, since).await {
-            Ok((history, more, last_seq, tail)) => {
-                self.push_joined(id, &room, history, more, last_seq).await;
+        match self.node.join_history(&room, since).await {
+            Ok(history) => {
+                let tail = history.tail;
+                self.push_joined(id, &room, history).await;
                 self.node.hub.activate(&room, self.me.id, tail);
                 self.joined.insert(room.clone());
                 if first_here {
@@ -406,61 +421,21 @@ impl Session {
         }
     }
 
-    async fn push_joined(
-        &self,
-        re: Option<u64>,
-        room: &str,
-        history: Vec<crate::store::StoredMessage>,
-        more: bool,
-        last_seq: u64,
-    ) {
+    async fn push_joined(&self, re: Option<u64>, room: &str, history: JoinHistory) {
         let members = self.node.hub.members(room).await;
         self.push(&ServerFrame::Joined {
             re,
             room: room.to_string(),
-            last_seq,
-            history: history.into_iter().map(|m| m.into_wire()).collect(),
-            more,
+            last_seq: history.last_seq,
+            history: history
+                .page
+                .messages
+                .into_iter()
+                .map(|m| m.into_wire())
+                .collect(),
+            more: history.page.more,
             members,
         });
-    }
-
-    /// History for a join: (messages, more, room's last_seq, seq after which
-    /// live messages must be pushed).
-    async fn join_history(
-        &self,
-        room: &str,
-        since: Option<u64>,
-    ) -> Result<(Vec<crate::store::StoredMessage>, bool, u64, u64), ChatError> {
-        let store = &self.node.store;
-        match since {
-            Some(since) => {
-                let limit = self.node.config.history_max.max(1);
-                // The room's last_seq first, then history up to it: `joined`
-                // then says exactly what it covers. (Read the other way round,
-                // a message committed between the two reads was announced in
-                // `last_seq` but missing from `history`, and then came live.)
-                let last_seq = store.last_seq(room).await?.unwrap_or(0);
-                let mut history = if since < last_seq {
-                    store
-                        .range_forward(room, since, last_seq + 1, limit + 1)
-                        .await?
-                } else {
-                    Vec::new()
-                };
-                let more = history.len() > limit as usize;
-                history.truncate(limit as usize);
-                let tail = history.last().map_or(since.min(last_seq), |m| m.seq);
-                Ok((history, more, last_seq, tail))
-            }
-            None => {
-                let page = self.node.config.history_page.max(1);
-                let history = store.range_backward(room, u64::MAX, page).await?;
-                let more = history.first().is_some_and(|m| m.seq > 1);
-                let tail = history.last().map_or(0, |m| m.seq);
-                Ok((history, more, tail, tail))
-            }
-        }
     }
 
     fn leave(&mut self, id: Option<u64>, room: &str) -> Result<(), ChatError> {
@@ -557,12 +532,6 @@ impl Session {
     }
 
     fn publish_ephemeral(&self, room: &str, frame: &ServerFrame) {
-        self.node.hub.bus().publish(Envelope {
-            room: Arc::from(room),
-            event: Event::Ephemeral {
-                from: self.me.user.clone(),
-                frame: Utf8Bytes::from(frame.to_json()),
-            },
-        });
+        self.node.hub.publish_ephemeral(room, &self.me.user, frame);
     }
 }

@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use parley_protocol::close;
+use parley_protocol::{CloseCode, close};
 
-use super::outbox::{OutboxReceiver, Wake};
+use crate::outbox::{OutboxReceiver, Wake};
 
 /// Frames written per flush at most, so one busy room cannot starve reads.
 const MAX_BATCH: usize = 64;
@@ -210,7 +210,7 @@ fn classify_read_error(err: axum::Error) -> End {
         }
         Some(tungstenite::Error::Protocol(_)) => {
             metrics::counter!("parley_frames_rejected_total", "reason" => "protocol").increment(1);
-            End::Close(1002)
+            End::Close(close::PROTOCOL_ERROR)
         }
         _ => End::Gone,
     }
@@ -223,17 +223,7 @@ pub fn close_frame(code: u16, reason: &str) -> WsMessage {
     }))
 }
 
-/// The human reason sent with each close code.
+/// The human reason sent with each close code ([`CloseCode::reason`]).
 pub fn reason(code: u16) -> &'static str {
-    match code {
-        close::GOING_AWAY => "node is draining; reconnect and resume",
-        close::UNSUPPORTED_DATA => "binary frames are not supported",
-        close::INVALID_PAYLOAD => "invalid UTF-8",
-        close::POLICY_VIOLATION => "too many malformed frames",
-        close::TOO_BIG => "frame too large",
-        close::UNAUTHORIZED => "unauthorized",
-        close::SLOW_CONSUMER => "slow consumer: outbound queue overflowed; resume with since",
-        close::RATE_LIMITED => "rate limited repeatedly",
-        _ => "",
-    }
+    CloseCode::from_u16(code).map_or("", CloseCode::reason)
 }

@@ -1,13 +1,15 @@
 //! Storage: the source of truth for users, rooms and messages.
 //!
-//! Everything durable goes through the [`Store`] trait; the embedded default
-//! is [`sqlite::SqliteStore`]. Appends are not called directly by sessions:
-//! they go through [`group_commit::Appender`], which batches them into one
-//! transaction and publishes each stored message on the bus afterwards.
+//! Everything durable goes through the [`Store`] trait: [`sqlite::SqliteStore`]
+//! (the embedded default) and [`postgres::PgStore`] (a fleet). Appends
+//! come from one caller, the group committer ([`crate::commit`]), which
+//! batches them into [`Store::append_batch`] and publishes what was stored.
 //!
-//! This module must not know about sessions, sockets or the bus.
+//! This module must not know about sessions, sockets or the bus: it stores
+//! and reads, and [`StoredMessage::encode`] turns a row into the JSON text of
+//! its `message` push, so that every other layer forwards bytes it never
+//! re-serialises.
 
-pub mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 
@@ -39,6 +41,13 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// The message's `message` push as JSON text: built once by the node that
+    /// stored it (the committer) or filled a gap (the hub), then forwarded as
+    /// the same bytes to every receiver.
+    pub fn encode(&self) -> String {
+        parley_protocol::ServerFrame::Message(self.to_wire()).to_json()
+    }
+
     pub fn to_wire(&self) -> Message {
         Message {
             room: self.room.clone(),

@@ -102,9 +102,6 @@ fn bound(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Appends one room's share of a batch (indices into `batch`, in order):
-/// one nonce lookup, one `last_seq` bump that row-locks the room, one
-/// `UNNEST` insert.
 #[async_trait]
 impl Store for PgStore {
     /// One call of `parley_append` (migrations/postgres/0002): the rooms are

@@ -77,9 +77,13 @@ async fn main() {
     )
     .await;
     let upstreams: Vec<_> = fleet.nodes.iter().map(|n| n.addr).collect();
-    let nginx = tokio::task::spawn_blocking(move || Nginx::start(&upstreams))
-        .await
-        .expect("nginx task");
+    let nginx = match tokio::task::spawn_blocking(move || Nginx::start(&upstreams)).await {
+        Ok(nginx) => nginx,
+        Err(e) => {
+            eprintln!("starting nginx failed: {e}");
+            std::process::exit(1)
+        }
+    };
 
     println!("Parley fleet is up.");
     println!("  web UI and API (nginx): {}", nginx.url());

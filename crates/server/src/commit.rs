@@ -1,12 +1,17 @@
-//! Group commit: many appends, one transaction, then publish.
+//! The group committer: persist, then publish, then answer (invariant 1).
 //!
-//! Sessions [`Appender::submit`] messages; one committer task collects
-//! whatever is queued (up to a batch limit) while the previous transaction
-//! runs, commits the batch with [`Store::append_batch`], publishes every
-//! newly stored message on the bus in `seq` order — persist, then publish
-//! (invariant 1) — and only then answers each submitter. The fsync cost is
-//! paid once per batch instead of once per message, without delaying a lone
-//! message: a batch is whatever queued up during the previous commit.
+//! Sessions and REST handlers [`Appender::submit`] messages; one committer
+//! task collects whatever is queued (up to a batch limit) while the previous
+//! transaction runs, commits the batch with [`Store::append_batch`],
+//! publishes every newly stored message on the bus in `seq` order, and only
+//! then answers each submitter. The fsync cost is paid once per batch instead
+//! of once per message, without delaying a lone message: a batch is whatever
+//! queued up during the previous commit.
+//!
+//! This is the only place where the store and the bus meet, and the only
+//! writer of messages: the store knows nothing of the bus, the bus nothing of
+//! the store. It does not validate (that is [`crate::node`]) and does not
+//! deliver (the bus hands every envelope to the hub).
 //!
 //! On shutdown [`Appender::close`] stops new submissions; everything already
 //! queued is still committed and answered before the task ends.
@@ -17,10 +22,10 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::bus::{Bus, Envelope};
-use crate::hub::encode_message;
+use axum::extract::ws::Utf8Bytes;
 
-use super::{AppendOutcome, NewMessage, Store, StoreError};
+use crate::bus::{Bus, Envelope};
+use crate::store::{AppendOutcome, NewMessage, Store, StoreError};
 
 type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
@@ -119,7 +124,9 @@ async fn run(
             Ok(outcomes) => {
                 for outcome in &outcomes {
                     if let AppendOutcome::Stored(m) = outcome {
-                        for envelope in Envelope::for_message(&m.room, m.seq, encode_message(m)) {
+                        for envelope in
+                            Envelope::for_message(&m.room, m.seq, Utf8Bytes::from(m.encode()))
+                        {
                             bus.publish(envelope);
                         }
                     }

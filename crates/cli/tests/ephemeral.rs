@@ -1,5 +1,5 @@
-//! Faults other chat and WebSocket servers shipped, as minimal inputs
-//! against a real node (issue 12). Each test failed before its fix.
+//! Ephemeral events (typing, presence) under floods: faults other chat
+//! servers shipped (issue 12, fault 5), as minimal inputs against a real node.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking

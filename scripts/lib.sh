@@ -26,6 +26,8 @@ TEST_DEBS=(
   musl-tools binutils ca-certificates python3-venv
   # tests/web: headless Chromium driven by playwright-core
   chromium chromium-driver
+  # fleet_clocks.rs: nodes with skewed wall clocks (LD_PRELOAD libfaketime)
+  libfaketime
 )
 
 # need_apt PKG... — installs the Debian packages that are missing (idempotent).
@@ -78,6 +80,7 @@ preflight() {
   _tool strip
   _tool python3
   _tool kubectl
+  _tool libfaketime /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
   _tool chromium /usr/bin/chromium
   _tool chromedriver
   _tool node

@@ -70,6 +70,13 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub msg_interval: u64,
 
+    /// Messages per second over the whole run, instead of --msg-interval:
+    /// sets each sender's interval from the number of senders. A low, fixed
+    /// rate on an idle node shows the latency floor (send→ack, delivery):
+    /// e.g. `--connections 200 --rooms 2 --senders 0.05 --rate 50`.
+    #[arg(long, conflicts_with = "msg_interval")]
+    pub rate: Option<f64>,
+
     /// Rooms (default: connections / members-per-room).
     #[arg(long)]
     pub rooms: Option<usize>,
@@ -212,7 +219,7 @@ impl BenchArgs {
             .threads
             .filter(|&t| t > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        Ok(Plan {
+        let mut plan = Plan {
             scenario: self.scenario,
             connections: self.connections,
             rooms,
@@ -229,7 +236,21 @@ impl BenchArgs {
             drain: Duration::from_secs_f64(self.drain),
             connect_timeout: Duration::from_secs_f64(self.connect_timeout.max(0.1)),
             threads,
-        })
+        };
+        if let Some(rate) = self.rate {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate must be a positive number of messages per second"
+            );
+            let senders = plan.total_senders();
+            anyhow::ensure!(senders > 0, "--rate needs at least one sender (--senders)");
+            plan.msg_interval = Duration::from_secs_f64(senders as f64 / rate);
+            anyhow::ensure!(
+                plan.msg_interval >= Duration::from_millis(1),
+                "--rate {rate} is more than one message per millisecond per sender"
+            );
+        }
+        Ok(plan)
     }
 }
 
@@ -304,6 +325,27 @@ mod tests {
         assert_eq!(p.duration, Duration::from_secs(5));
         assert_eq!(p.offered_rate(), 800.0);
         assert_eq!(p.run_id.len(), 8);
+    }
+
+    #[test]
+    fn rate_sets_the_interval_from_the_senders() {
+        let url = ["--url", "ws://127.0.0.1:1/ws"];
+        let args = |extra: &[&'static str]| {
+            let mut v = vec!["--connections", "200", "--rooms", "2", "--senders", "0.05"];
+            v.extend_from_slice(&url);
+            v.extend_from_slice(extra);
+            parse(&v).unwrap()
+        };
+        let p = args(&["--rate", "50"]).plan().unwrap();
+        assert_eq!(p.total_senders(), 10);
+        assert_eq!(p.msg_interval, Duration::from_millis(200));
+        assert!((p.offered_rate() - 50.0).abs() < 1e-9);
+        assert!(args(&["--rate", "0"]).plan().is_err());
+        assert!(
+            args(&["--rate", "1000000"]).plan().is_err(),
+            "over 1/ms per sender"
+        );
+        assert!(parse(&["--rate", "5", "--msg-interval", "100"]).is_err());
     }
 
     #[test]

@@ -466,6 +466,22 @@ pub struct Fleet {
     env: Vec<(String, String)>,
 }
 
+/// The environment that runs a process with its wall clock `offset` off
+/// (`"-45s"`, `"+90s"`), through Debian's libfaketime: `CLOCK_REALTIME`
+/// moves, the monotonic clock (timers, timeouts) does not.
+pub fn skewed_clock(offset: &str) -> [(&'static str, String); 3] {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        Path::new(LIB).exists(),
+        "{LIB} is missing: install Debian's libfaketime (scripts/test does)"
+    );
+    [
+        ("LD_PRELOAD", LIB.to_string()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
+}
+
 impl Fleet {
     /// Starts PostgreSQL, Redis and `n` nodes with the fleet settings plus `env`.
     pub async fn start(binary: &str, n: usize, env: &[(&str, &str)]) -> Fleet {
@@ -504,7 +520,14 @@ impl Fleet {
 
     /// Starts one more node (on `port`, or a free one).
     pub async fn spawn_node(&self, port: Option<u16>) -> NodeProcess {
-        let env = self.node_env();
+        self.spawn_node_with(port, &[]).await
+    }
+
+    /// Starts one more node with `extra` settings on top of the fleet's
+    /// (e.g. a skewed clock through libfaketime, see [`skewed_clock`]).
+    pub async fn spawn_node_with(&self, port: Option<u16>, extra: &[(&str, &str)]) -> NodeProcess {
+        let mut env = self.node_env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let tmp = TempDir::new().expect("temp dir");
         let mut node = NodeProcess::spawn_at(

@@ -96,11 +96,13 @@
     return `Message too long: ${n} bytes, the limit is ${MAX_TEXT_BYTES} bytes (UTF-8). Remove ${n - MAX_TEXT_BYTES} bytes.`;
   }
 
-  // DM rooms are `dm:<a>:<b>` with the two names sorted. JS string order is
-  // UTF-16 code unit order, which equals byte order for the ASCII-only names
-  // the protocol allows, so this matches what the server computes.
+  // DM rooms are `dm:<a>:<b>` with the two names lowercased (usernames are
+  // unique case-insensitively, and a DM room is named after the case-folded
+  // names whatever spelling is shown) and sorted. JS string order is UTF-16
+  // code unit order, which equals byte order for the ASCII-only names the
+  // protocol allows, so this matches what the server computes.
   function dmRoomName(a, b) {
-    const pair = [a, b].sort();
+    const pair = [a.toLowerCase(), b.toLowerCase()].sort();
     return `dm:${pair[0]}:${pair[1]}`;
   }
 
@@ -111,8 +113,9 @@
   function dmPeer(room, me) {
     const parts = String(room).split(':');
     if (parts.length !== 3 || parts[0] !== 'dm') return null;
-    if (parts[1] === me) return parts[2];
-    if (parts[2] === me) return parts[1];
+    const self = String(me).toLowerCase();
+    if (parts[1] === self) return parts[2];
+    if (parts[2] === self) return parts[1];
     return null;
   }
 

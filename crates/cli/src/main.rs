@@ -4,7 +4,9 @@
 //! - `parley chat` — the terminal client
 //! - `parley bench` — the load generator
 //! - `parley token` — mint a token with the shared secret, as an operator's backend would
+//! - `parley admin` — manage users on the store, without the web UI
 
+mod admin;
 mod chat;
 mod logging;
 
@@ -33,6 +35,9 @@ enum Command {
     /// Print a token for USER signed with the shared secret (what an
     /// operator's own backend does to sign its users in).
     Token(TokenArgs),
+    /// Manage users on the configured store (what an operator does without
+    /// the web UI): `parley admin user create|disable|enable|reset-password|promote|list`.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(config) => serve(config),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => parley_bench::run(args),
+        Command::Admin(args) => admin::run(args),
         Command::Token(args) => {
             anyhow::ensure!(
                 parley_protocol::valid_username(&args.user),

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use parley_client::protocol::{ClientFrame, ErrorCode, Message, ServerFrame, close};
 use parley_client::{Connection, http};
+use parley_testkit::services::Postgres;
 use parley_testkit::{
-    NodeProcess, TestNode, assert_gapless, connect, eventually, faulty, fetch_all, metric,
-    read_until_closed, token,
+    Fleet, NodeProcess, TestNode, assert_gapless, connect, eventually, faulty, fetch_all, metric,
+    read_until_closed, skewed_clock, token,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -596,4 +597,225 @@ async fn each_room_is_delivered_in_order() {
     for seqs in per_room.values() {
         assert_gapless(seqs, 1, 20);
     }
+}
+
+/// What a pipelined send got: its ack's (seq, ts), or an error code.
+type Answer = Result<(u64, String), ErrorCode>;
+
+/// Sends `frames` (text, nonce) pipelined — all frames first, then the
+/// answers — and returns each one's answer, in sending order.
+async fn pipelined_answers(
+    conn: &mut Connection,
+    room: &str,
+    frames: Vec<(String, Option<String>)>,
+) -> Vec<Answer> {
+    let mut ids = Vec::new();
+    for (text, nonce) in frames {
+        let id = conn.next_id();
+        ids.push(id);
+        let frame = ClientFrame::Send {
+            id: Some(id),
+            room: Some(room.into()),
+            to: None,
+            text,
+            nonce,
+        };
+        conn.send_frame(&frame).await.unwrap();
+    }
+    let mut answers: BTreeMap<u64, Answer> = BTreeMap::new();
+    while answers.len() < ids.len() {
+        match conn.recv_timeout(WAIT).await.unwrap() {
+            ServerFrame::Ack {
+                re: Some(id),
+                seq,
+                ts,
+                ..
+            } => assert!(answers.insert(id, Ok((seq, ts))).is_none()),
+            ServerFrame::Error {
+                re: Some(id), code, ..
+            } => assert!(answers.insert(id, Err(code)).is_none()),
+            _ => {}
+        }
+    }
+    ids.iter().map(|id| answers.remove(id).unwrap()).collect()
+}
+
+/// `(seq, ts)` pairs sorted by seq have non-decreasing `ts` (RFC 3339 with
+/// a fixed width: text order is time order).
+fn assert_ts_follows_seq(mut acks: Vec<(u64, String)>) {
+    acks.sort();
+    for w in acks.windows(2) {
+        assert!(
+            w[0].1 <= w[1].1,
+            "ts goes backwards along seq: #{} at {} then #{} at {}",
+            w[0].0,
+            w[0].1,
+            w[1].0,
+            w[1].1
+        );
+    }
+}
+
+/// Issue 12, fault 1: text no store can hold (U+0000 in the text or the
+/// nonce) is `bad_request` on every backend, and it fails no other user's
+/// message committed beside it, nor counts as a storage outage. Several
+/// users send at once, so group-commit batches mix them; every good message
+/// is acked, gapless, with `ts` non-decreasing along `seq` (fault 7).
+async fn unstorable_text_fails_alone(node: &TestNode) {
+    const USERS: usize = 6;
+    const EACH: usize = 30;
+    const COUNTERS: [&str; 2] = [
+        "parley_store_append_errors_total",
+        "parley_store_rejected_total",
+    ];
+    let mut before = Vec::new();
+    for name in COUNTERS {
+        before.push(metric(&node.http(), name).await.unwrap_or(0.0));
+    }
+    let mut observer = node.connect("observer").await;
+    observer.join("general", None).await.unwrap();
+    let mut tasks = Vec::new();
+    for u in 0..USERS {
+        let mut c = node.connect(&format!("user{u}")).await;
+        c.join("general", None).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let frames = (0..EACH)
+                .map(|i| match (u, i) {
+                    (1, 7) => ("a\u{0}b".to_string(), Some(format!("{u}-{i}"))),
+                    (4, 11) => ("fine text".to_string(), Some(format!("n\u{0}{i}"))),
+                    (2, 20) => ("\u{0}".to_string(), None),
+                    _ => (format!("{u}-{i}\tok\n"), Some(format!("{u}-{i}"))),
+                })
+                .collect();
+            (u, pipelined_answers(&mut c, "general", frames).await)
+        }));
+    }
+    let mut acks = Vec::new();
+    for t in tasks {
+        let (u, answers) = t.await.unwrap();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match (u, i) {
+                (1, 7) | (4, 11) | (2, 20) => assert_eq!(
+                    answer.map(|_| ()),
+                    Err(ErrorCode::BadRequest),
+                    "user{u}'s send {i} holds U+0000"
+                ),
+                _ => acks.push(
+                    answer.unwrap_or_else(|code| panic!("user{u}'s send {i} failed: {code}")),
+                ),
+            }
+        }
+    }
+    let good = (USERS * EACH - 3) as u64;
+    assert_gapless(
+        &acks.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        1,
+        good,
+    );
+    assert_ts_follows_seq(acks.clone());
+
+    // REST refuses it alike.
+    for (text, nonce) in [("p\u{0}q", None), ("fine", Some("n\u{0}"))] {
+        let e = http::post_message(&node.http(), &token("user0"), "general", text, nonce)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    }
+
+    // Everyone sees exactly the good messages; the store holds no U+0000.
+    let pushed = collect_until(&mut observer, "general", good).await;
+    assert_eq!(pushed.len() as u64, good);
+    let stored = fetch_all(&node.http(), "general").await;
+    assert_eq!(stored.len() as u64, good);
+    assert!(stored.iter().all(|m| !m.text.contains('\u{0}')));
+    assert!(stored.iter().all(|m| m.text.ends_with("\tok\n")));
+    assert!(
+        metric(&node.http(), COUNTERS[0]).await.is_some(),
+        "the node reports {}",
+        COUNTERS[0]
+    );
+    for (name, before) in COUNTERS.into_iter().zip(before) {
+        assert_eq!(
+            metric(&node.http(), name).await.unwrap_or(0.0),
+            before,
+            "{name}: refused input is neither an outage nor a store rejection"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_text_fails_alone_on_sqlite() {
+    let node = TestNode::start().await;
+    unstorable_text_fails_alone(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_text_fails_alone_on_postgres() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.url();
+    let node = TestNode::start_with(|c| c.database_url = url).await;
+    unstorable_text_fails_alone(&node).await;
+}
+
+/// Issue 12, fault 7: a node whose wall clock is stepped back an hour
+/// between two sends still stamps them in seq order (libfaketime reads the
+/// node's clock offset from a file the test rewrites).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_follows_seq_when_the_clock_steps_back() {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    let dir = tempfile::TempDir::new().unwrap();
+    let offset = dir.path().join("clock-offset");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let offset_path = offset.display().to_string();
+    let node = NodeProcess::start(
+        BIN,
+        &[
+            ("LD_PRELOAD", LIB),
+            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    )
+    .await;
+    let mut alice = connect(&node.ws_url(), "alice").await;
+    alice.join("general", None).await.unwrap();
+    let mut acks = Vec::new();
+    for (i, step) in ["-1h", "-2h", "+0", "-3h"].into_iter().enumerate() {
+        let ack = alice.send("general", &format!("m{i}"), None).await.unwrap();
+        acks.push((ack.seq, ack.ts));
+        std::fs::write(&offset, format!("{step}\n")).unwrap();
+    }
+    let ack = alice.send("general", "last", None).await.unwrap();
+    acks.push((ack.seq, ack.ts));
+    assert_ts_follows_seq(acks.clone());
+    let stored: Vec<(u64, String)> = fetch_all(&node.http(), "general")
+        .await
+        .into_iter()
+        .map(|m| (m.seq, m.ts))
+        .collect();
+    assert_eq!(stored, acks, "acks carry the stored ts");
+}
+
+/// Issue 12, fault 7: in a fleet whose nodes' clocks are 3 s apart,
+/// messages sent alternately through both nodes are stamped in seq order
+/// (by the database's clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_follows_seq_across_nodes_with_skewed_clocks() {
+    let mut fleet = Fleet::start(BIN, 1, &[]).await;
+    let behind = skewed_clock("-3s");
+    let env: Vec<(&str, &str)> = behind.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let slow = fleet.spawn_node_with(None, &env).await;
+    let mut alice = connect(&fleet.ws_urls()[0], "alice").await;
+    let mut bob = connect(&slow.ws_url(), "bob").await;
+    alice.join("skew", None).await.unwrap();
+    bob.join("skew", None).await.unwrap();
+    let mut acks = Vec::new();
+    for i in 0..10 {
+        let c = if i % 2 == 0 { &mut alice } else { &mut bob };
+        let ack = c.send("skew", &format!("m{i}"), None).await.unwrap();
+        acks.push((ack.seq, ack.ts));
+    }
+    assert_ts_follows_seq(acks);
+    drop((alice, bob, slow));
+    fleet.nodes.clear();
 }

@@ -8,9 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley_protocol::time::now_ms;
+use parley_server::bus::Bus;
+use parley_server::bus::local::LocalBus;
+use parley_server::commit::Appender;
 use parley_server::store::{AppendOutcome, NewMessage, Store, StoreError};
 use parley_testkit::eventually;
 use parley_testkit::services::Postgres;
+
+const HOUR_MS: i64 = 3_600_000;
 
 fn msg(room: &str, from: &str, text: &str, nonce: Option<&str>) -> NewMessage {
     NewMessage {
@@ -19,6 +25,14 @@ fn msg(room: &str, from: &str, text: &str, nonce: Option<&str>) -> NewMessage {
         text: text.into(),
         nonce: nonce.map(Into::into),
         ts_ms: 1_000,
+    }
+}
+
+/// A message accepted by a node whose clock read `ts_ms`.
+fn at(room: &str, from: &str, text: &str, ts_ms: i64) -> NewMessage {
+    NewMessage {
+        ts_ms,
+        ..msg(room, from, text, None)
     }
 }
 
@@ -264,4 +278,258 @@ async fn postgres_store_reports_an_outage_as_unavailable() {
     )
     .await;
     assert_eq!(seqs(&out), vec![2]);
+}
+
+/// Fault 1, the store's share: input no store can hold (U+0000 in any text
+/// field; PostgreSQL's TEXT refuses it) is refused by every backend alike —
+/// an error that is not an outage, and nothing of its batch stored.
+async fn refuses_what_no_store_can_hold(a: Arc<dyn Store>) {
+    let bad = [
+        msg("nul", "alice", "a\u{0}b", None),
+        msg("nul", "alice", "fine", Some("n\u{0}")),
+        msg("nul", "al\u{0}ice", "fine", None),
+        msg("n\u{0}ul", "alice", "fine", None),
+    ];
+    for m in bad {
+        let err = a
+            .append_batch(&[msg("nul", "bob", "neighbour", None), m.clone()])
+            .await
+            .expect_err("a store refuses U+0000");
+        assert!(
+            !matches!(err, StoreError::Unavailable(_)),
+            "a data error is not an outage: {err:?} for {m:?}"
+        );
+    }
+    assert!(
+        a.range_forward("nul", 0, u64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a failed batch stores nothing"
+    );
+}
+
+/// Fault 1, the committer's share: one bad message (its text `bad`) in a
+/// group-commit batch fails alone; its neighbours are stored (in order,
+/// gapless) and answered.
+async fn a_bad_message_fails_alone_in_its_batch(store: Arc<dyn Store>, bad: &str) {
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+    let (appender, task) = Appender::spawn(store.clone(), bus, 64);
+    // On this current-thread runtime the committer runs only when the test
+    // awaits a reply, so all eight are queued first and make one batch.
+    let sends = [
+        ("alice", "one"),
+        ("bob", "two"),
+        ("carol", bad),
+        ("dave", "four"),
+        ("erin", "five"),
+        ("frank", "six"),
+        ("grace", "seven"),
+        ("heidi", "eight"),
+    ];
+    let mut pending = Vec::new();
+    for (from, text) in sends {
+        pending.push(
+            appender
+                .submit(msg("batch", from, text, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut results = Vec::new();
+    for p in pending {
+        results.push(p.await.unwrap());
+    }
+    let mut next = 1;
+    for ((from, text), result) in sends.iter().zip(&results) {
+        if *text == bad {
+            assert!(
+                matches!(result, Err(e) if !matches!(e, StoreError::Unavailable(_))),
+                "{from}'s bad message: {result:?}"
+            );
+        } else {
+            let outcome = result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{from}'s good neighbour failed: {e:?}"));
+            assert!(matches!(outcome, AppendOutcome::Stored(_)));
+            assert_eq!(outcome.message().seq, next, "{from}: seq order kept");
+            next += 1;
+        }
+    }
+    let stored = store.range_forward("batch", 0, u64::MAX, 20).await.unwrap();
+    let texts: Vec<&str> = stored.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["one", "two", "four", "five", "six", "seven", "eight"]
+    );
+    appender.close();
+    task.await.unwrap();
+}
+
+/// Fault 7: `ts` is stamped in the commit that assigns `seq` and never goes
+/// below the room's previous `ts`, whatever the submitting node's clock said.
+async fn ts_is_non_decreasing_along_seq(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let now = now_ms();
+    // A node's clock stepped back an hour between two sends, on two handles.
+    let first = a
+        .append_batch(&[at("clock", "alice", "now", now)])
+        .await
+        .unwrap();
+    let second = b
+        .append_batch(&[at("clock", "bob", "an hour ago", now - HOUR_MS)])
+        .await
+        .unwrap();
+    assert!(
+        second[0].message().ts_ms >= first[0].message().ts_ms,
+        "{first:?} then {second:?}"
+    );
+    // A clock an hour ahead, then right again.
+    a.append_batch(&[at("clock", "carol", "ahead", now + HOUR_MS)])
+        .await
+        .unwrap();
+    a.append_batch(&[at("clock", "carol", "right again", now_ms())])
+        .await
+        .unwrap();
+    // One batch whose own ts go backwards (two rooms interleaved).
+    let batch = [
+        at("clock", "dave", "b1", now - 10),
+        at("clock2", "dave", "c1", now),
+        at("clock", "dave", "b2", now - 20_000),
+        at("clock2", "dave", "c2", now - 2 * HOUR_MS),
+        at("clock", "dave", "b3", now - 2 * HOUR_MS),
+    ];
+    let out = b.append_batch(&batch).await.unwrap();
+    for room in ["clock", "clock2"] {
+        let stored = a.range_forward(room, 0, u64::MAX, 100).await.unwrap();
+        let ts: Vec<(u64, i64)> = stored.iter().map(|m| (m.seq, m.ts_ms)).collect();
+        assert!(
+            ts.windows(2).all(|w| w[0].1 <= w[1].1),
+            "room {room}: ts goes backwards along seq: {ts:?}"
+        );
+    }
+    // The outcome (the ack, the push) carries the stamped ts.
+    for o in &out {
+        let m = o.message();
+        let stored = a
+            .range_forward(&m.room, m.seq - 1, m.seq + 1, 1)
+            .await
+            .unwrap();
+        assert_eq!(stored[0].ts_ms, m.ts_ms, "outcome ts is the stored ts");
+    }
+    // Stamps stay near the store's clock (nothing below what was stored before).
+    let last = a.range_backward("clock", u64::MAX, 1).await.unwrap();
+    assert!(last[0].ts_ms >= now - 60_000, "{last:?}");
+}
+
+#[tokio::test]
+async fn sqlite_store_refuses_what_no_store_can_hold() {
+    let (_dir, a, _b) = sqlite().await;
+    refuses_what_no_store_can_hold(a).await;
+}
+
+#[tokio::test]
+async fn postgres_store_refuses_what_no_store_can_hold() {
+    let (_pg, a, _b) = postgres().await;
+    refuses_what_no_store_can_hold(a).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_bad_message_fails_alone_in_its_batch() {
+    let (_dir, a, _b) = sqlite().await;
+    a_bad_message_fails_alone_in_its_batch(a, "th\u{0}ree").await;
+}
+
+#[tokio::test]
+async fn postgres_a_bad_message_fails_alone_in_its_batch() {
+    let (_pg, a, _b) = postgres().await;
+    a_bad_message_fails_alone_in_its_batch(a, "th\u{0}ree").await;
+}
+
+/// A data error only the database knows — here a character outside the
+/// encoding of a WIN1252 database, past every check of the node — fails
+/// its message alone too, through the database's own refusal.
+#[tokio::test]
+async fn postgres_a_message_only_the_database_refuses_fails_alone() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    psql(
+        &pg,
+        "CREATE DATABASE latin ENCODING 'WIN1252' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let url = format!("postgres://parley@127.0.0.1:{}/latin", pg.port);
+    let store = parley_server::store::open(&url, 4).await.unwrap();
+    let err = store
+        .append_batch(&[msg("batch", "x", "\u{2713}", None)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
+    a_bad_message_fails_alone_in_its_batch(store, "check \u{2713}").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_ts_is_non_decreasing_along_seq() {
+    let (_dir, a, b) = sqlite().await;
+    ts_is_non_decreasing_along_seq(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ts_is_non_decreasing_along_seq() {
+    let (_pg, a, b) = postgres().await;
+    ts_is_non_decreasing_along_seq(a, b).await;
+}
+
+/// `psql` of the PostgreSQL installation the testkit runs.
+fn psql(pg: &Postgres, sql: &str) {
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .map(|e| e.unwrap().path().join("bin/psql"))
+        .filter(|p| p.exists())
+        .collect();
+    dirs.sort();
+    let psql = dirs.pop().expect("psql of Debian's postgresql");
+    let out = std::process::Command::new(psql)
+        .args(["-h", "127.0.0.1", "-p", &pg.port.to_string()])
+        .args([
+            "-U",
+            "parley",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+        ])
+        .args(["-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A store made by an older Parley (schema 1 only) gets `last_ts` from its
+/// messages: the first message after the upgrade is not stamped below them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_keeps_ts_non_decreasing() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let ahead = now_ms() + HOUR_MS;
+    let v1 = include_str!("../../server/migrations/postgres/0001_init.sql");
+    psql(
+        &pg,
+        &format!(
+            "{v1}\nCREATE TABLE parley_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL);\n\
+             INSERT INTO parley_migrations VALUES (1, 0);\n\
+             INSERT INTO rooms VALUES ('old', 2, 0);\n\
+             INSERT INTO messages (room, seq, sender, body, ts_ms) VALUES \
+             ('old', 1, 'a', 'x', {ahead}), ('old', 2, 'a', 'y', {});",
+            ahead - 5
+        ),
+    );
+    let store = parley_server::store::open(&pg.url(), 4).await.unwrap();
+    let out = store
+        .append_batch(&[at("old", "b", "after the upgrade", now_ms())])
+        .await
+        .unwrap();
+    assert_eq!(out[0].message().seq, 3);
+    assert!(out[0].message().ts_ms >= ahead, "{out:?} (before: {ahead})");
 }

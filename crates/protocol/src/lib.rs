@@ -14,13 +14,16 @@ pub mod backoff;
 pub mod close;
 pub mod names;
 pub mod rest;
+pub mod text;
 pub mod time;
 pub mod token;
 
 use serde::{Deserialize, Serialize};
 
 pub use close::{ClientAction, CloseCode};
-pub use names::{dm_members, dm_room, is_dm_room, valid_room, valid_username};
+pub use names::{
+    dm_members, dm_room, fold_username, is_dm_room, same_user, valid_room, valid_username,
+};
 
 /// The error codes of `{"type":"error"}` frames and of REST error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,6 +171,12 @@ pub struct FrameError {
     /// The request id, when the frame was JSON with a usable `id`.
     pub id: Option<u64>,
     pub message: String,
+    /// The frame was a JSON object whose `type` is a string this version
+    /// does not know (a newer client's request). It is answered
+    /// `bad_request` but is not garbage: it never counts toward the 1008
+    /// close (protocol-chat.md §1), so a newer client survives an older node
+    /// during a rolling update.
+    pub unknown_type: bool,
 }
 
 /// Parses one client text frame.
@@ -184,20 +193,26 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                 kind: Option<serde_json::Value>,
                 id: Option<u64>,
             }
+            // Serde would also take an array of the fields in order.
+            let object = text.trim_start().starts_with('{');
             let envelope = serde_json::from_str::<Envelope>(text).ok();
             let id = envelope.as_ref().and_then(|e| e.id);
+            let mut unknown_type = false;
             let message = match envelope.and_then(|e| e.kind) {
-                None if text.trim_start().starts_with('{') => {
-                    "frame has no string field \"type\"".to_string()
-                }
+                None if object => "frame has no string field \"type\"".to_string(),
                 Some(serde_json::Value::String(kind))
                     if !KNOWN_CLIENT_TYPES.contains(&kind.as_str()) =>
                 {
+                    unknown_type = object;
                     format!("unknown frame type {kind:?}")
                 }
                 _ => format!("malformed frame: {err}"),
             };
-            Err(FrameError { id, message })
+            Err(FrameError {
+                id,
+                message,
+                unknown_type,
+            })
         }
     }
 }
@@ -393,13 +408,28 @@ mod tests {
         let e = parse_client_frame(r#"{"type":"teleport","id":9}"#).unwrap_err();
         assert_eq!(e.id, Some(9));
         assert!(e.message.contains("unknown frame type"), "{}", e.message);
+        assert!(e.unknown_type);
+        // Protocol 1.1 requests, extra fields and all, are unknown types here.
+        let e = parse_client_frame(r#"{"type":"edit","id":2,"room":"r","target":5,"text":"x"}"#)
+            .unwrap_err();
+        assert!(e.unknown_type && e.id == Some(2), "{e:?}");
         let e = parse_client_frame(r#"{"type":"join","id":2}"#).unwrap_err();
         assert_eq!(e.id, Some(2));
+        assert!(!e.unknown_type, "a known type with bad fields is malformed");
         let e = parse_client_frame(r#"{"id":3}"#).unwrap_err();
         assert_eq!(e.id, Some(3));
         assert!(e.message.contains("type"));
+        assert!(!e.unknown_type);
+        let e = parse_client_frame(r#"{"type":42,"id":3}"#).unwrap_err();
+        assert!(!e.unknown_type);
         let e = parse_client_frame("not json").unwrap_err();
         assert_eq!(e.id, None);
+        assert!(!e.unknown_type);
+        // Not JSON, even if it names an unknown type.
+        let e = parse_client_frame(r#"{"type":"teleport","id":9"#).unwrap_err();
+        assert!(!e.unknown_type);
+        let e = parse_client_frame(r#"["teleport",9]"#).unwrap_err();
+        assert!(!e.unknown_type);
         // A number too large for u64 is rejected, not wrapped.
         let e = parse_client_frame(r#"{"type":"ping","id":184467440737095516150}"#).unwrap_err();
         assert_eq!(e.id, None);

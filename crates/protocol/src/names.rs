@@ -2,6 +2,12 @@
 //!
 //! Pure functions only: the server validates with them, clients use them to
 //! build DM room names the same way the server does.
+//!
+//! Usernames are unique case-insensitively: `Alice`, `alice` and `ALICE` are
+//! one user. A name keeps the spelling it was registered with for display;
+//! wherever a name is an identity it is compared case-folded
+//! ([`fold_username`], [`same_user`]), and DM room names are built from the
+//! case-folded names, so that one pair of users has exactly one DM room.
 
 /// Usernames: 1–32 chars of `[A-Za-z0-9_.-]`.
 pub fn valid_username(name: &str) -> bool {
@@ -9,6 +15,17 @@ pub fn valid_username(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The case-folded form of a username: the identity of every spelling of
+/// it. Usernames are ASCII, so this is ASCII lowercase.
+pub fn fold_username(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// Whether two usernames are the same user (they differ at most in case).
+pub fn same_user(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
 }
 
 /// Room names: `[a-z0-9][a-z0-9_-]{0,63}`, or a well-formed DM room name.
@@ -31,19 +48,22 @@ pub fn is_dm_room(room: &str) -> bool {
     room.starts_with("dm:")
 }
 
-/// The DM room of two users: `dm:<a>:<b>` with the names sorted, so both
-/// sides compute the same name.
+/// The DM room of two users: `dm:<a>:<b>` with the case-folded names
+/// sorted, so both sides compute the same name whatever spelling they use.
 pub fn dm_room(a: &str, b: &str) -> String {
+    let (a, b) = (fold_username(a), fold_username(b));
     let (first, second) = if a <= b { (a, b) } else { (b, a) };
     format!("dm:{first}:{second}")
 }
 
-/// The two members of a well-formed DM room: valid usernames, distinct, sorted.
-/// `None` for anything else (including `dm:b:a`, which is not canonical).
+/// The two members of a well-formed DM room: valid, case-folded usernames,
+/// distinct, sorted. `None` for anything else (including `dm:b:a` and
+/// `dm:Alice:bob`, which are not canonical).
 pub fn dm_members(room: &str) -> Option<(&str, &str)> {
     let rest = room.strip_prefix("dm:")?;
     let (a, b) = rest.split_once(':')?;
-    (valid_username(a) && valid_username(b) && a < b).then_some((a, b))
+    let folded = |n: &str| valid_username(n) && !n.bytes().any(|c| c.is_ascii_uppercase());
+    (folded(a) && folded(b) && a < b).then_some((a, b))
 }
 
 #[cfg(test)]
@@ -88,5 +108,18 @@ mod tests {
         assert!(valid_room("dm:alice:bob"));
         assert!(!valid_room("dm:bob:alice"));
         assert!(is_dm_room("dm:x"));
+    }
+
+    #[test]
+    fn names_fold_case() {
+        assert_eq!(fold_username("Alice.B-9_"), "alice.b-9_");
+        assert!(same_user("alice", "ALICE"));
+        assert!(!same_user("alice", "alice2"));
+        // One DM room per pair, whatever the spelling.
+        assert_eq!(dm_room("Bob", "alice"), "dm:alice:bob");
+        assert_eq!(dm_room("ALICE", "bob"), "dm:alice:bob");
+        assert_eq!(dm_members("dm:Alice:bob"), None);
+        assert_eq!(dm_members("dm:Bob:alice"), None);
+        assert!(!valid_room("dm:alice:Bob"));
     }
 }

@@ -11,12 +11,19 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// `POST /api/auth/password`: the current password and the new one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasswordChange {
+    pub old: String,
+    pub new: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub name: String,
 }
 
-/// Reply to register and login.
+/// Reply to register, login and a password change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthReply {
     pub token: String,

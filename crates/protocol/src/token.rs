@@ -132,6 +132,14 @@ fn mac(secret: &[u8]) -> HmacSha256 {
 /// claims as compact JSON in field order, HMAC-SHA256 signature, all base64url
 /// without padding.
 pub fn sign(secret: &[u8], claims: &Claims) -> String {
+    sign_payload(secret, claims)
+}
+
+/// Signs any claims object as [`sign`] does: for tokens with claims beyond
+/// [`Claims`] (a node adds a `jti`, so that two tokens issued for one user
+/// in the same second differ — and one can be revoked without the other).
+/// [`verify`] ignores claims it does not know.
+pub fn sign_payload<T: Serialize>(secret: &[u8], claims: &T) -> String {
     let header = URL_SAFE_NO_PAD.encode(HEADER_JSON);
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
     let signing_input = format!("{header}.{payload}");
@@ -286,6 +294,34 @@ mod tests {
         let mut full = valid_claims();
         full.nbf = Some(NOW - 10);
         assert_eq!(verify(b"k", &sign(b"k", &full), NOW, LEEWAY), Ok(full));
+    }
+
+    #[test]
+    fn extra_claims_are_signed_and_ignored() {
+        #[derive(Serialize)]
+        struct WithId<'a> {
+            #[serde(flatten)]
+            claims: &'a Claims,
+            jti: &'a str,
+        }
+        let claims = valid_claims();
+        let a = sign_payload(
+            SECRET,
+            &WithId {
+                claims: &claims,
+                jti: "a",
+            },
+        );
+        let b = sign_payload(
+            SECRET,
+            &WithId {
+                claims: &claims,
+                jti: "b",
+            },
+        );
+        assert_ne!(a, b);
+        assert_eq!(verify(SECRET, &a, NOW, LEEWAY), Ok(claims.clone()));
+        assert_eq!(verify(SECRET, &b, NOW, LEEWAY), Ok(claims));
     }
 
     #[test]

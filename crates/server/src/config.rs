@@ -61,6 +61,12 @@ pub struct Config {
     #[arg(long, env = "PARLEY_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
 
+    /// Clock skew tolerated on a token's `exp` and `nbf` (whole seconds). A
+    /// WebSocket session is closed with 4401 once its token's `exp` plus
+    /// this has passed.
+    #[arg(long, env = "PARLEY_TOKEN_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub token_leeway: Duration,
+
     /// Largest message text, in bytes of UTF-8 (larger: `too_large`).
     #[arg(long, env = "PARLEY_MAX_TEXT_BYTES", default_value_t = 4096)]
     pub max_text_bytes: usize,
@@ -126,6 +132,31 @@ pub struct Config {
     /// message is delivered within one period (plus a query).
     #[arg(long, env = "PARLEY_ANTI_ENTROPY", default_value = "3s", value_parser = parse_duration)]
     pub anti_entropy: Duration,
+
+    /// How often a node reads the revocations that changed (logouts,
+    /// password changes, disabled users: one query per node). A revoked
+    /// token is refused everywhere, and its connections closed, within this
+    /// plus a query.
+    #[arg(long, env = "PARLEY_REVOCATION_REFRESH", default_value = "1s", value_parser = parse_duration)]
+    pub revocation_refresh: Duration,
+
+    /// Login throttling window: after 5 failed logins for one username, or
+    /// 50 from one client address, within it, further attempts get 429
+    /// until it has passed.
+    #[arg(long, env = "PARLEY_LOGIN_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub login_window: Duration,
+
+    /// Take a login's client address from the last `X-Forwarded-For` entry
+    /// (what the proxy in front of the nodes appended) instead of the TCP
+    /// peer. Only behind a proxy that sets it: otherwise clients choose it.
+    #[arg(
+        long,
+        env = "PARLEY_TRUST_PROXY",
+        default_value = "false",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub trust_proxy: bool,
 }
 
 impl Config {
@@ -235,6 +266,7 @@ mod tests {
         assert_eq!(c.max_frame_bytes, 16 * 1024);
         assert_eq!(c.hello_timeout, Duration::from_secs(10));
         assert_eq!(c.heartbeat, Duration::from_secs(25));
+        assert_eq!(c.token_leeway, Duration::from_secs(30));
         assert_eq!(c.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
         assert_eq!(c.redis_url, None);
     }

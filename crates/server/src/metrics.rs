@@ -21,6 +21,11 @@ pub fn register_defaults(bus: &str) {
         "parley_messages_stored_total",
         "parley_messages_delivered_total",
         "parley_store_append_errors_total",
+        "parley_store_rejected_total",
+        "parley_sessions_expired_total",
+        "parley_sessions_revoked_total",
+        "parley_logins_throttled_total",
+        "parley_ephemeral_dropped_total",
         "parley_queue_overflows_total",
         "parley_heartbeat_timeouts_total",
         "parley_rate_limited_total",
@@ -37,6 +42,24 @@ pub fn register_defaults(bus: &str) {
         metrics::gauge!(name).set(0.0);
     }
     metrics::gauge!("parley_build_info", "version" => env!("CARGO_PKG_VERSION"), "bus" => bus.to_string()).set(1.0);
+}
+
+/// How often histogram samples are folded into their distributions.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their distributions every few
+/// seconds, for as long as the runtime runs. The exporter keeps every sample
+/// until it is folded, which otherwise happens only when /metrics is
+/// scraped: a node nobody scrapes (a laptop, a fleet without Prometheus)
+/// would keep one sample per commit batch forever.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use parley_protocol::{ErrorCode, dm_members, dm_room, is_dm_room, valid_room, valid_username};
+use parley_protocol::{
+    ErrorCode, dm_members, dm_room, is_dm_room, same_user, valid_room, valid_username,
+};
 
 use crate::auth::Auth;
 use crate::commit::{Appender, PendingAppend};
@@ -51,6 +53,13 @@ pub struct JoinHistory {
     pub tail: u64,
 }
 
+/// `bad_request` unless a store can hold `value` (the shared rule,
+/// [`parley_protocol::text::storable`]).
+fn storable(field: &str, value: &str) -> Result<(), ChatError> {
+    parley_protocol::text::storable(value)
+        .map_err(|e| ChatError::bad_request(format!("{field} {e}")))
+}
+
 impl Node {
     /// May `user` read `room`? Checks the name, then DM privacy.
     pub fn check_read(&self, user: &str, room: &str) -> Result<(), ChatError> {
@@ -60,7 +69,7 @@ impl Node {
                     "{room:?} is not a direct-message room name (dm:<a>:<b>, two valid usernames, sorted)"
                 ))
             })?;
-            if user != a && user != b {
+            if !same_user(user, a) && !same_user(user, b) {
                 return Err(ChatError::forbidden(
                     "direct-message rooms are private to their two users",
                 ));
@@ -130,14 +139,15 @@ impl Node {
         }
     }
 
-    /// The DM room for a send `to` another user.
+    /// The DM room for a send `to` another user, named after the two
+    /// case-folded names (any spelling of `to` is the same user).
     pub fn dm_room_for(&self, user: &str, to: &str) -> Result<String, ChatError> {
         if !valid_username(to) {
             return Err(ChatError::bad_request(format!(
                 "{to:?} is not a valid username"
             )));
         }
-        if to == user {
+        if same_user(to, user) {
             return Err(ChatError::bad_request(
                 "cannot send a direct message to yourself",
             ));
@@ -157,6 +167,11 @@ impl Node {
         }
     }
 
+    /// Checks a send's text and nonce: size, not blank, and — like every
+    /// string that reaches the store — text a store can hold
+    /// ([`parley_protocol::text::storable`]: no U+0000; tabs, newlines and
+    /// other control characters are allowed). Refused here, a message is
+    /// `bad_request` on every backend alike, before it joins a batch.
     pub fn validate_message(&self, text: &str, nonce: Option<&str>) -> Result<(), ChatError> {
         if text.len() > self.config.max_text_bytes {
             return Err(ChatError::new(
@@ -177,6 +192,10 @@ impl Node {
             return Err(ChatError::bad_request(format!(
                 "nonce must be 1–{MAX_NONCE_LEN} bytes"
             )));
+        }
+        storable("text", text)?;
+        if let Some(nonce) = nonce {
+            storable("nonce", nonce)?;
         }
         Ok(())
     }
@@ -204,6 +223,10 @@ impl Node {
         nonce: Option<String>,
     ) -> Result<PendingAppend, ChatError> {
         self.validate_message(&text, nonce.as_deref())?;
+        // Callers checked both names (`check_read`, `dm_room_for`, the
+        // token's `sub`); the store's rule holds for them all the same.
+        storable("room name", room)?;
+        storable("username", user)?;
         self.check_rate(user)?;
         metrics::counter!("parley_messages_received_total").increment(1);
         let message = NewMessage {
@@ -218,6 +241,8 @@ impl Node {
 
     /// A page of history. `after` pages forward (oldest first from `after`),
     /// otherwise backward from `before` (or from the newest message).
+    /// `limit` defaults to `history_page`; 0 is `bad_request`, and one above
+    /// `history_max` is lowered to it (docs/protocol.md).
     pub async fn history(
         &self,
         room: &str,
@@ -225,6 +250,12 @@ impl Node {
         after: Option<u64>,
         limit: Option<u32>,
     ) -> Result<Page, ChatError> {
+        if limit == Some(0) {
+            return Err(ChatError::bad_request(format!(
+                "limit must be 1 or more (at most {} messages are returned)",
+                self.config.history_max.max(1)
+            )));
+        }
         let limit = limit
             .unwrap_or(self.config.history_page)
             .clamp(1, self.config.history_max.max(1));

@@ -14,7 +14,7 @@
 //! `Notify` wakes the connection's task for either: one waiter, no channel.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,10 @@ struct Shared {
     close: AtomicU16,
     /// When the peer last sent anything ([`mono_ms`]), for the heartbeat.
     last_seen_ms: AtomicU64,
+    /// The close was requested with last words
+    /// ([`Outbox::close_with_last_words`]): the last queued frame is sent
+    /// before the close frame, the rest is dropped.
+    last_words: AtomicBool,
 }
 
 /// Milliseconds on a monotonic clock that starts with the process.
@@ -116,6 +120,7 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
         senders: AtomicUsize::new(1),
         close: AtomicU16::new(NO_CLOSE),
         last_seen_ms: AtomicU64::new(mono_ms()),
+        last_words: AtomicBool::new(false),
     });
     (
         Outbox {
@@ -170,6 +175,34 @@ impl Outbox {
             self.shared.ready.notify_one();
         }
         first
+    }
+
+    /// Asks the connection to close with `code` at once, after one last
+    /// frame (`last`: the error that says why, e.g. `unauthorized` before
+    /// 4401). Like [`Outbox::request_close`], what is still queued is
+    /// dropped and nothing can be queued afterwards: `last` is the only
+    /// frame the peer still gets before the close frame. The first close
+    /// request wins; returns whether this one was it (if not, `last` is not
+    /// queued).
+    pub fn close_with_last_words(&self, code: u16, last: WsMessage) -> bool {
+        {
+            // Under the queue's lock: `push_message` checks the close code
+            // under it too, so no frame can be queued behind `last`.
+            let mut frames = self.shared.frames();
+            if self
+                .shared
+                .close
+                .compare_exchange(NO_CLOSE, code, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return false;
+            }
+            self.shared.last_words.store(true, Ordering::Release);
+            // May exceed the capacity by this one frame: still bounded.
+            frames.push_back(last);
+        }
+        self.shared.ready.notify_one();
+        true
     }
 
     /// The close code requested so far, if any.
@@ -265,6 +298,15 @@ impl OutboxReceiver {
             .filter(|code| *code != close::GOING_AWAY)
     }
 
+    /// The frame to send before an urgent close's close frame, if the close
+    /// was requested with [`Outbox::close_with_last_words`] (taken once).
+    pub fn take_last_words(&mut self) -> Option<WsMessage> {
+        if !self.shared.last_words.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.shared.frames().pop_back()
+    }
+
     /// Drops everything queued (the connection is closing).
     pub fn discard(&mut self) {
         let mut frames = self.shared.frames();
@@ -321,6 +363,36 @@ mod tests {
         assert_eq!(got.len(), 1);
         drop(out);
         assert_eq!(rx.wait(&mut got, 10).await, Wake::Ended);
+    }
+
+    #[tokio::test]
+    async fn last_words_are_the_last_frame_and_nothing_follows() {
+        let (out, mut rx) = outbox(2);
+        assert!(out.push("a".into()));
+        assert!(out.push("b".into()));
+        assert!(
+            out.close_with_last_words(close::UNAUTHORIZED, WsMessage::Text("why".into())),
+            "queued even with the queue full"
+        );
+        assert!(!out.push("c".into()), "nothing is queued after them");
+        assert!(!out.close_with_last_words(close::NORMAL, WsMessage::Text("x".into())));
+        assert!(
+            !out.request_close(close::GOING_AWAY),
+            "first close request wins"
+        );
+        let mut got = Vec::new();
+        assert_eq!(
+            rx.wait(&mut got, 10).await,
+            Wake::Close(close::UNAUTHORIZED)
+        );
+        assert_eq!(rx.urgent_close_now(), Some(close::UNAUTHORIZED));
+        assert_eq!(rx.take_last_words(), Some(WsMessage::Text("why".into())));
+        assert_eq!(rx.take_last_words(), None, "taken once");
+        // Without last words there are none to take.
+        let (out, mut rx) = outbox(2);
+        assert!(out.push("a".into()));
+        assert!(out.request_close(close::SLOW_CONSUMER));
+        assert_eq!(rx.take_last_words(), None);
     }
 
     #[tokio::test]

@@ -9,7 +9,11 @@
 //! 2. after `drain_grace` the listener stops accepting;
 //! 3. sessions are closed with 1001, spread evenly over `drain_spread` so
 //!    their reconnects do not arrive at the other nodes all at once; each
-//!    session first delivers the acks of its in-flight sends;
+//!    session first delivers the acks of its in-flight sends, and leaves the
+//!    registry only once its closing handshake is over (the peer's close
+//!    frame, or a short timeout: `session::socket`) — the drain waits for
+//!    that, so the process never exits under a socket still closing (which
+//!    reset busy clients instead of sending them 1001);
 //! 4. the group committer commits what is queued, then the process may exit.
 //!
 //! Everything is bounded by `drain_timeout`.
@@ -71,6 +75,7 @@ impl Server {
         config: Config,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<RunningServer> {
+        crate::auth::check_usernames(store.as_ref()).await?;
         let node_id = config.node_id();
         let (bus, presence): (Arc<dyn Bus>, Arc<dyn Presence>) = match &config.redis_url {
             None => (Arc::new(LocalBus::new()), Arc::new(LocalPresence)),
@@ -91,7 +96,12 @@ impl Server {
             config.token_ttl,
         )
         .await
-        .context("loading the JWT secret")?;
+        .context("loading the JWT secret")?
+        .with_leeway(config.token_leeway)
+        .with_store(store.clone());
+        let auth_seen = crate::auth::watch::load(&auth, store.as_ref())
+            .await
+            .context("loading the revoked tokens")?;
         let hub = Hub::new(
             store.clone(),
             bus.clone(),
@@ -120,9 +130,18 @@ impl Server {
         });
         let sessions = Arc::new(Registry::default());
         crate::metrics::register_defaults(node.hub.bus_kind());
+        crate::metrics::spawn_upkeep(node.metrics.clone());
         tokio::spawn(crate::session::heartbeat::run(
             Arc::downgrade(&sessions),
             node.config.heartbeat,
+            node.auth.leeway_s(),
+        ));
+        tokio::spawn(crate::auth::watch::run(
+            node.auth.clone(),
+            node.store.clone(),
+            Arc::downgrade(&sessions),
+            node.config.revocation_refresh,
+            auth_seen,
         ));
         tracing::info!(
             node = %node.node_id,
@@ -213,6 +232,7 @@ async fn lifecycle(
 
     drain.advance(Phase::Closing);
     close_sessions_spread(&sessions, config.drain_spread, deadline).await;
+    // A session is registered until its socket is closed, handshake included.
     while !sessions.is_empty() && Instant::now() < deadline {
         // Late arrivals (upgrades that were in flight) are closed too.
         for outbox in sessions.snapshot() {

@@ -331,7 +331,10 @@ pub mod faulty {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use parley_server::store::{AppendOutcome, NewMessage, Store, StoreError, StoredMessage};
+    use parley_server::store::{
+        Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, Store, StoreError,
+        StoredMessage,
+    };
 
     pub struct FaultyStore {
         inner: Arc<dyn Store>,
@@ -421,6 +424,68 @@ pub mod faulty {
         async fn ping(&self) -> Result<(), StoreError> {
             self.check()?;
             self.inner.ping().await
+        }
+        async fn account(&self, key: &str) -> Result<Option<Account>, StoreError> {
+            self.check()?;
+            self.inner.account(key).await
+        }
+        async fn find_account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+            self.check()?;
+            self.inner.find_account(name).await
+        }
+        async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+            self.check()?;
+            self.inner.accounts().await
+        }
+        async fn set_password(&self, name: &str, hash: &str) -> Result<Option<i64>, StoreError> {
+            self.check()?;
+            self.inner.set_password(name, hash).await
+        }
+        async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+            self.check()?;
+            self.inner.set_disabled(name, disabled).await
+        }
+        async fn set_role(&self, name: &str, role: &str) -> Result<bool, StoreError> {
+            self.check()?;
+            self.inner.set_role(name, role).await
+        }
+        async fn name_collisions(&self) -> Result<Vec<Vec<String>>, StoreError> {
+            self.check()?;
+            self.inner.name_collisions().await
+        }
+        async fn stray_dm_rooms(&self) -> Result<Vec<String>, StoreError> {
+            self.check()?;
+            self.inner.stray_dm_rooms().await
+        }
+        async fn revoke_token(&self, id: &str, key: &str, exp_s: i64) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.revoke_token(id, key, exp_s).await
+        }
+        async fn revoke_user_tokens(&self, key: &str) -> Result<i64, StoreError> {
+            self.check()?;
+            self.inner.revoke_user_tokens(key).await
+        }
+        async fn auth_changes(&self, since_ms: Option<i64>) -> Result<AuthChanges, StoreError> {
+            self.check()?;
+            self.inner.auth_changes(since_ms).await
+        }
+        async fn login_attempt(
+            &self,
+            key: &str,
+            addr: &str,
+            at_ms: i64,
+            since_ms: i64,
+        ) -> Result<LoginAttempt, StoreError> {
+            self.check()?;
+            self.inner.login_attempt(key, addr, at_ms, since_ms).await
+        }
+        async fn forget_login_attempt(&self, id: i64) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.forget_login_attempt(id).await
+        }
+        async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.clear_login_failures(key).await
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parley_client::Event;
 use parley_client::protocol::{
-    ClientAction, CloseCode, Message, PresenceState, dm_members, dm_room,
+    ClientAction, CloseCode, Message, PresenceState, dm_members, dm_room, same_user,
 };
 
 /// How long "bob is typing…" stays after bob's last typing push.
@@ -33,7 +33,10 @@ impl Target {
     /// The target for `room`: a DM room becomes a DM with the other member.
     pub fn of_room(room: &str, me: &str) -> Target {
         match dm_members(room) {
-            Some((a, b)) if a == me || b == me => Target::dm(me, if a == me { b } else { a }),
+            // DM rooms name users case-folded; `me` is the spelling shown.
+            Some((a, b)) if same_user(a, me) || same_user(b, me) => {
+                Target::dm(me, if same_user(a, me) { b } else { a })
+            }
             _ => Target::Room(room.to_string()),
         }
     }

@@ -1,36 +1,118 @@
 //! REST handlers under `/api`.
+//!
+//! Accounts (protocol-chat.md §5): register, login (throttled,
+//! [`crate::auth::throttle`]), password change, logout and logout-all.
+//! Names fold case: `Alice` cannot register while `alice` exists, and any
+//! spelling logs in as the registered one. A revocation made here is
+//! applied to this node at once (its sessions closed with 4401); the other
+//! nodes read it from the store within `PARLEY_REVOCATION_REFRESH`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use parley_protocol::rest::{
-    AuthReply, Credentials, MessagesPage, PostMessage, RoomInfo, UserInfo,
+    AuthReply, Credentials, MessagesPage, PasswordChange, PostMessage, RoomInfo, UserInfo,
 };
-use parley_protocol::{ErrorCode, dm_members, is_dm_room, valid_username};
+use parley_protocol::{
+    ErrorCode, dm_members, fold_username, is_dm_room, same_user, valid_username,
+};
 use serde::Deserialize;
 
-use super::{ApiJson, AuthUser};
+use super::{ApiJson, AppState, AuthToken, AuthUser, ClientPeer};
+use crate::auth::throttle::{Refused, Throttle, client_addr};
+use crate::auth::{revocation, watch};
 use crate::error::ChatError;
 use crate::node::Node;
+use crate::store::StoreError;
 
-const MIN_PASSWORD: usize = 8;
-const MAX_PASSWORD: usize = 256;
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 256;
 
-fn check_credentials(c: &Credentials) -> Result<(), ChatError> {
-    if !valid_username(&c.username) {
+/// A valid username: 1–32 of `[A-Za-z0-9_.-]`.
+pub fn check_username(name: &str) -> Result<(), ChatError> {
+    if !valid_username(name) {
         return Err(ChatError::bad_request(
             "username must be 1–32 characters of A–Z, a–z, 0–9, _ . -",
         ));
     }
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&c.password.len()) {
+    Ok(())
+}
+
+/// A valid password: 8–256 bytes a store can hold.
+pub fn check_password(what: &str, password: &str) -> Result<(), ChatError> {
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
         return Err(ChatError::bad_request(format!(
-            "password must be {MIN_PASSWORD}–{MAX_PASSWORD} bytes"
+            "{what} must be {MIN_PASSWORD}–{MAX_PASSWORD} bytes"
         )));
     }
-    Ok(())
+    parley_protocol::text::storable(password)
+        .map_err(|e| ChatError::bad_request(format!("{what} {e}")))
+}
+
+fn check_credentials(c: &Credentials) -> Result<(), ChatError> {
+    check_username(&c.username)?;
+    check_password("password", &c.password)
+}
+
+/// How an account request fails: an error, or throttled (429 with
+/// `Retry-After`).
+pub enum AuthFailure {
+    Error(ChatError),
+    Throttled(u64),
+}
+
+impl From<ChatError> for AuthFailure {
+    fn from(e: ChatError) -> Self {
+        AuthFailure::Error(e)
+    }
+}
+
+impl From<StoreError> for AuthFailure {
+    fn from(e: StoreError) -> Self {
+        AuthFailure::Error(e.into())
+    }
+}
+
+impl From<Refused> for AuthFailure {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Throttled(wait) => AuthFailure::Throttled(wait),
+            Refused::Error(e) => AuthFailure::Error(e),
+        }
+    }
+}
+
+impl IntoResponse for AuthFailure {
+    fn into_response(self) -> Response {
+        match self {
+            AuthFailure::Error(e) => e.into_response(),
+            AuthFailure::Throttled(wait) => {
+                let mut response = ChatError::new(
+                    ErrorCode::RateLimited,
+                    format!("too many failed logins; retry in {wait} s"),
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                response
+            }
+        }
+    }
+}
+
+fn throttle(node: &Node) -> Throttle<'_> {
+    Throttle {
+        store: node.store.as_ref(),
+        window: node.config.login_window,
+    }
+}
+
+fn wrong_credentials() -> AuthFailure {
+    ChatError::unauthorized("wrong username or password").into()
 }
 
 pub async fn register(
@@ -40,6 +122,7 @@ pub async fn register(
     check_credentials(&creds)?;
     let hash = crate::auth::hash_password(creds.password).await?;
     node.store.create_user(&creds.username, &hash).await?;
+    node.auth.registered(&creds.username);
     tracing::info!(user = %creds.username, "user registered");
     let reply = AuthReply {
         token: node.auth.issue(&creds.username),
@@ -52,21 +135,118 @@ pub async fn register(
 
 pub async fn login(
     State(node): State<Arc<Node>>,
+    ClientPeer(peer): ClientPeer,
+    headers: HeaderMap,
     ApiJson(creds): ApiJson<Credentials>,
-) -> Result<Json<AuthReply>, ChatError> {
+) -> Result<Json<AuthReply>, AuthFailure> {
     if !valid_username(&creds.username) || creds.password.len() > MAX_PASSWORD {
-        return Err(ChatError::unauthorized("wrong username or password"));
+        return Err(wrong_credentials());
     }
-    let stored = node.store.password_hash(&creds.username).await?;
-    if !crate::auth::verify_password(creds.password, stored).await {
-        return Err(ChatError::unauthorized("wrong username or password"));
+    let key = fold_username(&creds.username);
+    let addr = client_addr(peer, &headers, node.config.trust_proxy);
+    let throttle = throttle(&node);
+    // From here on the attempt counts as a failure unless it succeeds.
+    let attempt = throttle.begin(&key, &addr).await?;
+    let account = match node.store.account(&key).await {
+        Ok(account) => account,
+        Err(e) => {
+            // No password was checked: the attempt does not count.
+            let _ = throttle.forget(attempt).await;
+            return Err(e.into());
+        }
+    };
+    let stored = account.as_ref().map(|a| a.password_hash.clone());
+    let (true, Some(account)) = (
+        crate::auth::verify_password(creds.password, stored).await,
+        account,
+    ) else {
+        tracing::info!(user = %key, %addr, "failed login");
+        return Err(wrong_credentials());
+    };
+    node.auth.seen_account(&account);
+    if account.disabled {
+        return Err(ChatError::forbidden("this account is disabled").into());
     }
+    throttle.succeeded(&key).await?;
     Ok(Json(AuthReply {
-        token: node.auth.issue(&creds.username),
-        user: UserInfo {
-            name: creds.username,
-        },
+        token: node
+            .auth
+            .issue_not_before(&account.name, account.tokens_after_s),
+        user: UserInfo { name: account.name },
     }))
+}
+
+/// `POST /api/auth/password`: checks the old password (a wrong one counts
+/// as a failed login), stores the new one, and revokes every token of the
+/// user issued before — except the one it returns.
+pub async fn change_password(
+    State(AppState { node, sessions }): State<AppState>,
+    ClientPeer(peer): ClientPeer,
+    headers: HeaderMap,
+    caller: AuthToken,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<Json<AuthReply>, AuthFailure> {
+    check_password("new password", &body.new)?;
+    let key = fold_username(&caller.claims.sub);
+    let addr = client_addr(peer, &headers, node.config.trust_proxy);
+    let throttle = throttle(&node);
+    let attempt = throttle.begin(&key, &addr).await?;
+    let Some(account) = node.store.account(&key).await? else {
+        throttle.forget(attempt).await?;
+        return Err(ChatError::not_found(format!(
+            "{} has no password to change: the name was never registered",
+            caller.claims.sub
+        ))
+        .into());
+    };
+    let old_ok = body.old.len() <= MAX_PASSWORD
+        && crate::auth::verify_password(body.old, Some(account.password_hash.clone())).await;
+    if !old_ok {
+        return Err(ChatError::forbidden("the old password is wrong").into());
+    }
+    throttle.succeeded(&key).await?;
+    let hash = crate::auth::hash_password(body.new).await?;
+    let after = node
+        .store
+        .set_password(&account.name, &hash)
+        .await?
+        .ok_or_else(|| ChatError::not_found("the account no longer exists"))?;
+    let delta = node.auth.revoked_user(&key, after);
+    watch::close_sessions(&node.auth, &sessions, &delta);
+    tracing::info!(user = %account.name, "password changed; older tokens revoked");
+    Ok(Json(AuthReply {
+        token: node.auth.issue_not_before(&account.name, after),
+        user: UserInfo { name: account.name },
+    }))
+}
+
+/// `POST /api/auth/logout`: revokes the token of the request.
+pub async fn logout(
+    State(AppState { node, sessions }): State<AppState>,
+    caller: AuthToken,
+) -> Result<StatusCode, ChatError> {
+    let key = fold_username(&caller.claims.sub);
+    let id = revocation::to_hex(&revocation::digest(&caller.token));
+    node.store
+        .revoke_token(&id, &key, caller.claims.exp)
+        .await?;
+    let delta = node.auth.revoked_token(&caller.token, caller.claims.exp);
+    watch::close_sessions(&node.auth, &sessions, &delta);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/auth/logout-all`: revokes every token of the caller's user
+/// issued so far, on every node.
+pub async fn logout_all(
+    State(AppState { node, sessions }): State<AppState>,
+    caller: AuthToken,
+) -> Result<StatusCode, ChatError> {
+    let key = fold_username(&caller.claims.sub);
+    let after = node.store.revoke_user_tokens(&key).await?;
+    let delta = node.auth.revoked_user(&key, after);
+    watch::close_sessions(&node.auth, &sessions, &delta);
+    tracing::info!(user = %caller.claims.sub, "logged out everywhere");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Public rooms, and the DM rooms of the caller.
@@ -81,7 +261,8 @@ pub async fn rooms(
         .await?
         .into_iter()
         .filter(|(room, _)| {
-            !is_dm_room(room) || dm_members(room).is_some_and(|(a, b)| a == user || b == user)
+            !is_dm_room(room)
+                || dm_members(room).is_some_and(|(a, b)| same_user(a, &user) || same_user(b, &user))
         })
         .map(|(room, last_seq)| RoomInfo {
             members_online: online.get(&room).copied().unwrap_or(0),

@@ -46,6 +46,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/register", post(api::register))
         .route("/api/auth/login", post(api::login))
+        .route("/api/auth/password", post(api::change_password))
+        .route("/api/auth/logout", post(api::logout))
+        .route("/api/auth/logout-all", post(api::logout_all))
         .route("/api/rooms", get(api::rooms))
         .route(
             "/api/rooms/{room}/messages",
@@ -142,7 +145,54 @@ where
         Arc::<Node>::from_ref(state)
             .auth
             .verify(token)
+            .await
             .map(AuthUser)
+    }
+}
+
+/// A request's bearer token and its claims (`sub` is the user it speaks
+/// for, as [`crate::auth::Auth::verify_claims`] says): for the endpoints
+/// that act on the token itself (logout).
+pub struct AuthToken {
+    pub token: String,
+    pub claims: parley_protocol::token::Claims,
+}
+
+impl<S> FromRequestParts<S> for AuthToken
+where
+    Arc<Node>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ChatError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ChatError::unauthorized("missing Authorization: Bearer <token>"))?;
+        let claims = Arc::<Node>::from_ref(state)
+            .auth
+            .verify_claims(token)
+            .await?;
+        Ok(AuthToken {
+            token: token.to_string(),
+            claims,
+        })
+    }
+}
+
+/// The TCP peer of the request, when the server records it (it does:
+/// `into_make_service_with_connect_info`).
+pub struct ClientPeer(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientPeer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientPeer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0),
+        ))
     }
 }
 

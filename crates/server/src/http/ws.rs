@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::{AppState, bearer};
 use crate::error::ChatError;
+use crate::session::SessionAuth;
 use crate::shutdown::Phase;
 
 /// Bytes tungstenite reads from the socket at a time. The buffer is
@@ -46,8 +47,8 @@ pub async fn upgrade(
     }
     let token = bearer(&headers).map(str::to_string).or(query.token);
     let preauth = match token {
-        Some(token) => match node.auth.verify(&token) {
-            Ok(user) => Some(user),
+        Some(token) => match node.auth.verify_claims(&token).await {
+            Ok(claims) => Some(SessionAuth::new(&token, claims)),
             Err(e) => return e.into_response(),
         },
         None => None,

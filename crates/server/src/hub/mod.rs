@@ -163,28 +163,30 @@ impl Hub {
 
     /// Registers a connection for its user's direct messages.
     pub async fn add_session(&self, session: &SessionRef) {
+        let key = user_key(&session.user);
         let first = {
             let mut users = lock(&self.users);
-            let list = users.entry(session.user.clone()).or_default();
+            let list = users.entry(key.clone()).or_default();
             list.push(session.clone());
             list.len() == 1
         };
         if first {
-            self.bus.subscribe_user(&session.user).await;
+            self.bus.subscribe_user(&key).await;
         }
     }
 
     /// Forgets a connection: leaves every room it joined. Returns the rooms its
     /// user has left entirely on this node (for presence).
     pub async fn remove_session(&self, session: &SessionRef, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
+        let key = user_key(&session.user);
         let last = {
             let mut users = lock(&self.users);
-            match users.get_mut(&session.user) {
+            match users.get_mut(&key) {
                 Some(list) => {
                     list.retain(|s| s.id != session.id);
                     let empty = list.is_empty();
                     if empty {
-                        users.remove(&session.user);
+                        users.remove(&key);
                     }
                     empty
                 }
@@ -192,7 +194,7 @@ impl Hub {
             }
         };
         if last {
-            self.bus.unsubscribe_user(&session.user).await;
+            self.bus.unsubscribe_user(&key).await;
         }
         rooms
             .iter()
@@ -308,6 +310,17 @@ impl Hub {
     }
 }
 
+/// How the hub (and the bus's user channels) name a user for direct
+/// messages: the case-folded name, as DM rooms do
+/// ([`parley_protocol::dm_members`]), whatever spelling the user is shown by.
+fn user_key(user: &Arc<str>) -> Arc<str> {
+    if user.bytes().any(|b| b.is_ascii_uppercase()) {
+        Arc::from(parley_protocol::fold_username(user))
+    } else {
+        user.clone()
+    }
+}
+
 fn ephemeral_envelope(room: Arc<str>, from: &Arc<str>, frame: Utf8Bytes) -> Envelope {
     Envelope {
         room,
@@ -323,7 +336,11 @@ impl Inbox for Hub {
         match envelope.event {
             Event::Message { seq, frame } => {
                 if let Some(room) = self.room(&envelope.room) {
-                    room.send(RoomEvent::Message { seq, frame });
+                    room.send(RoomEvent::Message {
+                        seq,
+                        frame,
+                        arrived: tokio::time::Instant::now(),
+                    });
                 }
             }
             Event::Direct { user, frame } => self.push_direct(&envelope.room, &user, &frame),

@@ -42,6 +42,8 @@ pub(crate) enum RoomEvent {
     Message {
         seq: u64,
         frame: Utf8Bytes,
+        /// When the hub received it (for `parley_hub_delivery_seconds`).
+        arrived: Instant,
     },
     /// The store holds the room up to this seq (an anti-entropy sweep):
     /// deliver what is missing.
@@ -254,11 +256,11 @@ async fn deliver_loop(
         let cursor = order.cursor();
         match event {
             RoomEvent::Stop => break,
-            RoomEvent::Message { seq, frame } => {
-                for (seq, frame) in order.offer(seq, frame, Instant::now()) {
-                    room.deliver(seq, &frame);
-                }
-            }
+            RoomEvent::Message {
+                seq,
+                frame,
+                arrived,
+            } => release(&room, order.offer(seq, (frame, arrived), Instant::now())),
             RoomEvent::GapTimeout => {
                 if let Some(upto) = order.gap_end() {
                     metrics::counter!("parley_gap_fills_total").increment(1);
@@ -289,10 +291,12 @@ async fn deliver_loop(
     deps.bus.unsubscribe_room(&name).await;
 }
 
-/// Delivers messages released by the reorder buffer.
-fn release(room: &Room, ready: Vec<(u64, Utf8Bytes)>) {
-    for (seq, frame) in ready {
+/// Delivers messages released by the reorder buffer, recording how long
+/// each waited since the hub received it (room queue and reorder hold).
+fn release(room: &Room, ready: Vec<(u64, (Utf8Bytes, Instant))>) {
+    for (seq, (frame, arrived)) in ready {
         room.deliver(seq, &frame);
+        metrics::histogram!("parley_hub_delivery_seconds").record(arrived.elapsed().as_secs_f64());
     }
 }
 

@@ -9,6 +9,11 @@
 //!
 //! It only queues: a ping or an urgent close goes through the connection's
 //! outbox like everything else, in order, and never waits.
+//!
+//! The same task closes sessions whose token expired (`exp` plus the
+//! leeway): every [`EXPIRY_TICK`] it asks the [`Registry`], which keeps each
+//! session's `exp` in its entry and walks them only once the earliest one
+//! is due ([`Registry::close_expired`]). No timer per connection either.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -23,6 +28,9 @@ use crate::outbox::Outbox;
 const SLICES: u64 = 16;
 /// The shortest period honoured (tests use short ones).
 const MIN_PERIOD: Duration = Duration::from_millis(100);
+/// How often expired tokens are looked for: a session outlives its token's
+/// `exp` plus the leeway by this much at most.
+pub const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
 /// What a heartbeat does to one connection.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,18 +63,32 @@ fn apply(outbox: &Outbox, period: Duration) {
     }
 }
 
-/// Pings the registry's connections every `period`; runs until the
-/// registry is gone.
-pub async fn run(sessions: Weak<Registry>, period: Duration) {
+/// Pings the registry's connections every `period`, and closes those whose
+/// token expired (`leeway_s` after its `exp`); runs until the registry is
+/// gone.
+pub async fn run(sessions: Weak<Registry>, period: Duration, leeway_s: i64) {
+    use tokio::time::{Instant, MissedTickBehavior, interval_at};
     let period = period.max(MIN_PERIOD);
+    let tick = period / SLICES as u32;
+    let mut pings = interval_at(Instant::now() + tick, tick);
+    let mut expiry = interval_at(Instant::now() + EXPIRY_TICK, EXPIRY_TICK);
+    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    expiry.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut slice = 0;
     loop {
-        tokio::time::sleep(period / SLICES as u32).await;
+        let ping = tokio::select! {
+            _ = pings.tick() => true,
+            _ = expiry.tick() => false,
+        };
         let Some(sessions) = sessions.upgrade() else {
             return;
         };
-        sessions.for_each_in_slice(slice, SLICES, |outbox| apply(outbox, period));
-        slice = (slice + 1) % SLICES;
+        if ping {
+            sessions.for_each_in_slice(slice, SLICES, |outbox| apply(outbox, period));
+            slice = (slice + 1) % SLICES;
+        } else {
+            sessions.close_expired(parley_protocol::time::now_s(), leeway_s);
+        }
     }
 }
 

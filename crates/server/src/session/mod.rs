@@ -14,6 +14,15 @@
 //! Sends are pipelined: a `send` is queued for group commit in arrival order,
 //! and its ack is written when the commit completes, while the session goes on
 //! reading. Only the ack of a stored message is ever sent (invariant 1).
+//!
+//! A session lives no longer than its token: it records what it
+//! authenticated with in the [`Registry`] ([`SessionAuth`]), which closes
+//! it with `error unauthorized` and 4401 once `exp` plus the leeway has
+//! passed (the [`heartbeat`] task looks every 250 ms) or when its token is
+//! revoked ([`Registry::close_where`]). A frame that arrives after the
+//! expiry is not handled: the session closes at once. A second `hello`
+//! with a valid token of the same user replaces the token (a new expiry);
+//! any other second `hello` closes the session like a bad first one.
 
 pub mod heartbeat;
 pub mod registry;
@@ -25,7 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use parley_protocol::{
@@ -39,7 +48,7 @@ use crate::hub::SessionRef;
 use crate::node::{JoinHistory, Node};
 use crate::outbox::{self, Outbox};
 use crate::store::{AppendOutcome, StoreError};
-pub use registry::Registry;
+pub use registry::{Registry, SessionAuth, TokenId};
 use socket::{End, Input, Socket, Step};
 
 /// Malformed frames in a row after which the peer is cut off (1008).
@@ -51,13 +60,14 @@ const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 type Answer = (Option<u64>, Result<AppendOutcome, StoreError>);
 type Ack = Pin<Box<dyn Future<Output = Answer> + Send + Sync>>;
 
-/// Serves one upgraded connection. `preauth` is the user of a token given at
-/// upgrade time (header or query); otherwise the client must send `hello`.
+/// Serves one upgraded connection. `preauth` is what a token given at
+/// upgrade time (header or query) authenticated; otherwise the client must
+/// send `hello`.
 pub fn run(
     ws: WebSocket,
     node: Arc<Node>,
     sessions: Arc<Registry>,
-    preauth: Option<String>,
+    preauth: Option<SessionAuth>,
 ) -> impl Future<Output = ()> + Send {
     let (outbox, rx) = outbox::outbox(node.config.outbound_queue);
     let mut socket = Socket::new(ws, rx);
@@ -74,25 +84,28 @@ pub fn run(
     async move {
         let id = sessions.register(outbox.clone());
         tracing::Span::current().record("session", id);
-        let user = match preauth {
-            Some(user) => Ok((user, None)),
+        let auth = match preauth {
+            Some(auth) => Ok((auth, None)),
             None => Box::pin(authenticate(&node, &outbox, &mut socket)).await,
         };
-        let end = match user {
-            Ok((user, re)) => {
-                tracing::Span::current().record("user", user.as_str());
+        let end = match auth {
+            Ok((auth, re)) => {
+                tracing::Span::current().record("user", &*auth.user);
                 let mut session = Session {
                     node: node.clone(),
+                    sessions: sessions.clone(),
                     me: SessionRef {
                         id,
-                        user: Arc::from(user),
+                        user: auth.user.clone(),
                         outbox: outbox.clone(),
                     },
+                    exp: auth.exp,
                     joined: HashSet::new(),
                     acks: PendingAcks::default(),
                     bad_frames: 0,
                     strikes: 0,
                 };
+                sessions.authenticate(id, auth);
                 session.welcome(re);
                 Box::pin(node.hub.add_session(&session.me)).await;
                 let end = session.serve(&mut socket).await;
@@ -101,9 +114,11 @@ pub fn run(
             }
             Err(end) => end,
         };
-        sessions.unregister(id);
         drop(outbox);
+        // Unregistered only once the socket is closed (closing handshake
+        // included): a drain waits for that (see `socket`).
         Box::pin(socket.finish(end)).await;
+        sessions.unregister(id);
     }
     .instrument(span)
 }
@@ -121,13 +136,14 @@ fn close_with(outbox: &Outbox, code: u16) {
     }
 }
 
-/// Waits for a valid `hello` within the hello timeout; returns the user and
-/// the hello's request id, or how the connection ends (its close queued).
+/// Waits for a valid `hello` within the hello timeout; returns what it
+/// authenticated and the hello's request id, or how the connection ends
+/// (its close queued).
 async fn authenticate(
     node: &Node,
     outbox: &Outbox,
     socket: &mut Socket,
-) -> Result<(String, Option<u64>), End> {
+) -> Result<(SessionAuth, Option<u64>), End> {
     let deadline = tokio::time::Instant::now() + node.config.hello_timeout;
     let mut bad = 0;
     loop {
@@ -149,8 +165,9 @@ async fn authenticate(
             Step::Input(Input::End(End::Close(code))) => return Err(closing(outbox, code)),
         };
         match parse_client_frame(&text) {
-            Ok(ClientFrame::Hello { id, token, .. }) => match node.auth.verify(&token) {
-                Ok(user) => return Ok((user, id)),
+            Ok(ClientFrame::Hello { id, token, .. }) => match node.auth.verify_claims(&token).await
+            {
+                Ok(claims) => return Ok((SessionAuth::new(&token, claims), id)),
                 Err(e) => {
                     push(
                         outbox,
@@ -170,7 +187,9 @@ async fn authenticate(
                 );
             }
             Err(e) => {
-                bad += 1;
+                if !e.unknown_type {
+                    bad += 1;
+                }
                 push(
                     outbox,
                     &ServerFrame::error(e.id, ErrorCode::BadRequest, e.message),
@@ -264,7 +283,11 @@ impl PendingAcks {
 
 struct Session {
     node: Arc<Node>,
+    sessions: Arc<Registry>,
     me: SessionRef,
+    /// The `exp` of the token the session speaks for (also in its registry
+    /// entry, which the expiry sweep reads): checked on every frame.
+    exp: i64,
     joined: HashSet<Arc<str>>,
     acks: PendingAcks,
     bad_frames: u32,
@@ -278,6 +301,52 @@ impl Session {
 
     fn welcome(&self, re: Option<u64>) {
         self.push(&welcome_frame(&self.node, re, &self.me.user));
+    }
+
+    fn token_expired(&self) -> bool {
+        self.exp.saturating_add(self.node.auth.leeway_s()) <= parley_protocol::time::now_s()
+    }
+
+    /// Ends the session with `error unauthorized` (its last frame: nothing
+    /// queued behind or still queued is sent, pending acks included) and
+    /// 4401, as the registry does for an expired or revoked token.
+    fn close_unauthorized(&self, re: Option<u64>, message: impl Into<String>) -> End {
+        let error = ServerFrame::error(re, ErrorCode::Unauthorized, message);
+        let last = WsMessage::Text(Utf8Bytes::from(error.to_json()));
+        if !self
+            .me
+            .outbox
+            .close_with_last_words(close::UNAUTHORIZED, last)
+        {
+            // Already closing (a drain): say why anyway, behind its acks.
+            self.push(&error);
+        }
+        End::Close(close::UNAUTHORIZED)
+    }
+
+    /// A second `hello`: a valid token of the same user replaces the
+    /// session's token (its expiry, and which token a revocation must name);
+    /// any other token ends the session with 4401.
+    async fn rehello(&mut self, id: Option<u64>, token: &str) -> Option<End> {
+        match self.node.auth.verify_claims(token).await {
+            // The same user: names are compared case-folded (the spelling a
+            // user is shown by can change, when a name gets registered).
+            Ok(claims) if parley_protocol::same_user(&claims.sub, &self.me.user) => {
+                let auth = SessionAuth::new(token, claims);
+                self.exp = auth.exp;
+                self.sessions.authenticate(self.me.id, auth);
+                self.welcome(id);
+                None
+            }
+            Ok(claims) => Some(self.close_unauthorized(
+                id,
+                format!(
+                    "this session is {:?}'s; a token of {:?} needs a new connection",
+                    &*self.me.user, claims.sub
+                ),
+            )),
+            Err(e) => Some(self.close_unauthorized(id, e.message)),
+        }
     }
 
     /// The loop of an authenticated session: the client's frames and the
@@ -309,11 +378,17 @@ impl Session {
         if let End::Close(code) = end {
             // Acks of messages already submitted: they are being committed;
             // the client should get them before the close (a drain must not
-            // make an acked-but-unannounced message look lost).
+            // make an acked-but-unannounced message look lost). Unless an
+            // urgent close was requested: it sends nothing more.
             let outbox = &self.me.outbox;
-            let flush = self.acks.drain(|answer| send_answer(outbox, answer));
-            let _ = tokio::time::timeout(ACK_FLUSH_TIMEOUT, flush).await;
-            close_with(&self.me.outbox, code);
+            if outbox
+                .close_requested()
+                .is_none_or(|c| c == close::GOING_AWAY)
+            {
+                let flush = self.acks.drain(|answer| send_answer(outbox, answer));
+                let _ = tokio::time::timeout(ACK_FLUSH_TIMEOUT, flush).await;
+                close_with(outbox, code);
+            }
             metrics::counter!("parley_sessions_closed_total", "code" => code.to_string())
                 .increment(1);
         }
@@ -325,10 +400,21 @@ impl Session {
 
     /// Handles one text frame; `Some` ends the session.
     async fn handle_text(&mut self, text: &str) -> Option<End> {
+        if self.token_expired() {
+            // The expiry sweep has not come by yet: nothing more is handled.
+            return Some(self.close_unauthorized(None, "token has expired"));
+        }
         let frame = match parse_client_frame(text) {
             Ok(frame) => {
                 self.bad_frames = 0;
                 frame
+            }
+            Err(e) if e.unknown_type => {
+                // A newer client's request: an error, but not garbage.
+                metrics::counter!("parley_frames_rejected_total", "reason" => "unknown_type")
+                    .increment(1);
+                self.push(&ServerFrame::error(e.id, ErrorCode::BadRequest, e.message));
+                return None;
             }
             Err(e) => {
                 metrics::counter!("parley_frames_rejected_total", "reason" => "malformed")
@@ -341,10 +427,7 @@ impl Session {
         };
         let re = frame.id();
         let result = match frame {
-            ClientFrame::Hello { id, .. } => {
-                self.welcome(id);
-                Ok(())
-            }
+            ClientFrame::Hello { id, token, .. } => return self.rehello(id, &token).await,
             ClientFrame::Ping { id } => {
                 self.push(&ServerFrame::Pong { re: id });
                 Ok(())

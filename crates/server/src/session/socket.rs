@@ -19,6 +19,20 @@
 //! client that starts reading again learns why and can resume. A drain
 //! (1001) is handed to the session, which answers its pending sends first;
 //! [`Socket::finish`] then writes everything queued up to the close frame.
+//! A close with last words (4401 for a token that expired or was revoked,
+//! [`Outbox::close_with_last_words`](crate::outbox::Outbox::close_with_last_words))
+//! is urgent too, but sends its one last frame (the `error` that says why)
+//! before the close frame.
+//!
+//! After the close frame, the socket is not dropped at once: it reads (and
+//! discards) what the peer still sends until the peer's own close frame, the
+//! end of the stream, or [`CLOSE_HANDSHAKE`]. Dropping a TCP socket with
+//! unread bytes in its receive buffer makes the kernel send a reset instead
+//! of a FIN, and a reset can destroy what the peer had not read yet — the
+//! close frame and the last acks: a client that was sending when it was
+//! closed saw a reset (1006) instead of 1001 or 4429 (issue 12, fault 6).
+//! The session stays in the [`Registry`](super::Registry) until then, so a
+//! drain waits for it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,8 +47,10 @@ use crate::outbox::{OutboxReceiver, Wake};
 const MAX_BATCH: usize = 64;
 /// How long a close frame may wait for a peer that does not read.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
-/// How long the closing handshake may take once the close frame is out.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+/// How long the closing handshake may take once the close frame is out:
+/// the peer's close frame (or the end of its stream) is awaited this long,
+/// reading and discarding whatever else it still sends.
+pub const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +148,15 @@ impl Socket {
         let code = tokio::select! {
             biased;
             code = self.rx.urgent_close() => code,
-            done = write_all(&mut self.ws, &mut self.batch) => {
-                return if done { Err(End::Gone) } else { Ok(()) };
+            written = write_all(&mut self.ws, &mut self.batch) => {
+                return match written {
+                    WriteEnd::More => Ok(()),
+                    WriteEnd::Closed => {
+                        Box::pin(self.await_peer_close()).await;
+                        Err(End::Gone)
+                    }
+                    WriteEnd::Failed => Err(End::Gone),
+                };
             }
         };
         Box::pin(self.close_now(code)).await;
@@ -144,11 +167,41 @@ impl Socket {
     /// timers would otherwise sit in every connection's future for a path
     /// few connections take.
     async fn close_now(&mut self, code: u16) {
+        let last_words = self.rx.take_last_words();
         self.batch.clear();
         self.rx.discard();
         let frame = close_frame(code, reason(code));
-        let _ = tokio::time::timeout(CLOSE_LINGER, self.ws.send(frame)).await;
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, self.ws.close()).await;
+        let send = async {
+            if let Some(last) = last_words {
+                self.ws.feed(last).await?;
+            }
+            self.ws.send(frame).await
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(CLOSE_LINGER, send).await {
+            self.await_peer_close().await;
+        }
+    }
+
+    /// After our close frame: reads and discards until the peer's close
+    /// frame, the end of its stream or an error, for [`CLOSE_HANDSHAKE`] at
+    /// most, then flushes tungstenite's reply (if any). See the module
+    /// documentation for why the socket must not be dropped before.
+    async fn await_peer_close(&mut self) {
+        let ws = &mut self.ws;
+        let handshake = async {
+            while let Some(Ok(message)) = ws.next().await {
+                if matches!(message, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+            let _ = ws.close().await;
+        };
+        if tokio::time::timeout(CLOSE_HANDSHAKE, handshake)
+            .await
+            .is_err()
+        {
+            metrics::counter!("parley_close_handshake_timeouts_total").increment(1);
+        }
     }
 
     /// Ends the connection after the session: on `End::Close`, writes what is
@@ -156,8 +209,13 @@ impl Socket {
     /// [`CLOSE_LINGER`] at most.
     pub async fn finish(mut self, end: End) {
         if end == End::Gone {
+            // The peer closed (tungstenite queued the reply to its close
+            // frame: flush it), the socket failed, or the handshake is done.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, self.ws.close()).await;
             return;
         }
+        // Each way out of the loop that wrote a close frame has awaited the
+        // peer's (`write_batch`, `close_now`).
         let flush = async {
             loop {
                 if let Some(code) = self.rx.urgent_close_now() {
@@ -175,26 +233,38 @@ impl Socket {
                 }
             }
         };
-        let _ = tokio::time::timeout(CLOSE_LINGER, flush).await;
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, self.ws.close()).await;
+        let _ = tokio::time::timeout(CLOSE_LINGER + CLOSE_HANDSHAKE, flush).await;
     }
 }
 
-/// Feeds every frame of `batch` and flushes once. True when the connection is
-/// done (a close frame was written, or the socket failed).
-async fn write_all(ws: &mut WebSocket, batch: &mut Vec<WsMessage>) -> bool {
+/// How [`write_all`] ended.
+enum WriteEnd {
+    /// Written and flushed; the connection goes on.
+    More,
+    /// A close frame was written and flushed (frames behind it are dropped).
+    Closed,
+    /// The socket failed.
+    Failed,
+}
+
+/// Feeds every frame of `batch` (up to a close frame) and flushes once.
+async fn write_all(ws: &mut WebSocket, batch: &mut Vec<WsMessage>) -> WriteEnd {
     let mut closing = false;
     for frame in batch.drain(..) {
         closing = matches!(frame, WsMessage::Close(_));
         if ws.feed(frame).await.is_err() {
-            return true;
+            return WriteEnd::Failed;
         }
         if closing {
             break;
         }
     }
     batch.clear();
-    ws.flush().await.is_err() || closing
+    match ws.flush().await {
+        Err(_) => WriteEnd::Failed,
+        Ok(()) if closing => WriteEnd::Closed,
+        Ok(()) => WriteEnd::More,
+    }
 }
 
 fn classify_read_error(err: axum::Error) -> End {

@@ -26,6 +26,9 @@ pub struct NewMessage {
     pub text: String,
     pub nonce: Option<String>,
     /// Milliseconds since the Unix epoch, taken when the node accepted it.
+    /// Not what is stored: the store stamps `ts` in the commit that assigns
+    /// `seq` (see [`Store`]); SQLite takes the later of this and its commit
+    /// time, PostgreSQL its own clock.
     pub ts_ms: i64,
 }
 
@@ -114,6 +117,16 @@ pub enum StoreError {
 ///   batch is stored. A returned `Ok` means durably committed.
 /// - **Idempotence**: a repeated (room, sender, nonce) is stored once; later
 ///   appends return [`AppendOutcome::Duplicate`] with the original.
+/// - **`ts` never goes backwards along `seq`**: the stored `ts` is stamped in
+///   the transaction that assigns the seq, from one clock per store (SQLite:
+///   the node's at commit time, never below the message's own `ts_ms`;
+///   PostgreSQL: the database server's, so one clock for the whole fleet),
+///   and is never below the room's `last_ts` — the previous message's ts.
+///   The outcome carries the stamped ts.
+/// - **The same input on every backend**: a batch holding a string no store
+///   can hold ([`parley_protocol::text::storable`]) fails as a whole with
+///   `Internal` — a data error, never `Unavailable` — and stores nothing
+///   ([`refuse_unstorable`]); the committer then finds the culprit.
 /// - Reads return messages oldest first.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -153,10 +166,12 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Stores a new user; `Conflict` if the name is taken.
+    /// Stores a new user (role `user`, enabled) under the spelling given,
+    /// with [`parley_protocol::fold_username`] of it as its key; `Conflict`
+    /// if the name, or another that differs from it only in case, is taken.
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
 
-    /// The user's password hash, or `None` if there is no such user.
+    /// The password hash of the user named exactly `name`, or `None`.
     async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
 
     /// Returns the stored value of `key`, storing `value` first if there is none
@@ -165,7 +180,206 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap round trip to the database, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // Accounts and tokens (protocol-chat.md §5). Times written for nodes to
+    // compare (`changed_ms`, `revoked_ms`, `tokens_after_s`) come from one
+    // clock per store: PostgreSQL's own, SQLite's node's.
+
+    /// The account whose key is `key` (a case-folded name): the user that
+    /// every spelling of the name is.
+    async fn account(&self, key: &str) -> Result<Option<Account>, StoreError>;
+
+    /// The account named exactly `name`, else the one whose key `name`
+    /// folds to: what `parley admin` addresses (an exact spelling picks one
+    /// of the accounts of an older version that differ only in case).
+    async fn find_account(&self, name: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Every account, by name.
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// Replaces the password of the account named exactly `name` and, in
+    /// the same transaction, revokes every token of its user as
+    /// [`Store::revoke_user_tokens`] does. Returns the new `tokens_after_s`
+    /// (0 if the account has no key), or `None` without such an account.
+    async fn set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Disables the account named exactly `name` (revoking every token of
+    /// its user) or enables it again. Enabling an account that has no key
+    /// gives it its key, or fails with `Conflict` while another account of
+    /// the same case-folded name is enabled or holds the key. `false`
+    /// without such an account.
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+
+    /// Sets the role (`user`, `admin`) of the account named exactly `name`;
+    /// `false` without such an account.
+    async fn set_role(&self, name: &str, role: &str) -> Result<bool, StoreError>;
+
+    /// Names of an older version that differ only in case while one of them
+    /// is enabled without a key, grouped (each group sorted; the groups by
+    /// case-folded name). First gives its key to every enabled account
+    /// that is the only one left of its group. Empty: every enabled account
+    /// has its key, and a node may serve.
+    async fn name_collisions(&self) -> Result<Vec<Vec<String>>, StoreError>;
+
+    /// DM rooms named after spellings that are not case-folded (kept by
+    /// the migration because their case-folded name was taken).
+    async fn stray_dm_rooms(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Revokes one token (logout): `token_id` is the hex SHA-256 of its
+    /// text; `exp_s` its expiry, after which the row may be forgotten.
+    async fn revoke_token(
+        &self,
+        token_id: &str,
+        user_key: &str,
+        exp_s: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Revokes every token of the user `user_key` issued so far (logout-all):
+    /// tokens whose `iat` is before the returned `tokens_after_s` are
+    /// refused. It is the store's clock plus one second (a token issued in
+    /// the same second is refused too), and at least one second past the
+    /// previous value (tokens issued since the previous revocation have
+    /// `iat` = that value, and are refused too).
+    async fn revoke_user_tokens(&self, user_key: &str) -> Result<i64, StoreError>;
+
+    /// What token verification must know that changed since `since_ms`
+    /// (store clock), in one round trip; `None`: everything (a node
+    /// starting).
+    async fn auth_changes(&self, since_ms: Option<i64>) -> Result<AuthChanges, StoreError>;
+
+    /// Records a login attempt for `user_key` from `addr` at `at_ms`,
+    /// forgets every attempt before `since_ms` (the throttling window), and
+    /// returns the other attempts since then of the same user and of the
+    /// same address — under way or failed — in one go.
+    async fn login_attempt(
+        &self,
+        user_key: &str,
+        addr: &str,
+        at_ms: i64,
+        since_ms: i64,
+    ) -> Result<LoginAttempt, StoreError>;
+
+    /// Forgets one attempt (it was refused before any password was checked).
+    async fn forget_login_attempt(&self, id: i64) -> Result<(), StoreError>;
+
+    /// Forgets every attempt for `user_key` (a login succeeded).
+    async fn clear_login_failures(&self, user_key: &str) -> Result<(), StoreError>;
 }
+
+/// A registered user, as login and `parley admin` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The name as registered: how the user is shown.
+    pub name: String,
+    /// The case-folded name, unique: the user's identity. `None` only for an
+    /// account of an older version whose name differs from another's only
+    /// in case ([`Store::name_collisions`]).
+    pub key: Option<String>,
+    pub password_hash: String,
+    /// `user` or `admin`.
+    pub role: String,
+    pub disabled: bool,
+    pub created_ms: i64,
+    /// Tokens of the user issued (`iat`) before this are revoked; 0: none.
+    pub tokens_after_s: i64,
+}
+
+/// What changed for token verification ([`Store::auth_changes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthChanges {
+    /// The store's clock when it answered: where the next look starts.
+    pub now_ms: i64,
+    /// Accounts: (key, name as registered, disabled). A full look lists only
+    /// those whose name is not its key, or that are disabled.
+    pub accounts: Vec<(String, String, bool)>,
+    /// (user key, tokens_after_s).
+    pub user_revocations: Vec<(String, i64)>,
+    /// Revoked tokens: (hex SHA-256, exp_s).
+    pub tokens: Vec<(String, i64)>,
+}
+
+/// A login attempt, and the recent ones that count against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginAttempt {
+    /// This attempt's row.
+    pub id: i64,
+    /// When (ms) the other attempts for the same user were made, oldest first.
+    pub user: Vec<i64>,
+    /// When (ms) the other attempts from the same address were made, oldest first.
+    pub addr: Vec<i64>,
+}
+
+/// Splits the rows of a login attempt's look-up into its [`LoginAttempt`].
+pub(crate) fn login_attempt_of(
+    id: i64,
+    user_key: &str,
+    addr: &str,
+    rows: Vec<(String, String, i64)>,
+) -> LoginAttempt {
+    let mut attempt = LoginAttempt {
+        id,
+        ..Default::default()
+    };
+    for (user, from, at) in rows {
+        if user == user_key {
+            attempt.user.push(at);
+        }
+        if from == addr {
+            attempt.addr.push(at);
+        }
+    }
+    attempt
+}
+
+/// Sorts the rows of an [`Store::auth_changes`] query — (kind, key, name,
+/// number) with kind `a` (account: number = disabled), `r` (user
+/// revocation: number = tokens_after_s) or `t` (token: number = exp_s) —
+/// into [`AuthChanges`].
+pub(crate) fn auth_changes_of(
+    now_ms: i64,
+    rows: Vec<(String, String, Option<String>, i64)>,
+) -> AuthChanges {
+    let mut changes = AuthChanges {
+        now_ms,
+        ..Default::default()
+    };
+    for (kind, key, name, number) in rows {
+        match kind.as_str() {
+            "a" => changes
+                .accounts
+                .push((key, name.unwrap_or_default(), number != 0)),
+            "r" => changes.user_revocations.push((key, number)),
+            _ => changes.tokens.push((key, number)),
+        }
+    }
+    changes
+}
+
+/// Groups the names of [`Store::name_collisions`]' rows by case-folded name.
+pub(crate) fn group_collisions(names: Vec<String>) -> Vec<Vec<String>> {
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for name in names {
+        groups
+            .entry(parley_protocol::fold_username(&name))
+            .or_default()
+            .push(name);
+    }
+    groups
+        .into_values()
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect()
+}
+
+/// How long a revoked token's row outlives its expiry.
+pub(crate) const REVOKED_TOKEN_KEEP_S: i64 = 86_400;
 
 /// How one room's share of a batch is appended, decided before any write:
 /// which messages are new, and which repeat a nonce (already stored, or
@@ -223,12 +437,13 @@ pub(crate) fn plan_room(
 }
 
 /// Fills `out` for a planned room once its fresh messages took the seqs
-/// `first_seq ..`.
+/// `first_seq ..`, all stamped `ts_ms`.
 pub(crate) fn apply_plan(
     room: &str,
     batch: &[NewMessage],
     plan: RoomPlan,
     first_seq: u64,
+    ts_ms: i64,
     out: &mut [Option<AppendOutcome>],
 ) {
     for (k, &i) in plan.fresh.iter().enumerate() {
@@ -238,7 +453,7 @@ pub(crate) fn apply_plan(
             seq: first_seq + k as u64,
             from: m.from.clone(),
             text: m.text.clone(),
-            ts_ms: m.ts_ms,
+            ts_ms,
             nonce: m.nonce.clone(),
         }));
     }
@@ -250,6 +465,30 @@ pub(crate) fn apply_plan(
             out[i] = Some(AppendOutcome::Duplicate(m.clone()));
         }
     }
+}
+
+/// Refuses a batch that holds a string no store can hold, before anything
+/// is written, so that every backend refuses the same input the same way
+/// (PostgreSQL's `TEXT` would fail the statement on U+0000; SQLite would
+/// store it). The node refuses such input at validation already; this keeps
+/// the store's contract for any other caller.
+pub(crate) fn refuse_unstorable(batch: &[NewMessage]) -> Result<(), StoreError> {
+    for (i, m) in batch.iter().enumerate() {
+        let fields = [
+            ("room", Some(m.room.as_str())),
+            ("sender", Some(m.from.as_str())),
+            ("text", Some(m.text.as_str())),
+            ("nonce", m.nonce.as_deref()),
+        ];
+        for (field, value) in fields {
+            if let Some(Err(e)) = value.map(parley_protocol::text::storable) {
+                return Err(StoreError::Internal(format!(
+                    "message {i} of the batch: {field} {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Groups a batch by room: rooms in name order (the lock order that keeps
@@ -364,13 +603,41 @@ mod tests {
         assert_eq!(plan.known, vec![(0, original)]);
         assert_eq!(plan.repeats, vec![(3, 2)]);
         let mut out = vec![None; batch.len()];
-        apply_plan("r", &batch, plan, 8, &mut out);
+        apply_plan("r", &batch, plan, 8, 42, &mut out);
         let seqs: Vec<u64> = out
             .iter()
             .map(|o| o.as_ref().unwrap().message().seq)
             .collect();
         assert_eq!(seqs, vec![7, 8, 9, 9, 10]);
         assert!(matches!(out[3], Some(AppendOutcome::Duplicate(_))));
+        let ts: Vec<i64> = out
+            .iter()
+            .map(|o| o.as_ref().unwrap().message().ts_ms)
+            .collect();
+        assert_eq!(ts, vec![0, 42, 42, 42, 42], "fresh ones get the stamp");
+    }
+
+    #[test]
+    fn refuses_nul_in_any_field() {
+        assert_eq!(refuse_unstorable(&[new("r", "a", Some("k"))]), Ok(()));
+        let mut tabs = new("r", "a", None);
+        tabs.text = "tab\tnew\nline\u{1b}".into();
+        assert_eq!(refuse_unstorable(&[tabs]), Ok(()));
+        for bad in [
+            new("r\u{0}", "a", None),
+            new("r", "a\u{0}", None),
+            new("r", "a", Some("\u{0}")),
+            NewMessage {
+                text: "x\u{0}".into(),
+                ..new("r", "a", None)
+            },
+        ] {
+            let err = refuse_unstorable(&[new("r", "b", None), bad]).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Internal(m) if m.starts_with("message 1 ")),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The fleet store: PostgreSQL, shared by every node.
 //!
 //! Gapless `seq` with several writers (invariant 2): a batch is one call of
-//! the `parley_append` function (migrations/postgres/0002), which locks the
-//! batch's rooms in name order — so two nodes' batches can never deadlock —
-//! then numbers the new messages from each room's `last_seq` and inserts
-//! them. Another node's batch for the same room waits for the lock and
-//! continues from the committed value. One statement per batch: one round
-//! trip and one implicit transaction, whatever the number of rooms.
+//! the `parley_append` function (migrations/postgres/0002, replaced by 0003),
+//! which locks the batch's rooms in name order — so two nodes' batches can
+//! never deadlock — then numbers the new messages from each room's
+//! `last_seq`, stamps their `ts` with the database server's clock (never
+//! below the room's `last_ts`: one clock for the fleet, non-decreasing along
+//! seq) and inserts them. Another node's batch for the same room waits for
+//! the lock and continues from the committed value. One statement per batch:
+//! one round trip and one implicit transaction, whatever the number of rooms.
 //! `synchronous_commit` stays the server's (on): a commit is durable.
 
 use std::str::FromStr;
@@ -17,7 +19,11 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{AppendOutcome, NewMessage, Store, StoreError, StoredMessage, classify};
+use super::{
+    Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, REVOKED_TOKEN_KEEP_S, Store,
+    StoreError, StoredMessage, auth_changes_of, classify, group_collisions, login_attempt_of,
+    refuse_unstorable,
+};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -25,7 +31,33 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_append_function.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_room_last_ts.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_accounts.sql"),
+    ),
 ];
+/// The database's clock in milliseconds since the epoch: what accounts'
+/// `changed_ms` and revocations' times are written with, so that every node
+/// compares them with one clock ([`Store::auth_changes`]).
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::int8"
+    };
+}
+
+/// The columns of an [`Account`], for [`account_of`].
+macro_rules! account_select {
+    () => {
+        "SELECT u.name, u.name_key, u.password_hash, u.role, u.disabled, u.created_ms, \
+         COALESCE(r.tokens_after_s, 0) AS tokens_after_s \
+         FROM users u LEFT JOIN user_revocations r ON r.user_key = u.name_key"
+    };
+}
+
 /// Serialises migrations of nodes that start at the same time.
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
 
@@ -44,9 +76,32 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(classify)?;
+        check_encoding(&pool).await?;
         migrate(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+/// Warns when the database cannot hold every character a message may hold.
+/// In a UTF8 database `TEXT` refuses only U+0000, which the node refuses
+/// first (`parley_protocol::text`); in one with another server encoding
+/// (LATIN1, WIN1252, …) every character outside it fails its message
+/// (`untranslatable character`) — and in some (LATIN1) the migrations
+/// themselves, so the warning comes first. SQL_ASCII stores the bytes as
+/// sent.
+async fn check_encoding(pool: &PgPool) -> Result<(), StoreError> {
+    let encoding: String = sqlx::query_scalar("SHOW server_encoding")
+        .fetch_one(pool)
+        .await
+        .map_err(classify)?;
+    if !matches!(encoding.as_str(), "UTF8" | "SQL_ASCII") {
+        tracing::warn!(
+            %encoding,
+            "the PostgreSQL database is not UTF8: messages with characters outside its encoding \
+             will be refused; create it with ENCODING 'UTF8'"
+        );
+    }
+    Ok(())
 }
 
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
@@ -104,13 +159,16 @@ fn bound(v: u64) -> i64 {
 
 #[async_trait]
 impl Store for PgStore {
-    /// One call of `parley_append` (migrations/postgres/0002): the rooms are
-    /// locked, duplicates found, seqs assigned and rows inserted inside the
-    /// database, in one round trip.
+    /// One call of `parley_append` (migrations/postgres/0003): the rooms are
+    /// locked, duplicates found, seqs assigned, ts stamped and rows inserted
+    /// inside the database, in one round trip.
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        // PostgreSQL would fail the statement on U+0000; refuse it the way
+        // SQLite does, before the round trip.
+        refuse_unstorable(batch)?;
         let room: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
         let sender: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
         let body: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
@@ -252,18 +310,22 @@ impl Store for PgStore {
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO users (name, password_hash, created_ms) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(password_hash)
-            .bind(parley_protocol::time::now_ms())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| match classify(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("username {name:?} is taken"))
-                }
-                other => other,
-            })?;
+        sqlx::query(concat!(
+            "INSERT INTO users (name, password_hash, created_ms, name_key, changed_ms) \
+             VALUES ($1, $2, $3, $4, ",
+            now_ms!(),
+            ")"
+        ))
+        .bind(name)
+        .bind(password_hash)
+        .bind(parley_protocol::time::now_ms())
+        .bind(parley_protocol::fold_username(name))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match classify(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("username {name:?} is taken")),
+            other => other,
+        })?;
         Ok(())
     }
 
@@ -298,4 +360,314 @@ impl Store for PgStore {
             .map_err(classify)?;
         Ok(())
     }
+
+    async fn account(&self, key: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(concat!(account_select!(), " WHERE u.name_key = $1"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(account_of).transpose()
+    }
+
+    async fn find_account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(concat!(
+            account_select!(),
+            " WHERE u.name = $1 OR u.name_key = $2 ORDER BY u.name = $1 DESC LIMIT 1"
+        ))
+        .bind(name)
+        .bind(parley_protocol::fold_username(name))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(account_of).transpose()
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query(concat!(account_select!(), " ORDER BY u.name COLLATE \"C\""))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(account_of).collect()
+    }
+
+    async fn set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let key: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE users SET password_hash = $2 WHERE name = $1 RETURNING name_key",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let after = match key {
+            Some(key) => revoke_user(&mut tx, &key).await?,
+            None => 0,
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(Some(after))
+    }
+
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let key: Option<Option<String>> =
+            sqlx::query_scalar("SELECT name_key FROM users WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        if disabled {
+            if let Some(key) = &key {
+                revoke_user(&mut tx, key).await?;
+            }
+        } else if key.is_none() {
+            // An account of an older version that lost its name to another
+            // spelling: it gets it back only if no other one holds it (the
+            // unique key catches a race with another enable).
+            let holders: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM users WHERE lower(name COLLATE \"C\") = lower($1 COLLATE \"C\") \
+                 AND name <> $1 AND (NOT disabled OR name_key IS NOT NULL)",
+            )
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if !holders.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "the name {name:?} is {}'s (names are unique case-insensitively); \
+                     disable that account first",
+                    holders.join(", ")
+                )));
+            }
+            sqlx::query("UPDATE users SET name_key = $2 WHERE name = $1")
+                .bind(name)
+                .bind(parley_protocol::fold_username(name))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        sqlx::query(concat!(
+            "UPDATE users SET disabled = $2, changed_ms = ",
+            now_ms!(),
+            " WHERE name = $1"
+        ))
+        .bind(name)
+        .bind(disabled)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    async fn set_role(&self, name: &str, role: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET role = $2 WHERE name = $1")
+            .bind(name)
+            .bind(role)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn name_collisions(&self) -> Result<Vec<Vec<String>>, StoreError> {
+        let unkeyed: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE name_key IS NULL AND NOT disabled LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        if unkeyed.is_none() {
+            return Ok(Vec::new());
+        }
+        sqlx::query(concat!(
+            "UPDATE users SET name_key = lower(name COLLATE \"C\"), changed_ms = ",
+            now_ms!(),
+            " WHERE name_key IS NULL AND NOT disabled AND NOT EXISTS ( \
+                 SELECT 1 FROM users o WHERE lower(o.name COLLATE \"C\") = lower(users.name COLLATE \"C\") \
+                 AND o.name <> users.name AND (NOT o.disabled OR o.name_key IS NOT NULL))"
+        ))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM users WHERE lower(name COLLATE \"C\") IN \
+             (SELECT lower(name COLLATE \"C\") FROM users WHERE name_key IS NULL AND NOT disabled)",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(group_collisions(names))
+    }
+
+    async fn stray_dm_rooms(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT name FROM rooms WHERE left(name, 3) = 'dm:' \
+             AND name <> lower(name COLLATE \"C\") ORDER BY name COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn revoke_token(
+        &self,
+        token_id: &str,
+        user_key: &str,
+        exp_s: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query(concat!(
+            "INSERT INTO revoked_tokens (token_id, user_key, exp_s, revoked_ms) \
+             VALUES ($1, $2, $3, ",
+            now_ms!(),
+            ") ON CONFLICT (token_id) DO NOTHING"
+        ))
+        .bind(token_id)
+        .bind(user_key)
+        .bind(exp_s)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "DELETE FROM revoked_tokens \
+             WHERE exp_s < floor(extract(epoch from clock_timestamp()))::int8 - $1",
+        )
+        .bind(REVOKED_TOKEN_KEEP_S)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn revoke_user_tokens(&self, user_key: &str) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let after = revoke_user(&mut tx, user_key).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(after)
+    }
+
+    async fn auth_changes(&self, since_ms: Option<i64>) -> Result<AuthChanges, StoreError> {
+        let mut rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(concat!(
+            "SELECT 'a', name_key, name, CASE WHEN disabled THEN 1::int8 ELSE 0::int8 END FROM users \
+               WHERE name_key IS NOT NULL AND changed_ms >= $1 \
+                 AND ($2 OR name <> name_key OR disabled) \
+             UNION ALL SELECT 'r', user_key, NULL, tokens_after_s FROM user_revocations \
+               WHERE changed_ms >= $1 \
+             UNION ALL SELECT 't', token_id, NULL, exp_s FROM revoked_tokens \
+               WHERE revoked_ms >= $1 \
+                 AND exp_s >= floor(extract(epoch from clock_timestamp()))::int8 - $3 \
+             UNION ALL SELECT 'c', '', NULL, ",
+            now_ms!()
+        ))
+        .bind(since_ms.unwrap_or(i64::MIN))
+        .bind(since_ms.is_some())
+        .bind(REVOKED_TOKEN_KEEP_S)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        // The store's clock: the row the last arm added.
+        let now_ms = match rows.iter().position(|(kind, ..)| kind == "c") {
+            Some(i) => rows.swap_remove(i).3,
+            None => return Err(StoreError::Internal("auth_changes without a clock".into())),
+        };
+        Ok(auth_changes_of(now_ms, rows))
+    }
+
+    async fn login_attempt(
+        &self,
+        user_key: &str,
+        addr: &str,
+        at_ms: i64,
+        since_ms: i64,
+    ) -> Result<LoginAttempt, StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE at_ms < $1")
+            .bind(since_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO login_failures (user_key, addr, at_ms) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(user_key)
+        .bind(addr)
+        .bind(at_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT user_key, addr, at_ms FROM login_failures \
+             WHERE (user_key = $1 OR addr = $2) AND at_ms >= $3 AND id <> $4 ORDER BY at_ms, id",
+        )
+        .bind(user_key)
+        .bind(addr)
+        .bind(since_ms)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(login_attempt_of(id, user_key, addr, rows))
+    }
+
+    async fn forget_login_attempt(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, user_key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE user_key = $1")
+            .bind(user_key)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+fn account_of(row: &PgRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        name: row.try_get("name").map_err(classify)?,
+        key: row.try_get("name_key").map_err(classify)?,
+        password_hash: row.try_get("password_hash").map_err(classify)?,
+        role: row.try_get("role").map_err(classify)?,
+        disabled: row.try_get("disabled").map_err(classify)?,
+        created_ms: row.try_get("created_ms").map_err(classify)?,
+        tokens_after_s: row.try_get("tokens_after_s").map_err(classify)?,
+    })
+}
+
+/// Revokes every token of `key` issued so far, by the database's clock;
+/// returns `tokens_after_s`.
+async fn revoke_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &str,
+) -> Result<i64, StoreError> {
+    sqlx::query_scalar(concat!(
+        "INSERT INTO user_revocations (user_key, tokens_after_s, changed_ms) \
+         VALUES ($1, floor(extract(epoch from clock_timestamp()))::int8 + 1, ",
+        now_ms!(),
+        ") ON CONFLICT (user_key) DO UPDATE SET \
+           tokens_after_s = GREATEST(user_revocations.tokens_after_s + 1, excluded.tokens_after_s), \
+           changed_ms = excluded.changed_ms \
+         RETURNING tokens_after_s"
+    ))
+    .bind(key)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(classify)
 }

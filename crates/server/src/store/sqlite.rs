@@ -4,7 +4,7 @@
 //! anyway; a second writer would only meet `SQLITE_BUSY`), reads through a
 //! small pool that WAL lets run beside the writer. `synchronous=FULL`: a
 //! commit is on disk before it returns, so an ack survives a power cut; group
-//! commit (see [`super::group_commit`]) pays that fsync once per batch.
+//! commit (see [`crate::commit`]) pays that fsync once per batch.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,11 +19,28 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
 
 use super::{
-    AppendOutcome, NewMessage, Store, StoreError, StoredMessage, apply_plan, by_room, classify,
-    nonce_keys, plan_room,
+    Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, REVOKED_TOKEN_KEEP_S, Store,
+    StoreError, StoredMessage, apply_plan, auth_changes_of, by_room, classify, group_collisions,
+    login_attempt_of, nonce_keys, plan_room, refuse_unstorable,
 };
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_room_last_ts.sql"),
+    ),
+    (3, include_str!("../../migrations/sqlite/0003_accounts.sql")),
+];
+
+/// The columns of an [`Account`], for [`account_of`].
+macro_rules! account_select {
+    () => {
+        "SELECT u.name, u.name_key, u.password_hash, u.role, u.disabled, u.created_ms, \
+         COALESCE(r.tokens_after_s, 0) AS tokens_after_s \
+         FROM users u LEFT JOIN user_revocations r ON r.user_key = u.name_key"
+    };
+}
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -114,11 +131,18 @@ const LOOKUP_CHUNK: usize = 500;
 /// instead of two per message: each statement is a round trip to sqlx's
 /// SQLite worker thread, and those round trips, not SQLite, bounded the
 /// committer (docs/benchmarks.md).
+///
+/// `now_ms` is the commit's clock, read under the write lock. The room's
+/// fresh messages are all stamped `max(now_ms, their own ts_ms, the room's
+/// last_ts)`, and `last_ts` moves up to that stamp in the same statement
+/// that bumps `last_seq`: ts never goes backwards along seq, even when the
+/// node's clock does.
 async fn append_room(
     tx: &mut Transaction<'_, Sqlite>,
     room: &str,
     batch: &[NewMessage],
     indices: &[usize],
+    now_ms: i64,
     out: &mut [Option<AppendOutcome>],
 ) -> Result<(), StoreError> {
     let keys = nonce_keys(batch, indices);
@@ -142,18 +166,26 @@ async fn append_room(
     let plan = plan_room(batch, indices, &stored);
     let n = plan.fresh.len() as i64;
     let mut first_seq = 0;
+    let mut stamp = now_ms;
     if n > 0 {
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO rooms (name, last_seq, created_ms) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq RETURNING last_seq",
+        let clock = plan
+            .fresh
+            .iter()
+            .map(|&i| batch[i].ts_ms)
+            .fold(now_ms, i64::max);
+        let (last, last_ts): (i64, i64) = sqlx::query_as(
+            "INSERT INTO rooms (name, last_seq, created_ms, last_ts) VALUES (?1, ?2, ?3, ?3) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq, \
+             last_ts = max(rooms.last_ts, excluded.last_ts) RETURNING last_seq, last_ts",
         )
         .bind(room)
         .bind(n)
-        .bind(batch[plan.fresh[0]].ts_ms)
+        .bind(clock)
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)?;
         first_seq = last - n + 1;
+        stamp = last_ts;
         for (c, chunk) in plan.fresh.chunks(INSERT_CHUNK).enumerate() {
             let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(",");
             let sql = format!(
@@ -168,19 +200,20 @@ async fn append_room(
                     .bind(seq)
                     .bind(&m.from)
                     .bind(&m.text)
-                    .bind(m.ts_ms)
+                    .bind(stamp)
                     .bind(&m.nonce);
             }
             query.execute(&mut **tx).await.map_err(classify)?;
         }
     }
-    apply_plan(room, batch, plan, first_seq as u64, out);
+    apply_plan(room, batch, plan, first_seq as u64, stamp, out);
     Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
+        refuse_unstorable(batch)?;
         let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
         // IMMEDIATE: take the write lock up front. A deferred transaction
         // that reads (the nonce check) and then writes fails at once with
@@ -191,8 +224,10 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
+        // The stamp's clock, read under the write lock.
+        let now_ms = parley_protocol::time::now_ms();
         for (room, indices) in &by_room(batch) {
-            append_room(&mut tx, room, batch, indices, &mut out).await?;
+            append_room(&mut tx, room, batch, indices, now_ms, &mut out).await?;
         }
         tx.commit().await.map_err(classify)?;
         out.into_iter()
@@ -302,18 +337,21 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3)")
-            .bind(name)
-            .bind(password_hash)
-            .bind(parley_protocol::time::now_ms())
-            .execute(&self.writer)
-            .await
-            .map_err(|e| match classify(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("username {name:?} is taken"))
-                }
-                other => other,
-            })?;
+        let now = parley_protocol::time::now_ms();
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, created_ms, name_key, changed_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?3)",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(now)
+        .bind(parley_protocol::fold_username(name))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| match classify(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("username {name:?} is taken")),
+            other => other,
+        })?;
         Ok(())
     }
 
@@ -347,5 +385,375 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    async fn account(&self, key: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(concat!(account_select!(), " WHERE u.name_key = ?1"))
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(account_of).transpose()
+    }
+
+    async fn find_account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(concat!(
+            account_select!(),
+            " WHERE u.name = ?1 OR u.name_key = ?2 ORDER BY u.name = ?1 DESC LIMIT 1"
+        ))
+        .bind(name)
+        .bind(parley_protocol::fold_username(name))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(account_of).transpose()
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query(concat!(account_select!(), " ORDER BY u.name"))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(account_of).collect()
+    }
+
+    async fn set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        let key: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE users SET password_hash = ?2 WHERE name = ?1 RETURNING name_key",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let after = match key {
+            Some(key) => revoke_user(&mut tx, &key).await?,
+            None => 0,
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(Some(after))
+    }
+
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let now = parley_protocol::time::now_ms();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        let key: Option<Option<String>> =
+            sqlx::query_scalar("SELECT name_key FROM users WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        if disabled {
+            if let Some(key) = &key {
+                revoke_user(&mut tx, key).await?;
+            }
+        } else if key.is_none() {
+            // An account of an older version that lost its name to another
+            // spelling: it gets it back only if no other one holds it.
+            let holders: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM users WHERE lower(name) = lower(?1) AND name <> ?1 \
+                 AND (disabled = 0 OR name_key IS NOT NULL)",
+            )
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if !holders.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "the name {name:?} is {}'s (names are unique case-insensitively); \
+                     disable that account first",
+                    holders.join(", ")
+                )));
+            }
+            sqlx::query("UPDATE users SET name_key = lower(name) WHERE name = ?1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        sqlx::query("UPDATE users SET disabled = ?2, changed_ms = ?3 WHERE name = ?1")
+            .bind(name)
+            .bind(disabled)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    async fn set_role(&self, name: &str, role: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET role = ?2 WHERE name = ?1")
+            .bind(name)
+            .bind(role)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn name_collisions(&self) -> Result<Vec<Vec<String>>, StoreError> {
+        let unkeyed: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE name_key IS NULL AND disabled = 0 LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)?;
+        if unkeyed.is_none() {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "UPDATE users SET name_key = lower(name), changed_ms = ?1 \
+             WHERE name_key IS NULL AND disabled = 0 AND NOT EXISTS ( \
+                 SELECT 1 FROM users o WHERE lower(o.name) = lower(users.name) \
+                 AND o.name <> users.name AND (o.disabled = 0 OR o.name_key IS NOT NULL))",
+        )
+        .bind(parley_protocol::time::now_ms())
+        .execute(&self.writer)
+        .await
+        .map_err(classify)?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM users WHERE lower(name) IN \
+             (SELECT lower(name) FROM users WHERE name_key IS NULL AND disabled = 0)",
+        )
+        .fetch_all(&self.writer)
+        .await
+        .map_err(classify)?;
+        Ok(group_collisions(names))
+    }
+
+    async fn stray_dm_rooms(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT name FROM rooms WHERE substr(name, 1, 3) = 'dm:' AND name <> lower(name) \
+             ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)
+    }
+
+    async fn revoke_token(
+        &self,
+        token_id: &str,
+        user_key: &str,
+        exp_s: i64,
+    ) -> Result<(), StoreError> {
+        let now = parley_protocol::time::now_ms();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (token_id, user_key, exp_s, revoked_ms) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (token_id) DO NOTHING",
+        )
+        .bind(token_id)
+        .bind(user_key)
+        .bind(exp_s)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query("DELETE FROM revoked_tokens WHERE exp_s < ?1")
+            .bind(now / 1000 - REVOKED_TOKEN_KEEP_S)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn revoke_user_tokens(&self, user_key: &str) -> Result<i64, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        let after = revoke_user(&mut tx, user_key).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(after)
+    }
+
+    async fn auth_changes(&self, since_ms: Option<i64>) -> Result<AuthChanges, StoreError> {
+        let now_ms = parley_protocol::time::now_ms();
+        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT 'a', name_key, name, disabled FROM users \
+               WHERE name_key IS NOT NULL AND changed_ms >= ?1 \
+                 AND (?2 OR name <> name_key OR disabled <> 0) \
+             UNION ALL SELECT 'r', user_key, NULL, tokens_after_s FROM user_revocations \
+               WHERE changed_ms >= ?1 \
+             UNION ALL SELECT 't', token_id, NULL, exp_s FROM revoked_tokens \
+               WHERE revoked_ms >= ?1 AND exp_s >= ?3",
+        )
+        .bind(since_ms.unwrap_or(i64::MIN))
+        .bind(since_ms.is_some())
+        .bind(now_ms / 1000 - REVOKED_TOKEN_KEEP_S)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(auth_changes_of(now_ms, rows))
+    }
+
+    async fn login_attempt(
+        &self,
+        user_key: &str,
+        addr: &str,
+        at_ms: i64,
+        since_ms: i64,
+    ) -> Result<LoginAttempt, StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE at_ms < ?1")
+            .bind(since_ms)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO login_failures (user_key, addr, at_ms) VALUES (?1, ?2, ?3) RETURNING id",
+        )
+        .bind(user_key)
+        .bind(addr)
+        .bind(at_ms)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(classify)?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT user_key, addr, at_ms FROM login_failures \
+             WHERE (user_key = ?1 OR addr = ?2) AND at_ms >= ?3 AND id <> ?4 ORDER BY at_ms, id",
+        )
+        .bind(user_key)
+        .bind(addr)
+        .bind(since_ms)
+        .bind(id)
+        .fetch_all(&self.writer)
+        .await
+        .map_err(classify)?;
+        Ok(login_attempt_of(id, user_key, addr, rows))
+    }
+
+    async fn forget_login_attempt(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE id = ?1")
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, user_key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE user_key = ?1")
+            .bind(user_key)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+fn account_of(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
+    let disabled: i64 = row.try_get("disabled").map_err(classify)?;
+    Ok(Account {
+        name: row.try_get("name").map_err(classify)?,
+        key: row.try_get("name_key").map_err(classify)?,
+        password_hash: row.try_get("password_hash").map_err(classify)?,
+        role: row.try_get("role").map_err(classify)?,
+        disabled: disabled != 0,
+        created_ms: row.try_get("created_ms").map_err(classify)?,
+        tokens_after_s: row.try_get("tokens_after_s").map_err(classify)?,
+    })
+}
+
+/// Revokes every token of `key` issued so far; returns `tokens_after_s`.
+async fn revoke_user(tx: &mut Transaction<'_, Sqlite>, key: &str) -> Result<i64, StoreError> {
+    let now = parley_protocol::time::now_ms();
+    sqlx::query_scalar(
+        "INSERT INTO user_revocations (user_key, tokens_after_s, changed_ms) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (user_key) DO UPDATE SET \
+           tokens_after_s = max(user_revocations.tokens_after_s + 1, excluded.tokens_after_s), \
+           changed_ms = excluded.changed_ms \
+         RETURNING tokens_after_s",
+    )
+    .bind(key)
+    .bind(now.div_euclid(1000) + 1)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(classify)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made by an older Parley (schema 1) gets each room's
+    /// `last_ts` from its messages — their newest ts, not the last one's —
+    /// and the first append after the upgrade is stamped no earlier.
+    #[tokio::test]
+    async fn upgrade_backfills_last_ts() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let ahead = parley_protocol::time::now_ms() + 3_600_000;
+        {
+            let options = SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            let old = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(MIGRATIONS[0].1).execute(&old).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE parley_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL);
+                 INSERT INTO parley_migrations VALUES (1, 0);
+                 INSERT INTO rooms (name, last_seq, created_ms) VALUES ('old', 2, 0), ('empty', 0, 0);
+                 INSERT INTO messages (room, seq, sender, body, ts_ms) VALUES
+                     ('old', 1, 'a', 'x', {ahead}), ('old', 2, 'a', 'y', {});",
+                ahead - 5
+            )))
+            .execute(&old)
+            .await
+            .unwrap();
+            old.close().await;
+        }
+        let store = SqliteStore::open(&url).await.unwrap();
+        let last_ts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, last_ts FROM rooms ORDER BY name")
+                .fetch_all(&store.reader)
+                .await
+                .unwrap();
+        assert_eq!(
+            last_ts,
+            vec![("empty".to_string(), 0), ("old".to_string(), ahead)]
+        );
+        let out = store
+            .append_batch(&[NewMessage {
+                room: "old".into(),
+                from: "b".into(),
+                text: "after the upgrade".into(),
+                nonce: None,
+                ts_ms: parley_protocol::time::now_ms(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(out[0].message().seq, 3);
+        assert_eq!(out[0].message().ts_ms, ahead);
     }
 }

@@ -73,7 +73,7 @@ impl Shared {
 
 pub struct RedisBus {
     shared: Arc<Shared>,
-    publish: mpsc::Sender<(String, Vec<u8>)>,
+    publish: mpsc::Sender<publisher::Queued>,
 }
 
 impl RedisBus {
@@ -81,8 +81,14 @@ impl RedisBus {
     /// It does not wait for Redis: a node starts and serves while Redis is
     /// down.
     pub fn start(url: &str, node: &str) -> Result<(Self, RedisPresence), BusError> {
+        // TCP_NODELAY: the multiplexed connection carries publish pipelines,
+        // presence scripts and member queries at once; a small write must not
+        // wait for the previous one's ACK (redis-rs leaves Nagle on).
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| BusError(format!("bad Redis URL: {e}")))?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client =
-            redis::Client::open(url).map_err(|e| BusError(format!("bad Redis URL: {e}")))?;
+            redis::Client::open(info).map_err(|e| BusError(format!("bad Redis URL: {e}")))?;
         let shared = Arc::new(Shared {
             node: node.replace(' ', "_"),
             client,
@@ -112,7 +118,11 @@ impl Bus for RedisBus {
         if let Some(inbox) = self.shared.inbox() {
             inbox.deliver(envelope);
         }
-        if self.publish.try_send((channel, payload)).is_err() {
+        if self
+            .publish
+            .try_send((channel, payload, tokio::time::Instant::now()))
+            .is_err()
+        {
             metrics::counter!("parley_bus_publish_dropped_total").increment(1);
         }
     }

@@ -8,6 +8,14 @@
 #      pinned Kubernetes versions (CRDs skipped, with the reason);
 #   3. checkov finds nothing beyond deploy/checkov-skips.yaml (each skip has
 #      a reason);
+#  3b. the Helm chart (deploy/helm/parley), rendered and linted by Helm's own
+#      engine (helm-python-sdk: Helm v4's Go SDK, offline) with its defaults
+#      and the value sets in deploy/helm/test-values/; every rendering
+#      validated (kubernetes-validate, checkov) and held against the binary
+#      like the kustomize output; parity with the prod and dev overlays and
+#      the monitoring addon; values.schema.json complete, bad values refused;
+#      the values reference in docs/deployment.md current; the `helm test`
+#      pod's script run against a real node;
 #   4. the manifests agree with the binary: PARLEY_* names, ports, probe
 #      paths answering 200 on a running node, drain timings vs. grace period,
 #      metric names in the dashboard, Dockerfiles, compose + nginx;
@@ -21,8 +29,9 @@
 # under target/deploy-tools/). kubectl must be on PATH.
 #
 # Environment:
-#   PARLEY_BIN=path   the binary to hold the manifests against (steps 4, 5's
-#                     token); scripts/test passes its debug build. The image
+#   PARLEY_BIN=path   the binary to hold the manifests and the chart against
+#                     (steps 3b, 4, 5's token); scripts/test passes its debug
+#                     build. The image
 #                     needs a static binary: when PARLEY_BIN is not one, the
 #                     musl binary is built (cargo) for the image as well.
 #   KUBE_VERSIONS     Kubernetes versions to validate against
@@ -32,6 +41,11 @@
 # `deploy/test.sh --tools-only` installs the tools (step 0) and stops:
 # scripts/test calls it before the first test, so that a missing tool fails
 # the run at once instead of half an hour in.
+#
+# `deploy/test.sh --only helm` runs step 0, the kustomize rendering of step 1
+# (the parity checks compare with it) and step 3b only: no musl build, no
+# podman (with PARLEY_BIN set, no cargo at all):
+#   PARLEY_BIN=target/debug/parley deploy/test.sh --only helm
 
 set -uo pipefail
 
@@ -49,6 +63,9 @@ IMAGE=localhost/parley:deploy-test
 MAX_IMAGE_BYTES=25000000 # < 25 MB
 PLAIN_CTR=parley-deploy-test-plain
 PLAY_DIR=$WORK/podman-play
+HELM_CHART=$DEPLOY/helm/parley
+HELM_VALUES=$DEPLOY/helm/test-values
+HELM_RENDERED=$WORK/helm-rendered
 SYSROOT=$WORK/sysroot
 PROMTOOL=promtool
 NGINX=nginx
@@ -64,6 +81,17 @@ PODMAN=(podman --runtime runc)
 PASSED=0
 FAILED=0
 FAILED_NAMES=()
+
+MODE=all
+case "${1:-}" in
+"") ;;
+--tools-only) MODE=tools ;;
+--only)
+    [ "${2:-}" = helm ] || { echo "usage: deploy/test.sh [--tools-only | --only helm]" >&2; exit 2; }
+    MODE=helm
+    ;;
+*) echo "usage: deploy/test.sh [--tools-only | --only helm]" >&2; exit 2 ;;
+esac
 
 mkdir -p "$WORK" "$RENDERED" "$LOGS"
 cd "$ROOT" || exit 2
@@ -158,8 +186,10 @@ install_tools() {
             "$VENV/bin/pip" install -q --disable-pip-version-check -r "$DEPLOY/requirements.txt" &&
             echo "$want" >"$VENV/.requirements.sha256" || return 1
     fi
-    "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -iE '^(kubernetes-validate|checkov|websockets|pyyaml)==' | tr '\n' ' '
+    "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -iE '^(kubernetes-validate|checkov|websockets|pyyaml|helm-python-sdk)==' | tr '\n' ' '
     echo
+    # Helm's engine is a shared library inside the wheel: prove it loads.
+    "$PY" -c 'import helm_python as h; print(f"Helm SDK {h.helm_sdk_version()} (libhelm_c {h.helm_c_version()}) loads")' || return 1
     printf '[containers]\ndefault_ulimits = []\n' >"$CONTAINERS_CONF"
     "${PODMAN[@]}" --version
 }
@@ -176,6 +206,13 @@ build_binary() {
         echo "manifests are checked against PARLEY_BIN=$PARLEY_BIN"
         HOST_BIN=$PARLEY_BIN
         is_static "$PARLEY_BIN" && IMAGE_BIN=$PARLEY_BIN
+    fi
+    if [ "$MODE" = helm ] && [ -n "$HOST_BIN" ]; then
+        # --only helm: the chart is held against PARLEY_BIN; no image is built.
+        "$HOST_BIN" --version
+        "$HOST_BIN" serve --help >"$WORK/serve-help.txt" || return 1
+        echo "$(grep -c 'PARLEY_' "$WORK/serve-help.txt") PARLEY_* settings in \`parley serve --help\`"
+        return 0
     fi
     if [ -z "$IMAGE_BIN" ]; then
         # Always ask cargo: a no-op when the binary is current, a rebuild
@@ -202,11 +239,15 @@ build_binary() {
 
 step "0. tools and binary"
 require "tools installed (apt-get/rustup/pip only if missing)" install_tools
-if [ "${1:-}" = "--tools-only" ]; then
+if [ "$MODE" = tools ]; then
     echo "deploy tools present"
     exit 0
 fi
-require "binaries: the one to check, and a static musl one for the image" build_binary
+if [ "$MODE" = helm ] && [ -n "${PARLEY_BIN:-}" ]; then
+    require "binary to check the chart against (PARLEY_BIN; --only helm builds no image)" build_binary
+else
+    require "binaries: the one to check, and a static musl one for the image" build_binary
+fi
 
 # ----------------------------------------------------------- 1. rendering
 
@@ -252,10 +293,12 @@ done
 
 # --------------------------------------------------------- 2. validation
 
-step "2. kubernetes-validate (strict)"
-for v in $KUBE_VERSIONS; do
-    check "kubernetes-validate against Kubernetes $v" "$PY" "$LIB" validate --version "$v" "$RENDERED"/*.yaml
-done
+if [ "$MODE" = all ]; then
+    step "2. kubernetes-validate (strict)"
+    for v in $KUBE_VERSIONS; do
+        check "kubernetes-validate against Kubernetes $v" "$PY" "$LIB" validate --version "$v" "$RENDERED"/*.yaml
+    done
+fi
 
 # ------------------------------------------------------------ 3. checkov
 
@@ -263,12 +306,92 @@ run_checkov() {
     # --skip-download: no call to any service; checks run offline.
     "$VENV/bin/checkov" -d "$RENDERED" --framework kubernetes --skip-download -o json \
         >"$WORK/checkov.json" 2>"$LOGS/checkov-stderr.log"
-    # checkov exits 1 when anything failed; the gate decides.
-    "$PY" "$LIB" checkov-gate "$DEPLOY/checkov-skips.yaml" "$WORK/checkov.json"
+    # checkov exits 1 when anything failed; the gate decides. Unused skips are
+    # reported by step 3b, which sees the chart's findings as well.
+    "$PY" "$LIB" checkov-gate --no-stale "$DEPLOY/checkov-skips.yaml" "$WORK/checkov.json"
 }
 
-step "3. checkov"
-check "checkov: no failed check outside deploy/checkov-skips.yaml" run_checkov
+if [ "$MODE" = all ]; then
+    step "3. checkov"
+    check "checkov: no failed check outside deploy/checkov-skips.yaml" run_checkov
+fi
+
+# ------------------------------------------------------------ 3b. Helm chart
+
+# Value sets: NAME=FILE (empty FILE: the chart's defaults). All are rendered
+# as release "parley" (object names then equal the kustomize ones) in
+# namespace parley, except dev, in parley-dev as the dev overlay.
+HELM_SETS=(default= external-dbs="$HELM_VALUES/external-dbs.yaml" external-urls="$HELM_VALUES/external-urls.yaml"
+    no-ingress="$HELM_VALUES/no-ingress.yaml" monitoring="$HELM_VALUES/monitoring.yaml")
+HELM_DEV_SET=dev="$HELM_VALUES/dev.yaml"
+
+helm_render() {
+    rm -rf "$HELM_RENDERED" && mkdir -p "$HELM_RENDERED" || return 1
+    "$PY" "$LIB" helm-render --chart "$HELM_CHART" --release parley --namespace parley --out "$HELM_RENDERED" "${HELM_SETS[@]}" &&
+        "$PY" "$LIB" helm-render --chart "$HELM_CHART" --release parley --namespace parley-dev --out "$HELM_RENDERED" "$HELM_DEV_SET" &&
+        echo "rendered into $HELM_RENDERED (NAME.yaml, NAME.NOTES.txt)"
+}
+
+helm_checkov() {
+    "$VENV/bin/checkov" -d "$HELM_RENDERED" --framework kubernetes --skip-download -o json \
+        >"$WORK/checkov-helm.json" 2>"$LOGS/checkov-helm-stderr.log"
+    # The skips are shared with step 3; unused ones are reported here, with
+    # step 3's findings counted (not gated twice). --only helm has no step 3.
+    if [ "$MODE" = all ]; then
+        "$PY" "$LIB" checkov-gate --usage-from "$WORK/checkov.json" "$DEPLOY/checkov-skips.yaml" "$WORK/checkov-helm.json"
+    else
+        "$PY" "$LIB" checkov-gate --no-stale "$DEPLOY/checkov-skips.yaml" "$WORK/checkov-helm.json"
+    fi
+}
+
+if [ "$MODE" = all ] || [ "$MODE" = helm ]; then
+    step "3b. Helm chart (Helm's engine: helm-python-sdk)"
+    require "helm template: the chart's defaults and every value set in deploy/helm/test-values/" helm_render
+    HELM_FILES=("$HELM_RENDERED"/*.yaml)
+    check "helm lint --strict (Kubernetes ${KUBE_VERSIONS// /, }) with every value set; appVersion = crate version" \
+        "$PY" "$LIB" helm-lint --chart "$HELM_CHART" --cargo "$ROOT/Cargo.toml" --kube-version $KUBE_VERSIONS -- \
+        "${HELM_SETS[@]}" "$HELM_DEV_SET"
+    check "values.schema.json: every value typed and described, settings known to the binary, bad values refused" \
+        "$PY" "$LIB" helm-values --chart "$HELM_CHART" --help-file "$WORK/serve-help.txt"
+    check "docs/deployment.md: the values reference matches values.schema.json" \
+        "$PY" "$LIB" helm-values-doc --chart "$HELM_CHART" --doc "$ROOT/docs/deployment.md"
+    for v in $KUBE_VERSIONS; do
+        check "chart renderings: kubernetes-validate against Kubernetes $v" "$PY" "$LIB" validate --version "$v" "${HELM_FILES[@]}"
+    done
+    check "chart renderings: checkov, nothing outside deploy/checkov-skips.yaml" helm_checkov
+    check "chart renderings: every PARLEY_* variable is in \`parley serve --help\`" \
+        "$PY" "$LIB" config-vars --help-file "$WORK/serve-help.txt" "${HELM_FILES[@]}"
+    check "chart renderings: container port = PARLEY_LISTEN port; probes, Services, Ingress, PDB, HPA point at it" \
+        "$PY" "$LIB" ports "${HELM_FILES[@]}"
+    check "chart renderings: terminationGracePeriodSeconds covers preStop + PARLEY_DRAIN_TIMEOUT" \
+        "$PY" "$LIB" drain "${HELM_FILES[@]}"
+    check "chart renderings: HPA maxReplicas x PARLEY_DATABASE_POOL fits PostgreSQL max_connections" \
+        "$PY" "$LIB" db-capacity "${HELM_FILES[@]}"
+    check "parity: chart defaults = kustomize prod overlay" \
+        "$PY" "$LIB" helm-parity --kustomize "$RENDERED/prod.yaml" --chart "$HELM_RENDERED/default.yaml"
+    check "parity: chart monitoring values = prod + hpa-connections + addons/monitoring" \
+        "$PY" "$LIB" helm-parity --kustomize "$RENDERED/prod-connections.yaml" "$RENDERED/monitoring.yaml" \
+        --chart "$HELM_RENDERED/monitoring.yaml"
+    check "parity: chart dev values = kustomize dev overlay" \
+        "$PY" "$LIB" helm-parity --kustomize "$RENDERED/dev.yaml" --chart "$HELM_RENDERED/dev.yaml"
+    check "chart monitoring: ServiceMonitor and custom-metric HPA reference what exists" \
+        "$PY" "$LIB" crd-refs --base "$HELM_RENDERED/monitoring.yaml" --monitoring "$HELM_RENDERED/monitoring.yaml" \
+        --hpa "$HELM_RENDERED/monitoring.yaml"
+    check "chart monitoring: metric names in dashboard, alerts and adapter exist in the binary" \
+        "$PY" "$LIB" metric-names --binary "$HOST_BIN" \
+        --require parley_connections parley_store_append_seconds parley_draining \
+        -- "$HELM_CHART/dashboards/parley.json" "$HELM_RENDERED/monitoring.yaml"
+    check "chart monitoring: PromQL of dashboard and alerts parses (promtool)" \
+        "$PY" "$LIB" promql --promtool "$PROMTOOL" "$HELM_CHART/dashboards/parley.json" "$HELM_RENDERED/monitoring.yaml"
+    check "chart defaults: probe and metrics paths answer 200 on a node with the chart's ConfigMap; SIGTERM drains" \
+        "$PY" "$LIB" probe-node --binary "$HOST_BIN" --extra-path / "$HELM_RENDERED/default.yaml"
+    check "helm test pod: its script passes against a ready node, fails against a draining one" \
+        "$PY" "$LIB" helm-test-pod --binary "$HOST_BIN" "$HELM_RENDERED/default.yaml"
+fi
+if [ "$MODE" = helm ]; then
+    summary
+    exit $?
+fi
 
 # ------------------------------------------------- 4. manifests vs. binary
 

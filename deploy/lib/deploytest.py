@@ -147,25 +147,33 @@ def cmd_checkov_gate(args):
     for s in skips:
         if not s.get("reason", "").strip():
             return fail(f"skip {s['check']} has no reason")
-    raw = json.loads(Path(args.report).read_text() or "[]")
-    reports = raw if isinstance(raw, list) else [raw]
-    failed, passed = [], 0
-    for r in reports:
-        if not isinstance(r, dict):
-            continue
-        res = r.get("results", {})
-        passed += len(res.get("passed_checks", []))
-        failed += res.get("failed_checks", [])
+    def failed_checks(path):
+        raw = json.loads(Path(path).read_text() or "[]")
+        passed, failed = 0, []
+        for r in raw if isinstance(raw, list) else [raw]:
+            if isinstance(r, dict):
+                res = r.get("results", {})
+                passed += len(res.get("passed_checks", []))
+                failed += res.get("failed_checks", [])
+        return passed, failed
+
+    def matching(cid, rid):
+        return next((i for i, s in enumerate(skips)
+                     if s["check"] == cid and any(fnmatch.fnmatch(rid, g) for g in s["resources"])), None)
+
+    passed, failed = failed_checks(args.report)
     used = [0] * len(skips)
+    # Reports gated elsewhere (an earlier step): they only keep their skips from looking stale.
+    for other in args.usage_from:
+        for f in failed_checks(other)[1]:
+            i = matching(f["check_id"], f["resource"])
+            if i is not None:
+                used[i] += 1
     unexpected = []
     accepted = {}  # skip index -> resource ids
     for f in failed:
         cid, rid = f["check_id"], f["resource"]
-        hit = None
-        for i, s in enumerate(skips):
-            if s["check"] == cid and any(fnmatch.fnmatch(rid, g) for g in s["resources"]):
-                hit = i
-                break
+        hit = matching(cid, rid)
         if hit is None:
             unexpected.append(f"{cid} {rid}: {f.get('check_name', '')} ({f.get('file_path', '')})")
         else:
@@ -175,7 +183,7 @@ def cmd_checkov_gate(args):
         reason = skips[i]["reason"].split(". ")[0].rstrip(".")
         print(f"  - skipped {skips[i]['check']} on {', '.join(sorted(rids))}: {reason}.")
     for i, s in enumerate(skips):
-        if not used[i]:
+        if not used[i] and not args.no_stale:
             print(f"  ! stale skip (matches nothing now, remove it): {s['check']} {s['resources']}")
     for u in unexpected:
         fail(u)
@@ -329,11 +337,12 @@ def cmd_db_capacity(args):
         dep = one(docs, "Deployment", "parley")
         cfg = config_of(docs, parley_container(dep))
         pool = int(cfg.get("PARLEY_DATABASE_POOL", args.default_pool))
-        hpa = one(docs, "HorizontalPodAutoscaler", "parley")
         pg = find(docs, "StatefulSet", "parley-postgres")
         if not pg:
-            print(f"  {name}: no in-cluster PostgreSQL")
+            print(f"  {name}: no in-cluster PostgreSQL (external: size its max_connections for the nodes x pool {pool})")
             continue
+        hpas = find(docs, "HorizontalPodAutoscaler", "parley")
+        hpa = hpas[0] if hpas else {"spec": {"maxReplicas": dep["spec"].get("replicas", 1)}}
         pargs = pg[0]["spec"]["template"]["spec"]["containers"][0].get("args", [])
         maxc = 100
         for a in pargs:
@@ -606,6 +615,557 @@ def cmd_probe_node(args):
     return 1 if bad else 0
 
 
+# ------------------------------------------------------------ 3b. Helm chart
+#
+# The chart (deploy/helm/parley) is rendered and linted by Helm's own engine:
+# helm-python-sdk binds Helm v4's Go SDK (libhelm_c) with ctypes, so
+# `Chart.render` is `helm template` and `lint` is `helm lint`, offline.
+
+
+def helm_sdk():
+    import helm_python
+
+    return helm_python
+
+
+def helm_value_sets(args_sets):
+    """NAME=FILE arguments (FILE empty: the chart's defaults) -> [(name, values dict or None, file)]."""
+    helm = helm_sdk()
+    out = []
+    for spec in args_sets:
+        name, _, path = spec.partition("=")
+        values = helm.values_from_yaml(Path(path).read_text()) if path else None
+        out.append((name, values, path))
+    return out
+
+
+def is_hook(d):
+    return "helm.sh/hook" in (d.get("metadata", {}).get("annotations") or {})
+
+
+def cmd_helm_render(args):
+    """`helm template RELEASE CHART -n NS -f FILE` for every value set, into
+    OUT/NAME.yaml (every manifest, tests included, as helm template prints
+    them) and OUT/NAME.NOTES.txt."""
+    helm = helm_sdk()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bad = 0
+    with helm.Chart.load(args.chart) as chart:
+        print(f"  chart {chart.name} {chart.version} (appVersion {chart.metadata.get('appVersion')}); "
+              f"Helm SDK {helm.helm_sdk_version()} via libhelm_c {helm.helm_c_version()}")
+        for name, values, path in helm_value_sets(args.set):
+            try:
+                rendered = chart.render(values, name=args.release, namespace=args.namespace, is_install=True)
+            except helm.HelmError as e:
+                bad += fail(f"{name}: {type(e).__name__}: {e}")
+                continue
+            parts, notes = [], ""
+            for tpl in sorted(rendered):
+                text = rendered[tpl]
+                if tpl.endswith("NOTES.txt"):
+                    notes = text
+                elif text.strip():
+                    parts.append(f"# Source: {tpl}\n{text.strip()}\n")
+            (out / f"{name}.yaml").write_text("---\n".join(parts))
+            (out / f"{name}.NOTES.txt").write_text(notes)
+            docs = load_docs(out / f"{name}.yaml")
+            kinds = {}
+            for d in docs:
+                k = d["kind"] + (" (helm test hook)" if is_hook(d) else "")
+                kinds[k] = kinds.get(k, 0) + 1
+            src = path or "the chart's defaults"
+            print(f"  {name} ({src}): {len(docs)} objects: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+            if not notes.strip():
+                bad += fail(f"{name}: NOTES.txt rendered empty")
+    return 1 if bad else 0
+
+
+def cargo_version(cargo_toml):
+    text = Path(cargo_toml).read_text()
+    m = re.search(r"^\[workspace\.package\][^\[]*?^version\s*=\s*\"([^\"]+)\"", text, re.S | re.M)
+    if not m:
+        raise SystemExit(f"{cargo_toml}: no [workspace.package] version")
+    return m.group(1)
+
+
+def cmd_helm_lint(args):
+    """`helm lint --strict --kube-version V` on the chart with every value
+    set; any warning or error fails. Plus the chart's metadata: apiVersion
+    v2, appVersion = the crate version."""
+    helm = helm_sdk()
+    bad = 0
+    with helm.Chart.load(args.chart) as chart:
+        meta = chart.metadata
+    want = cargo_version(args.cargo)
+    if meta.get("apiVersion") != "v2":
+        bad += fail(f"Chart.yaml apiVersion {meta.get('apiVersion')!r}, want v2")
+    if str(meta.get("appVersion")) != want:
+        bad += fail(f"Chart.yaml appVersion {meta.get('appVersion')!r} != crate version {want} (Cargo.toml)")
+    else:
+        ok(f"Chart.yaml: apiVersion v2, appVersion {want} = the crate version, kubeVersion {meta.get('kubeVersion')!r}")
+    names = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
+    infos = set()
+    for name, values, _ in helm_value_sets(args.set):
+        for kv in args.kube_version:
+            v = kv if kv.startswith("v") else "v" + kv
+            report = helm.lint(args.chart, values, strict=True, kube_version=v)
+            worst = [m for m in report["messages"] if m["severity"] >= 2 or m["severity"] == 0]
+            for m in report["messages"]:
+                if m["severity"] == 1:
+                    infos.add(f"{m['path']}: {m['error']}")
+            if worst or report.get("errors"):
+                for m in worst:
+                    bad += fail(f"{name} @ {v}: [{names.get(m['severity'])}] {m['path']}: {m['error'].strip()}")
+                for e in report.get("errors", []):
+                    if not any(e.strip() == m["error"].strip() for m in worst):
+                        bad += fail(f"{name} @ {v}: {e.strip()}")
+            else:
+                print(f"  ✓ helm lint --strict --kube-version {v}: {name}: {report['total_charts_linted']} chart, no warning or error")
+    for i in sorted(infos):
+        print(f"  - info (allowed): {i}")
+    return 1 if bad else 0
+
+
+def schema_node(schema, path):
+    """The schema node for a key path, or None."""
+    node = schema
+    for key in path:
+        props = node.get("properties", {})
+        if key in props:
+            node = props[key]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return None
+    return node
+
+
+# Values the chart must refuse, each with (part of) the message Helm gives.
+HELM_REFUSALS = [
+    ("a misspelt top-level value", {"replicas": 3}, "additional properties"),
+    ("a misspelt setting", {"config": {"PARLEY_DRAIN_TIMOUT": "20s"}}, "additional properties"),
+    ("a setting the chart owns (secret URL)", {"config": {"PARLEY_DATABASE_URL": "postgres://x"}}, "additional properties"),
+    ("a duration parley serve cannot parse", {"config": {"PARLEY_DRAIN_TIMEOUT": "soon"}}, "PARLEY_DRAIN_TIMEOUT"),
+    ("a number where an integer belongs", {"replicaCount": "two"}, "replicaCount"),
+    ("a grace period shorter than preStop + drain timeout + 5 s",
+     {"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds"),
+    ("grace + spread longer than the drain timeout",
+     {"config": {"PARLEY_DRAIN_SPREAD": "30s"}}, "PARLEY_DRAIN_SPREAD"),
+    ("no PostgreSQL at all", {"postgresql": {"enabled": False}}, "externalDatabase"),
+    ("bundled and external PostgreSQL at once",
+     {"externalDatabase": {"url": "postgres://parley:x@db:5432/parley"}}, "postgresql.enabled"),
+    ("no Redis at all", {"redis": {"enabled": False}}, "externalRedis"),
+    ("more connections at full scale than PostgreSQL's max_connections",
+     {"autoscaling": {"maxReplicas": 20}}, "maxConnections"),
+    ("minReplicas above maxReplicas", {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}, "minReplicas"),
+    ("a password that would break the URL", {"secrets": {"databasePassword": "p@ss/word"}}, "databasePassword"),
+]
+
+
+def cmd_helm_values(args):
+    """values.schema.json covers values.yaml (every value typed and
+    described), its settings are the binary's, and Helm refuses bad values."""
+    helm = helm_sdk()
+    bad = 0
+    schema = json.loads(Path(args.chart, "values.schema.json").read_text())
+    defaults = yaml.safe_load(Path(args.chart, "values.yaml").read_text())
+
+    def walk_values(v, path):
+        nonlocal bad
+        node = schema_node(schema, path)
+        if node is None:
+            bad += fail(f"values.yaml {'.'.join(path)}: not in values.schema.json")
+            return
+        if path and (not node.get("type") or not node.get("description")):
+            bad += fail(f"values.schema.json {'.'.join(path)}: needs a type and a description")
+        if isinstance(v, dict) and "properties" in node:
+            for k, sub in v.items():
+                walk_values(sub, path + [k])
+
+    def walk_schema(node, path):
+        nonlocal bad
+        if path and (not node.get("type") or not node.get("description")):
+            bad += fail(f"values.schema.json {'.'.join(path)}: needs a type and a description")
+        if node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is not False:
+            bad += fail(f"values.schema.json {'.'.join(path) or '(top)'}: objects with properties must set additionalProperties: false (typos must fail)")
+        for k, sub in node.get("properties", {}).items():
+            walk_schema(sub, path + [k])
+
+    walk_values(defaults, [])
+    walk_schema(schema, [])
+    counted = []
+
+    def count(node):
+        for sub in node.get("properties", {}).values():
+            counted.append(1)
+            count(sub)
+    count(schema)
+    if not bad:
+        ok(f"values.yaml: every value is in values.schema.json; its {len(counted)} properties all have a type and a description; objects refuse unknown keys")
+    # The settings: the binary's, minus the four the chart sets itself.
+    owned = {"PARLEY_NODE_ID", "PARLEY_JWT_SECRET", "PARLEY_DATABASE_URL", "PARLEY_REDIS_URL"}
+    known = help_vars(args.help)
+    in_schema = set(schema["properties"]["config"]["properties"])
+    unknown = sorted(in_schema - known)
+    for k in unknown:
+        bad += fail(f"values.schema.json config.{k} is not a setting of `parley serve`")
+    if owned & in_schema:
+        bad += fail(f"config allows {sorted(owned & in_schema)}, which the chart sets from the pod/Secret")
+    missing = sorted(known - in_schema - owned)
+    if not unknown:
+        ok(f"config: {len(in_schema)} settings, all known to `parley serve --help`; the chart sets {', '.join(sorted(owned))} itself")
+    if missing:
+        print(f"  ! settings of the binary the chart's schema does not offer yet (extraEnv can set them): {', '.join(missing)}")
+    not_default = sorted(in_schema - set(defaults["config"]))
+    if not_default:
+        print(f"  - settable but left at the binary's default (as in deploy/k8s/base/parley.env): {', '.join(not_default)}")
+    # Refusals: Helm's schema validation or the chart's own checks (fail).
+    with helm.Chart.load(args.chart) as chart:
+        for what, values, needle in HELM_REFUSALS:
+            try:
+                chart.render(values, name="parley", namespace="parley", is_install=True)
+            except helm.HelmError as e:
+                msg = str(e)
+                first = next((l.strip() for l in msg.splitlines() if needle in l), msg.strip().splitlines()[-1].strip())
+                if needle in msg:
+                    ok(f"refused {what}: {first[:150]}")
+                else:
+                    bad += fail(f"{what}: refused, but the message does not name {needle!r}: {msg[:300]}")
+                continue
+            bad += fail(f"{what} ({json.dumps(values)}) renders: Helm should refuse it")
+    return 1 if bad else 0
+
+
+# --- parity with the kustomize manifests
+
+# Labels that differ by construction: kustomize selects on name + component,
+# the chart adds the release (instance) so that two releases can share a
+# namespace; managed-by, chart and version are bookkeeping.
+PARITY_DROP_LABELS = {"app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart",
+                      "app.kubernetes.io/version"}
+# metadata.labels are compared where something selects by them.
+PARITY_LABEL_KINDS = {"Service", "ServiceMonitor", "PrometheusRule"}
+# kustomize generators' hash suffixes (the chart rolls pods with a checksum annotation instead).
+KUSTOMIZE_HASHED = re.compile(r"^(.+-(?:config|secrets))-[a-z0-9]{10}$")
+PARITY_SKIP_KINDS = {
+    "Namespace": "Helm installs into a namespace it does not own (`--create-namespace`); "
+                 "docs/deployment.md labels it for Pod Security Admission",
+}
+
+
+def parity_norm(o, kustomize):
+    if isinstance(o, dict):
+        out = {}
+        for k, v in o.items():
+            if k in ("labels", "matchLabels") and isinstance(v, dict):
+                v = {lk: lv for lk, lv in v.items() if lk not in PARITY_DROP_LABELS}
+            if k == "selector" and isinstance(v, dict) and all(isinstance(x, str) for x in v.values()):
+                v = {lk: lv for lk, lv in v.items() if lk not in PARITY_DROP_LABELS}
+            if k == "annotations" and isinstance(v, dict):
+                v = {ak: av for ak, av in v.items()
+                     if not ak.startswith(("checksum/", "helm.sh/", "meta.helm.sh/"))}
+                if not v:
+                    continue
+            v = parity_norm(v, kustomize)
+            if k in ("podSelector", "labelSelector") and v == {"matchLabels": {}}:
+                v = {}
+            out[k] = v
+        return out
+    if isinstance(o, list):
+        return [parity_norm(x, kustomize) for x in o]
+    if kustomize and isinstance(o, str):
+        m = KUSTOMIZE_HASHED.match(o)
+        if m:
+            return m.group(1)
+    return o
+
+
+def parity_view(d, kustomize):
+    """What is compared of one object: everything but bookkeeping metadata."""
+    d = parity_norm(d, kustomize)
+    md = d.get("metadata", {})
+    view = {k: v for k, v in d.items() if k != "metadata"}
+    view["metadata"] = {"name": md.get("name"), "namespace": md.get("namespace")}
+    if d["kind"] in PARITY_LABEL_KINDS or (d["kind"] == "ConfigMap" and "grafana_dashboard" in md.get("labels", {})):
+        view["metadata"]["labels"] = md.get("labels", {})
+    if d["kind"] in ("Ingress", "ConfigMap") and md.get("annotations"):
+        view["metadata"]["annotations"] = md["annotations"]
+    if d["kind"] == "Secret":
+        view["data"] = sorted((d.get("data") or {}).keys()) + sorted((d.get("stringData") or {}).keys())
+        view.pop("stringData", None)
+    if d["kind"] == "NetworkPolicy":
+        view["metadata"].pop("name")  # compared by what they admit
+    return view
+
+
+def deep_diff(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            p = f"{path}.{k}" if path else str(k)
+            if k not in b:
+                out.append(f"{p}: only in kustomize ({json.dumps(a[k], default=str)[:120]})")
+            elif k not in a:
+                out.append(f"{p}: only in the chart ({json.dumps(b[k], default=str)[:120]})")
+            else:
+                out += deep_diff(a[k], b[k], p)
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += deep_diff(x, y, f"{path}[{i}]")
+        return out
+    if isinstance(a, str) and isinstance(b, str) and a != b and max(len(a), len(b)) > 120:
+        i = next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        line = a.count("\n", 0, i) + 1
+        return [f"{path}: differs from line {line} on ({len(a)} vs {len(b)} characters): "
+                f"kustomize {json.dumps(a[max(0, i - 40):i + 60])} != chart {json.dumps(b[max(0, i - 40):i + 60])}"]
+    if a != b:
+        return [f"{path}: kustomize {json.dumps(a, default=str)[:160]} != chart {json.dumps(b, default=str)[:160]}"]
+    return []
+
+
+def essentials(docs, name):
+    """One line per essential setting of the server, for the record."""
+    dep = one(docs, "Deployment", name)
+    spec = dep["spec"]["template"]["spec"]
+    c = parley_container(dep)
+    cfg = config_of(docs, c)
+    lines = []
+    pr = []
+    for p in ("startupProbe", "livenessProbe", "readinessProbe"):
+        x = c[p]
+        pr.append(f"{p[:-5]} {x['httpGet']['path']} every {x['periodSeconds']}s x{x['failureThreshold']} (timeout {x['timeoutSeconds']}s)")
+    lines.append("probes: " + "; ".join(pr))
+    sc, psc = c["securityContext"], spec["securityContext"]
+    lines.append(f"security: pod runAsUser {psc.get('runAsUser')} fsGroup {psc.get('fsGroup')} seccomp {psc.get('seccompProfile', {}).get('type')}; "
+                 f"container readOnlyRootFilesystem {sc.get('readOnlyRootFilesystem')} allowPrivilegeEscalation {sc.get('allowPrivilegeEscalation')} drop {sc.get('capabilities', {}).get('drop')}")
+    r = c["resources"]
+    lines.append(f"resources: requests {r['requests']} limits {r['limits']}")
+    svc = one(docs, "Service", name)
+    lines.append(f"Service: {svc['spec'].get('type')} sessionAffinity {svc['spec'].get('sessionAffinity')} "
+                 f"({svc['spec'].get('sessionAffinityConfig', {}).get('clientIP', {}).get('timeoutSeconds')} s)")
+    hpa = find(docs, "HorizontalPodAutoscaler", name)
+    if hpa:
+        h = hpa[0]["spec"]
+        ms = [m.get("resource", {}).get("name") or m.get("pods", {}).get("metric", {}).get("name") for m in h["metrics"]]
+        lines.append(f"HPA: {h['minReplicas']}–{h['maxReplicas']} replicas on {', '.join(ms)}")
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    tgps = spec.get("terminationGracePeriodSeconds", 30)
+    lines.append(f"drain: preStop {pre}s + PARLEY_DRAIN_TIMEOUT {cfg.get('PARLEY_DRAIN_TIMEOUT', '20s')} + 5s margin <= "
+                 f"terminationGracePeriodSeconds {tgps}s; grace {cfg.get('PARLEY_DRAIN_GRACE', '3s')} + spread {cfg.get('PARLEY_DRAIN_SPREAD', '5s')}")
+    lines.append(f"image: {c['image']}; topologySpread: {[t['topologyKey'] for t in spec.get('topologySpreadConstraints', [])]}")
+    return lines
+
+
+def cmd_helm_parity(args):
+    """The chart's rendering says what the kustomize rendering says: the same
+    objects (kinds, names) with the same content, after normalising what
+    differs by construction (listed)."""
+    kust = []
+    for path in args.kustomize:
+        for d in load_docs(path):
+            key = (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+            kust = [k for k in kust if (k["kind"], k["metadata"].get("namespace"), k["metadata"]["name"]) != key]
+            kust.append(d)
+    chart_all = load_docs(args.chart)
+    hooks = [d for d in chart_all if is_hook(d)]
+    chart = [d for d in chart_all if not is_hook(d)]
+    bad = 0
+    skipped = {}
+    kv = []
+    for d in kust:
+        if d["kind"] in PARITY_SKIP_KINDS:
+            skipped.setdefault(d["kind"], []).append(d["metadata"]["name"])
+        else:
+            kv.append(parity_view(d, True))
+    cv = [parity_view(d, False) for d in chart]
+
+    def label(v):
+        return f"{v['kind']}/{v['metadata'].get('name') or '(by content)'}"
+
+    def count(vs):
+        out = {}
+        for v in vs:
+            out[v["kind"]] = out.get(v["kind"], 0) + 1
+        return out
+    kc, cc = count(kv), count(cv)
+    if kc != cc:
+        bad += fail(f"kinds differ: kustomize {dict(sorted(kc.items()))} vs chart {dict(sorted(cc.items()))}")
+    else:
+        print(f"  same kinds and counts: {', '.join(f'{n} {k}' for k, n in sorted(kc.items()))}")
+    unmatched_chart = list(cv)
+    compared = 0
+    for k in kv:
+        if k["kind"] == "NetworkPolicy":
+            match = next((c for c in unmatched_chart if c["kind"] == "NetworkPolicy" and c == k), None)
+            if match is None:
+                cands = [c for c in unmatched_chart if c["kind"] == "NetworkPolicy"
+                         and c["spec"].get("podSelector") == k["spec"].get("podSelector")]
+                detail = deep_diff(k, cands[0]) if cands else ["no chart NetworkPolicy selects the same pods"]
+                bad += fail(f"NetworkPolicy selecting {k['spec'].get('podSelector')} has no equal in the chart: " + "; ".join(detail[:6]))
+                continue
+        else:
+            match = next((c for c in unmatched_chart if c["kind"] == k["kind"]
+                          and c["metadata"]["name"] == k["metadata"]["name"]), None)
+            if match is None:
+                bad += fail(f"{label(k)}: not in the chart's rendering")
+                continue
+            # metadata.labels: the chart may add labels, not drop or change one.
+            kl, cl = k["metadata"].get("labels"), match["metadata"].get("labels")
+            if kl is not None and cl is not None:
+                match = dict(match, metadata=dict(match["metadata"], labels={lk: lv for lk, lv in cl.items() if lk in kl}))
+            diffs = deep_diff(k, match)
+            match = next(c for c in unmatched_chart if c["kind"] == k["kind"] and c["metadata"]["name"] == k["metadata"]["name"])
+            if diffs:
+                for line in diffs:
+                    bad += fail(f"{label(k)}: {line}")
+                unmatched_chart.remove(match)
+                continue
+        unmatched_chart.remove(match)
+        compared += 1
+    for c in unmatched_chart:
+        bad += fail(f"{label(c)}: only in the chart's rendering")
+    if not bad:
+        ok(f"{compared} objects identical after normalisation (specs, data, container settings, "
+           f"Ingress/ConfigMap annotations; the labels of Services, ServiceMonitor, PrometheusRule and "
+           f"the dashboard ConfigMap are kept by the chart)")
+        for line in essentials([d for d in chart], args.name):
+            print(f"    {line}")
+    print("  normalised (differ by construction): labels app.kubernetes.io/instance (the chart also selects on the "
+          "release), managed-by, helm.sh/chart, version; kustomize's hash suffixes on parley-config/parley-secrets "
+          "(the chart rolls pods with checksum/* annotations); Secret values (keys compared); NetworkPolicies "
+          "matched by content, not name (the chart prefixes the release)")
+    for kind, names in skipped.items():
+        print(f"  - not compared: {kind} {names}: {PARITY_SKIP_KINDS[kind]}")
+    if hooks:
+        print(f"  - not compared: helm test hooks {[d['kind'] + '/' + d['metadata']['name'] for d in hooks]} (chart only)")
+    return 1 if bad else 0
+
+
+# --- the values reference in docs/deployment.md
+
+DOC_BEGIN = "<!-- helm-values:begin (generated from deploy/helm/parley/values.schema.json: deploy/lib/deploytest.py helm-values-doc --write) -->"
+DOC_END = "<!-- helm-values:end -->"
+
+
+def values_table(schema, defaults):
+    rows = ["| value | type | default | description |", "|---|---|---|---|"]
+
+    def fmt_default(v):
+        if v is None:
+            return "`null`"
+        if isinstance(v, (dict, list)):
+            if not v:
+                return "`{}`" if isinstance(v, dict) else "`[]`"
+            return "see values.yaml" if len(json.dumps(v)) > 60 else f"`{json.dumps(v)}`"
+        if isinstance(v, bool):
+            return f"`{str(v).lower()}`"
+        if v == "":
+            return '`""`'
+        return f"`{v}`"
+
+    def walk(node, path, dflt, present):
+        for k, sub in node.get("properties", {}).items():
+            p = path + [k]
+            has = isinstance(dflt, dict) and k in dflt
+            d = dflt.get(k) if has else None
+            if sub.get("type") == "object" and "properties" in sub:
+                walk(sub, p, d if isinstance(d, dict) else {}, has)
+                continue
+            t = sub["type"] if isinstance(sub["type"], str) else " or ".join(sub["type"])
+            if "enum" in sub:
+                t += ": " + ", ".join(f"`{e}`" for e in sub["enum"])
+            desc = sub["description"].replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+            rows.append(f"| `{'.'.join(p)}` | {t} | {fmt_default(d) if has else '(unset)'} | {desc} |")
+    walk(schema, [], defaults, True)
+    return "\n".join(rows)
+
+
+def cmd_helm_values_doc(args):
+    schema = json.loads(Path(args.chart, "values.schema.json").read_text())
+    defaults = yaml.safe_load(Path(args.chart, "values.yaml").read_text())
+    table = values_table(schema, defaults)
+    doc = Path(args.doc).read_text()
+    m = re.search(re.escape(DOC_BEGIN) + r"\n(.*?)" + re.escape(DOC_END), doc, re.S)
+    if not m:
+        return fail(f"{args.doc} has no block between {DOC_BEGIN!r} and {DOC_END!r}")
+    if m.group(1).strip() == table.strip():
+        return ok(f"{args.doc}: the values reference ({table.count(chr(10)) - 1} values) matches values.schema.json and values.yaml")
+    if args.write:
+        Path(args.doc).write_text(doc[:m.start(1)] + table + "\n" + doc[m.end(1):])
+        return ok(f"{args.doc}: values reference rewritten ({table.count(chr(10)) - 1} values)")
+    import difflib
+    sys.stdout.writelines(difflib.unified_diff(m.group(1).strip().splitlines(True), table.strip().splitlines(True),
+                                               "docs", "values.schema.json", n=0))
+    print()
+    return fail(f"{args.doc}: the values reference is stale: run deploy/lib/deploytest.py helm-values-doc --write")
+
+
+# --- `helm test`: its script against a real node
+
+
+def cmd_helm_test_pod(args):
+    """Runs the chart's `helm test` pod script (sh + wget) against a real
+    node started with the rendered ConfigMap: exit 0 while the node is ready,
+    non-zero once it drains."""
+    docs = load_docs(args.rendered)
+    pods = [d for d in docs if d["kind"] == "Pod" and is_hook(d) and d["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+    if len(pods) != 1:
+        return fail(f"expected one helm test Pod, found {len(pods)}")
+    pod = pods[0]
+    ctr = pod["spec"]["containers"][0]
+    script_argv = ctr["command"] + ctr.get("args", [])
+    env0 = {e["name"]: e["value"] for e in ctr.get("env", [])}
+    url = env0["URL"]
+    svc = one(docs, "Service", args.name)
+    if not re.match(rf"^http://{re.escape(args.name)}\.[a-z0-9-]+\.svc:{svc['spec']['ports'][0]['port']}/readyz$", url):
+        return fail(f"test pod asks {url}, not the Service {args.name} on port {svc['spec']['ports'][0]['port']} /readyz")
+    print(f"  test pod {pod['metadata']['name']} ({ctr['image']}) asks {url}")
+    dep = one(docs, "Deployment", args.name)
+    cfg = config_of(docs, parley_container(dep))
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="parley-helm-test-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env.update(cfg)
+    env.update({"PARLEY_LISTEN": f"127.0.0.1:{port}", "PARLEY_DATABASE_URL": f"sqlite://{tmp}/parley.db",
+                "PARLEY_JWT_SECRET": "helm-test-secret", "PARLEY_NODE_ID": "helm-test-node"})
+    log = open(os.path.join(tmp, "node.log"), "w+")
+    proc = subprocess.Popen([args.binary, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    bad = 0
+    local = f"http://127.0.0.1:{port}/readyz"
+    try:
+        run_env = dict(os.environ, URL=local, ATTEMPTS="30", DELAY="1")
+        r = subprocess.run(script_argv, env=run_env, capture_output=True, text=True, timeout=60)
+        out = (r.stdout + r.stderr).strip()
+        if r.returncode == 0:
+            ok(f"against a ready node ({local}): exit 0: {out.splitlines()[-1] if out else ''}")
+        else:
+            bad += fail(f"against a ready node: exit {r.returncode}: {out}")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        run_env.update(ATTEMPTS="2", DELAY="1")
+        r = subprocess.run(script_argv, env=run_env, capture_output=True, text=True, timeout=60)
+        out = (r.stdout + r.stderr).strip()
+        if r.returncode != 0:
+            ok(f"against a draining node: exit {r.returncode}: {out.splitlines()[-1] if out else ''}")
+        else:
+            bad += fail(f"against a draining node: exit 0 ({out}): the test would pass on a node that is not ready")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=parse_duration(cfg.get("PARLEY_DRAIN_TIMEOUT", "20s")) + 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if bad:
+            log.seek(0)
+            print("  node log:\n    " + "\n    ".join(log.read().splitlines()[-20:]))
+    return 1 if bad else 0
+
+
 # ------------------------------------------------------------ 5. podman play
 
 
@@ -790,7 +1350,7 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("validate"); p.add_argument("--version", required=True); p.add_argument("--verbose", action="store_true"); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_validate)
-    p = sub.add_parser("checkov-gate"); p.add_argument("skips"); p.add_argument("report"); p.set_defaults(f=cmd_checkov_gate)
+    p = sub.add_parser("checkov-gate"); p.add_argument("--no-stale", action="store_true", help="a partial report: do not list unused skips"); p.add_argument("--usage-from", action="append", default=[], help="another step's report: its findings count as uses of the skips"); p.add_argument("skips"); p.add_argument("report"); p.set_defaults(f=cmd_checkov_gate)
     p = sub.add_parser("config-vars"); p.add_argument("--help-file", dest="help", required=True); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_config_vars)
     p = sub.add_parser("ports"); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_ports)
     p = sub.add_parser("drain"); p.add_argument("--margin", type=int, default=5); p.add_argument("files", nargs="+"); p.set_defaults(f=cmd_drain)
@@ -805,6 +1365,12 @@ def main():
     p = sub.add_parser("ws-chat"); p.add_argument("--url", required=True); p.add_argument("--alice-token-file", required=True); p.add_argument("--bob-token-file", required=True); p.add_argument("--room", default="deploy-test"); p.add_argument("--text", default="hello from deploy/test.sh"); p.set_defaults(f=cmd_ws_chat)
     p = sub.add_parser("rootfs-tar"); p.add_argument("--ca", default="/etc/ssl/certs/ca-certificates.crt"); p.add_argument("out"); p.set_defaults(f=cmd_rootfs_tar)
     p = sub.add_parser("ws-hold"); p.add_argument("--url", required=True); p.add_argument("--token-file", required=True); p.add_argument("--ready-file", required=True); p.add_argument("--timeout", type=float, default=60); p.set_defaults(f=cmd_ws_hold)
+    p = sub.add_parser("helm-render"); p.add_argument("--chart", required=True); p.add_argument("--release", default="parley"); p.add_argument("--namespace", default="parley"); p.add_argument("--out", required=True); p.add_argument("set", nargs="+", help="NAME=VALUES_FILE (empty FILE: the defaults)"); p.set_defaults(f=cmd_helm_render)
+    p = sub.add_parser("helm-lint"); p.add_argument("--chart", required=True); p.add_argument("--cargo", required=True); p.add_argument("--kube-version", nargs="+", required=True); p.add_argument("set", nargs="+", help="NAME=VALUES_FILE"); p.set_defaults(f=cmd_helm_lint)
+    p = sub.add_parser("helm-values"); p.add_argument("--chart", required=True); p.add_argument("--help-file", dest="help", required=True); p.set_defaults(f=cmd_helm_values)
+    p = sub.add_parser("helm-parity"); p.add_argument("--name", default="parley"); p.add_argument("--kustomize", nargs="+", required=True); p.add_argument("--chart", required=True); p.set_defaults(f=cmd_helm_parity)
+    p = sub.add_parser("helm-values-doc"); p.add_argument("--chart", required=True); p.add_argument("--doc", required=True); p.add_argument("--write", action="store_true"); p.set_defaults(f=cmd_helm_values_doc)
+    p = sub.add_parser("helm-test-pod"); p.add_argument("--binary", required=True); p.add_argument("--name", default="parley"); p.add_argument("rendered"); p.set_defaults(f=cmd_helm_test_pod)
     p = sub.add_parser("free-port"); p.set_defaults(f=lambda a: print(free_port()) or 0)
     args = ap.parse_args()
     sys.exit(args.f(args))

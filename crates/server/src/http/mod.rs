@@ -140,13 +140,8 @@ where
     type Rejection = ChatError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers)
-            .ok_or_else(|| ChatError::unauthorized("missing Authorization: Bearer <token>"))?;
-        Arc::<Node>::from_ref(state)
-            .auth
-            .verify(token)
-            .await
-            .map(AuthUser)
+        let token = AuthToken::from_request_parts(parts, state).await?;
+        Ok(AuthUser(token.claims.sub))
     }
 }
 

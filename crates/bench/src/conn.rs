@@ -20,7 +20,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use parley_protocol::backoff::Backoff;
@@ -139,12 +139,6 @@ struct Client {
     /// Offset of this connection's target: the session after a loss dials another node.
     hops: usize,
     out: Outcome,
-}
-
-pub fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Runs one connection until the run stops.
@@ -505,7 +499,7 @@ impl Client {
         };
         self.sent_n += 1;
         let id = self.id();
-        let now_us = unix_us();
+        let now_us = parley_protocol::time::now_us();
         let text = wire::message_text(now_us, self.spec.conn, self.sent_n, shared.plan.msg_size);
         let nonce = self
             .resume
@@ -582,7 +576,7 @@ impl Client {
         }
         if member.receive(seq) {
             Counters::bump(&counters.received);
-            let now = unix_us();
+            let now = parley_protocol::time::now_us();
             if let Some(sent) = sent_us {
                 self.shared
                     .e2e_latency

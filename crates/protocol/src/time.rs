@@ -1,6 +1,7 @@
 //! The clock, and wire timestamps: RFC 3339 UTC with millisecond precision.
 //!
-//! Every Parley crate reads the wall clock through [`now_s`] or [`now_ms`].
+//! Every Parley crate reads the wall clock through [`now_s`], [`now_ms`] or
+//! [`now_us`].
 //! The formatting is hand-rolled because it is one small pure function and
 //! the protocol crate stays free of a date-time dependency.
 
@@ -22,6 +23,13 @@ pub fn now_s() -> i64 {
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
     since_epoch().as_millis() as i64
+}
+
+/// Wall-clock microseconds since the Unix epoch (0 if the clock is before
+/// it): `parley bench` stamps each message's send time with it, so that
+/// every receiver measures end-to-end latency.
+pub fn now_us() -> u64 {
+    since_epoch().as_micros() as u64
 }
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.

@@ -63,6 +63,9 @@ preflight() {
     local p=${2:-$(command -v "$1" 2>/dev/null || true)}
     if [ -n "$p" ] && [ -x "$p" ]; then _found "$1" "$p"; else missing+=("$1"); _found "$1" MISSING; fi
   }
+  _file() { # NAME PATH: a file that must exist (a library: not executable)
+    if [ -f "$2" ]; then _found "$1" "$2"; else missing+=("$1"); _found "$1" MISSING; fi
+  }
   echo "programs the tests execute:"
   _tool cargo
   _tool cargo-nextest "$(command -v cargo-nextest 2>/dev/null || echo "$HOME/.cargo/bin/cargo-nextest")"
@@ -80,7 +83,7 @@ preflight() {
   _tool strip
   _tool python3
   _tool kubectl
-  _tool libfaketime /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+  _file libfaketime /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
   _tool chromium /usr/bin/chromium
   _tool chromedriver
   _tool node

@@ -44,6 +44,27 @@ need_apt() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# The fuzz targets (fuzz/, scripts/fuzz) are built and run by cargo-fuzz, at
+# this version. It drives libFuzzer, which needs nightly compiler flags; on
+# the stable toolchain RUSTC_BOOTSTRAP=1 allows them (see docs/fuzzing.md).
+CARGO_FUZZ_VERSION=0.13.1
+
+# cargo_fuzz_bin — where cargo-fuzz is (on PATH, else ~/.cargo/bin).
+cargo_fuzz_bin() {
+  command -v cargo-fuzz 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz"
+}
+
+# need_cargo_fuzz — installs cargo-fuzz $CARGO_FUZZ_VERSION unless that
+# version is already installed (idempotent).
+need_cargo_fuzz() {
+  local bin have
+  bin=$(cargo_fuzz_bin)
+  have=$("$bin" --version 2>/dev/null | awk '{print $2}' || true)
+  [ "$have" = "$CARGO_FUZZ_VERSION" ] && return 0
+  echo "cargo-fuzz ${have:-missing}: cargo install --locked cargo-fuzz --version $CARGO_FUZZ_VERSION"
+  cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+}
+
 # pg_bin — the newest PostgreSQL server binaries directory, as the testkit
 # picks it (crates/testkit/src/services.rs).
 pg_bin() {
@@ -69,6 +90,10 @@ preflight() {
   echo "programs the tests execute:"
   _tool cargo
   _tool cargo-nextest "$(command -v cargo-nextest 2>/dev/null || echo "$HOME/.cargo/bin/cargo-nextest")"
+  _tool cargo-fuzz "$(cargo_fuzz_bin)"
+  if [ -x "$(cargo_fuzz_bin)" ] && [ "$("$(cargo_fuzz_bin)" --version 2>/dev/null | awk '{print $2}')" != "$CARGO_FUZZ_VERSION" ]; then
+    missing+=("cargo-fuzz $CARGO_FUZZ_VERSION (need_cargo_fuzz installs it)")
+  fi
   _tool redis-server
   for b in initdb pg_ctl postgres pg_basebackup; do _tool "$b" "${pg:+$pg/$b}"; done
   _tool nginx

@@ -13,6 +13,7 @@
 pub mod backoff;
 pub mod close;
 pub mod names;
+pub mod object;
 pub mod rest;
 pub mod text;
 pub mod time;
@@ -184,17 +185,22 @@ pub struct FrameError {
 /// On failure it still tries to recover the request `id`, so that the error
 /// frame can carry `re` and the client can match it to its request.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    // A frame is one JSON object (protocol.md): serde alone would also take
+    // an array of the fields in order (`["ping",7]`).
+    let object = text.trim_start().starts_with('{');
     match serde_json::from_str::<ClientFrame>(text) {
-        Ok(frame) => Ok(frame),
-        Err(err) => {
+        Ok(frame) if object => Ok(frame),
+        result => {
+            let err = match result {
+                Err(err) => err.to_string(),
+                Ok(_) => "a frame must be a JSON object".to_string(),
+            };
             #[derive(Deserialize)]
             struct Envelope {
                 #[serde(rename = "type")]
                 kind: Option<serde_json::Value>,
                 id: Option<u64>,
             }
-            // Serde would also take an array of the fields in order.
-            let object = text.trim_start().starts_with('{');
             let envelope = serde_json::from_str::<Envelope>(text).ok();
             let id = envelope.as_ref().and_then(|e| e.id);
             let mut unknown_type = false;
@@ -430,6 +436,12 @@ mod tests {
         assert!(!e.unknown_type);
         let e = parse_client_frame(r#"["teleport",9]"#).unwrap_err();
         assert!(!e.unknown_type);
+        // A frame is a JSON object: the array form serde would take is not
+        // (found by fuzz/ client_frame, fuzz/regressions/client_frame/seed-array).
+        let e = parse_client_frame(r#"["ping",7]"#).unwrap_err();
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+        assert!(!e.unknown_type);
+        assert!(parse_client_frame(r#" ["send",1,"general",null,"hi"]"#).is_err());
         // A number too large for u64 is rejected, not wrapped.
         let e = parse_client_frame(r#"{"type":"ping","id":184467440737095516150}"#).unwrap_err();
         assert_eq!(e.id, None);

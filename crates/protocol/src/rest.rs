@@ -66,3 +66,21 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
 }
+
+/// `POST /api/server/rooms/{room}/messages`: a message the application's
+/// backend publishes as `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    pub from: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// `POST /api/server/rooms`: a room to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoom {
+    pub room: String,
+}

@@ -157,6 +157,17 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub trust_proxy: bool,
+
+    /// Keys of the server API (`/api/server/...`, for the application's
+    /// backend), comma-separated so that a key can be rotated: every listed
+    /// key is accepted. Unset or empty: the server API answers 404.
+    #[arg(
+        long,
+        env = "PARLEY_API_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_keys: Vec<String>,
 }
 
 impl Config {
@@ -318,5 +329,12 @@ mod tests {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn api_keys_are_a_comma_separated_list() {
+        assert!(parse(&[]).api_keys.is_empty(), "unset: no server API");
+        let c = parse(&["--api-keys", "old-key,new-key"]);
+        assert_eq!(c.api_keys, ["old-key", "new-key"]);
     }
 }

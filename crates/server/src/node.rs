@@ -239,6 +239,31 @@ impl Node {
         Ok(self.appender.submit(message).await?)
     }
 
+    /// [`Node::submit`] for the server API (`POST /api/server/rooms/{room}/messages`):
+    /// the same validation, committer, seq and nonce rules, but no rate
+    /// limit — the application's backend is trusted, and its bots would
+    /// otherwise share one bucket.
+    pub async fn submit_unlimited(
+        &self,
+        user: &str,
+        room: &str,
+        text: String,
+        nonce: Option<String>,
+    ) -> Result<PendingAppend, ChatError> {
+        self.validate_message(&text, nonce.as_deref())?;
+        storable("room name", room)?;
+        storable("username", user)?;
+        metrics::counter!("parley_messages_received_total").increment(1);
+        let message = NewMessage {
+            room: room.to_string(),
+            from: user.to_string(),
+            text,
+            nonce,
+            ts_ms: parley_protocol::time::now_ms(),
+        };
+        Ok(self.appender.submit(message).await?)
+    }
+
     /// A page of history. `after` pages forward (oldest first from `after`),
     /// otherwise backward from `before` (or from the newest message).
     /// `limit` defaults to `history_page`; 0 is `bad_request`, and one above

@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod health;
+pub mod openapi;
+pub mod server_api;
 pub mod web;
 pub mod ws;
 
@@ -18,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Re
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use parley_protocol::rest::{ErrorBody, ErrorDetail};
 
 use crate::error::ChatError;
@@ -42,22 +44,90 @@ impl FromRef<AppState> for Arc<Node> {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/auth/register", post(api::register))
-        .route("/api/auth/login", post(api::login))
-        .route("/api/auth/password", post(api::change_password))
-        .route("/api/auth/logout", post(api::logout))
-        .route("/api/auth/logout-all", post(api::logout_all))
-        .route("/api/rooms", get(api::rooms))
-        .route(
+/// One route of the router: its path, the methods it answers, and their
+/// handlers. [`routes`] lists them for the OpenAPI document's test
+/// (`openapi::tests`), so the router and the document cannot diverge
+/// unnoticed; the integration test `server_api.rs` checks `methods`
+/// against what the live router answers.
+pub struct Route {
+    pub path: &'static str,
+    pub methods: &'static [&'static str],
+    handlers: MethodRouter<AppState>,
+}
+
+fn route(
+    path: &'static str,
+    methods: &'static [&'static str],
+    handlers: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        path,
+        methods,
+        handlers,
+    }
+}
+
+/// Every route the router has, besides the web UI's static files.
+fn table() -> Vec<Route> {
+    vec![
+        route("/api/auth/register", &["POST"], post(api::register)),
+        route("/api/auth/login", &["POST"], post(api::login)),
+        route("/api/auth/password", &["POST"], post(api::change_password)),
+        route("/api/auth/logout", &["POST"], post(api::logout)),
+        route("/api/auth/logout-all", &["POST"], post(api::logout_all)),
+        route("/api/rooms", &["GET"], get(api::rooms)),
+        route(
             "/api/rooms/{room}/messages",
+            &["GET", "POST"],
             get(api::messages).post(api::post_message),
-        )
-        .route("/ws", get(ws::upgrade))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        ),
+        route(
+            "/api/server/rooms/{room}/messages",
+            &["POST"],
+            post(server_api::publish),
+        ),
+        route(
+            "/api/server/rooms/{room}/presence",
+            &["GET"],
+            get(server_api::presence),
+        ),
+        route(
+            "/api/server/rooms",
+            &["POST"],
+            post(server_api::create_room),
+        ),
+        route(
+            "/api/server/users",
+            &["POST"],
+            post(server_api::create_user),
+        ),
+        route(
+            "/api/server/users/{user}/disconnect",
+            &["POST"],
+            post(server_api::disconnect),
+        ),
+        route(
+            "/api/server/users/{user}/revoke",
+            &["POST"],
+            post(server_api::revoke),
+        ),
+        route("/api/openapi.json", &["GET"], get(openapi::document)),
+        route("/ws", &["GET"], get(ws::upgrade)),
+        route("/healthz", &["GET"], get(health::healthz)),
+        route("/readyz", &["GET"], get(health::readyz)),
+        route("/metrics", &["GET"], get(health::metrics)),
+    ]
+}
+
+/// The router's routes as (path, methods), in the router's order.
+pub fn routes() -> Vec<(&'static str, &'static [&'static str])> {
+    table().into_iter().map(|r| (r.path, r.methods)).collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handlers))
         .merge(web::routes())
         .fallback(|| async { ChatError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -103,7 +173,8 @@ impl IntoResponse for ChatError {
     }
 }
 
-/// `axum::Json`, but a bad body becomes a `bad_request` error in Parley's format.
+/// `axum::Json`, but only a JSON object is accepted, and a bad body becomes a
+/// `bad_request` error in Parley's format.
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -114,8 +185,10 @@ where
     type Rejection = ChatError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+        // Object<T>: a JSON object only, never the array of T's fields that
+        // serde alone would take (docs/protocol.md).
+        match axum::Json::<parley_protocol::object::Object<T>>::from_request(req, state).await {
+            Ok(axum::Json(parley_protocol::object::Object(value))) => Ok(ApiJson(value)),
             Err(rejection) => {
                 let status = rejection.status();
                 let code = if status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -27,6 +27,14 @@ pub struct AdminArgs {
     )]
     database_url: String,
 
+    /// File holding the store's URL, instead of PARLEY_DATABASE_URL.
+    #[arg(
+        long,
+        env = "PARLEY_DATABASE_URL_FILE",
+        conflicts_with = "database_url"
+    )]
+    database_url_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -64,9 +72,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let database_url = match &args.database_url_file {
+        Some(path) => parley_server::config::read_secret_file(path)?,
+        None => args.database_url,
+    };
     runtime.block_on(async {
-        let redacted = parley_server::store::redact(&args.database_url);
-        let store = parley_server::store::open(&args.database_url, 2)
+        let redacted = parley_server::store::redact(&database_url);
+        let store = parley_server::store::open(&database_url, 2)
             .await
             .with_context(|| format!("opening the store at {redacted}"))?;
         let AdminCommand::User(command) = args.command;

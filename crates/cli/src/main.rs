@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: HTTP + WebSocket on one port, embedded SQLite by default.
-    Serve(parley_server::Config),
+    Serve(Box<parley_server::Config>),
     /// Chat in a terminal (full-screen TUI, or line mode when piped).
     Chat(chat::ChatArgs),
     /// Load-test a node or a fleet over many WebSocket connections.
@@ -43,8 +43,16 @@ enum Command {
 #[derive(clap::Args)]
 struct TokenArgs {
     /// The shared HS256 secret (the node's PARLEY_JWT_SECRET).
-    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
-    secret: String,
+    #[arg(
+        long,
+        env = "PARLEY_JWT_SECRET",
+        hide_env_values = true,
+        required_unless_present = "secret_file"
+    )]
+    secret: Option<String>,
+    /// File holding the shared secret (the node's PARLEY_JWT_SECRET_FILE).
+    #[arg(long, env = "PARLEY_JWT_SECRET_FILE", conflicts_with = "secret")]
+    secret_file: Option<std::path::PathBuf>,
     /// The username the token speaks for.
     #[arg(long)]
     user: String,
@@ -56,7 +64,7 @@ struct TokenArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Serve(config) => serve(*config),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => parley_bench::run(args),
         Command::Admin(args) => admin::run(args),
@@ -67,8 +75,13 @@ fn main() -> anyhow::Result<()> {
                 args.user
             );
             use parley_protocol::token::{Claims, sign};
+            let secret = match (args.secret, &args.secret_file) {
+                (_, Some(path)) => parley_server::config::read_secret_file(path)?,
+                (Some(secret), None) => secret,
+                (None, None) => anyhow::bail!("give --secret or --secret-file"),
+            };
             let claims = Claims::issued(args.user, parley_protocol::time::now_s(), args.ttl);
-            println!("{}", sign(args.secret.as_bytes(), &claims));
+            println!("{}", sign(secret.as_bytes(), &claims));
             Ok(())
         }
     }

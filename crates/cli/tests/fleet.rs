@@ -525,3 +525,42 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
         check_exactly_once(&format!("recv{i}"), &collector.finish().await, &acked);
     }
 }
+
+/// The server API's disconnect reaches the user's connections on every
+/// node, not only on the node that was asked; the user may connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_api_disconnect_closes_the_user_on_every_node() {
+    const KEY: &str = "fleet-server-api-key-0123456789";
+    let fleet = Fleet::start(BIN, 2, &[("PARLEY_API_KEYS", KEY)]).await;
+    let urls = fleet.ws_urls();
+    let mut here = connect(&urls[0], "alice").await;
+    let mut there = connect(&urls[1], "Alice").await;
+    let mut bob = connect(&urls[1], "bob").await;
+    // The far node subscribes to alice's user channel when she connects;
+    // a DM proves that subscription is live before the disconnect is sent.
+    bob.send_dm("alice", "ping", None).await.unwrap();
+    there.next_message(WAIT).await.unwrap();
+
+    let r = http::request(
+        &fleet.nodes[0].http(),
+        "POST",
+        "/api/server/users/alice/disconnect",
+        Some(KEY),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    for conn in [&mut here, &mut there] {
+        let e = parley_testkit::read_until_closed(conn).await;
+        assert_eq!(
+            e.close_code(),
+            Some(parley_client::protocol::close::UNAUTHORIZED),
+            "{e}"
+        );
+    }
+    bob.ping().await.unwrap();
+    // Not a revocation.
+    let mut again = connect(&urls[1], "alice").await;
+    again.ping().await.unwrap();
+}

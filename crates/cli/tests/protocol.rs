@@ -653,6 +653,32 @@ async fn health_readiness_metrics_and_web_ui() {
     }
 }
 
+/// `PARLEY_METRICS_LISTEN`: the metrics move to their own listener, and
+/// the public one no longer shows them.
+#[tokio::test]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let node =
+        TestNode::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let metrics = format!("http://{}", node.server().metrics_addr().unwrap());
+    let r = http::request(&metrics, "GET", "/metrics", None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("parley_connections "), "{}", r.text());
+    let r = http::request(&node.http(), "GET", "/metrics", None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "the public listener hides /metrics");
+    // Only /metrics is served on the metrics listener.
+    for path in ["/", "/api/rooms", "/healthz"] {
+        let r = http::request(&metrics, "GET", path, None, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 404, "{path}");
+    }
+    assert!(TestNode::start().await.server().metrics_addr().is_none());
+}
+
 #[tokio::test]
 async fn hello_is_required_within_the_timeout() {
     let node = TestNode::start_with(|c| c.hello_timeout = Duration::from_millis(300)).await;

@@ -2,7 +2,10 @@
 //! (12-factor). `parley serve --help` prints this table.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use anyhow::Context;
 
 use clap::{Args, ValueEnum};
 
@@ -22,6 +25,11 @@ pub struct Config {
     #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// A separate address for `/metrics` (e.g. `0.0.0.0:9090`), so that it
+    /// need not be public: when set, the main listener answers 404 there.
+    #[arg(long, env = "PARLEY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Storage: `sqlite://FILE` (embedded default) or `postgres://…` (fleet).
     #[arg(
         long,
@@ -29,6 +37,16 @@ pub struct Config {
         default_value = "sqlite://parley.db"
     )]
     pub database_url: String,
+
+    /// File holding the database URL (a Kubernetes Secret mounted as a
+    /// file), instead of `PARLEY_DATABASE_URL`. For TLS to PostgreSQL give
+    /// `?sslmode=verify-full&sslrootcert=/path/ca.pem` in the URL.
+    #[arg(
+        long,
+        env = "PARLEY_DATABASE_URL_FILE",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
 
     /// Most connections to PostgreSQL held by this node.
     #[arg(long, env = "PARLEY_DATABASE_POOL", default_value_t = 16)]
@@ -39,10 +57,24 @@ pub struct Config {
     #[arg(long, env = "PARLEY_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// File holding the Redis URL, instead of `PARLEY_REDIS_URL`.
+    #[arg(long, env = "PARLEY_REDIS_URL_FILE", conflicts_with = "redis_url")]
+    pub redis_url_file: Option<PathBuf>,
+
+    /// PEM file of the certificate authorities that sign the Redis server's
+    /// certificate (`rediss://` URLs). Unset: the public web roots, as
+    /// managed Redis services (ElastiCache, Upstash, …) use.
+    #[arg(long, env = "PARLEY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// HS256 secret that signs and verifies tokens. Required for a fleet;
     /// a single node without one generates one and keeps it in its database.
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// File holding the JWT secret, instead of `PARLEY_JWT_SECRET`.
+    #[arg(long, env = "PARLEY_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
 
     /// Name of this node in `welcome.node`, logs and metrics (default: the host name,
     /// which is the pod name in Kubernetes).
@@ -168,6 +200,11 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub api_keys: Vec<String>,
+
+    /// File holding the server API keys, one per line (or comma-separated),
+    /// instead of `PARLEY_API_KEYS`.
+    #[arg(long, env = "PARLEY_API_KEYS_FILE", conflicts_with = "api_keys")]
+    pub api_keys_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -200,6 +237,26 @@ impl Config {
         <Config as clap::FromArgMatches>::from_arg_matches(&matches)
     }
 
+    /// Replaces each `*_FILE` setting by the secret in its file (and clears
+    /// it, so a second call does nothing). Kubernetes mounts Secrets as
+    /// files; keeping secrets out of the environment keeps them out of
+    /// `/proc/PID/environ` and of crash reports that dump it.
+    pub fn read_secret_files(&mut self) -> anyhow::Result<()> {
+        if let Some(path) = self.database_url_file.take() {
+            self.database_url = read_secret_file(&path)?;
+        }
+        if let Some(path) = self.redis_url_file.take() {
+            self.redis_url = Some(read_secret_file(&path)?);
+        }
+        if let Some(path) = self.jwt_secret_file.take() {
+            self.jwt_secret = Some(read_secret_file(&path)?);
+        }
+        if let Some(path) = self.api_keys_file.take() {
+            self.api_keys = split_keys(&read_secret_file(&path)?);
+        }
+        Ok(())
+    }
+
     /// The node id: the configured one, else the host name, else "parley".
     pub fn node_id(&self) -> String {
         if let Some(id) = &self.node_id {
@@ -216,6 +273,29 @@ impl Config {
             })
             .unwrap_or_else(|| "parley".to_string())
     }
+}
+
+/// The secret in `path`: its text without surrounding whitespace (files
+/// written with `echo` end in a newline that is not part of the secret).
+pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
+    let secret = text.trim();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the secret file {} is empty",
+        path.display()
+    );
+    Ok(secret.to_string())
+}
+
+/// API keys from a file: one per line or comma-separated; blank ones dropped.
+fn split_keys(text: &str) -> Vec<String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Parses durations written the way operators write them: `250ms`, `5s`,
@@ -336,5 +416,89 @@ mod tests {
         assert!(parse(&[]).api_keys.is_empty(), "unset: no server API");
         let c = parse(&["--api-keys", "old-key,new-key"]);
         assert_eq!(c.api_keys, ["old-key", "new-key"]);
+    }
+
+    #[test]
+    fn secrets_are_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let db = write("db", "postgres://parley:pw@db/parley\n");
+        let redis = write("redis", "rediss://cache:6380");
+        let jwt = write("jwt", "  a-long-secret-from-a-kubernetes-secret \n");
+        let keys = write("keys", "old-key\nnew-key, third\n\n");
+        let mut c = parse(&[
+            "--database-url-file",
+            &db,
+            "--redis-url-file",
+            &redis,
+            "--jwt-secret-file",
+            &jwt,
+            "--api-keys-file",
+            &keys,
+        ]);
+        c.read_secret_files().unwrap();
+        assert_eq!(c.database_url, "postgres://parley:pw@db/parley");
+        assert_eq!(c.redis_url.as_deref(), Some("rediss://cache:6380"));
+        assert_eq!(
+            c.jwt_secret.as_deref(),
+            Some("a-long-secret-from-a-kubernetes-secret")
+        );
+        assert_eq!(c.api_keys, ["old-key", "new-key", "third"]);
+        // Read once: the file settings are cleared, a second call keeps the values.
+        assert!(c.jwt_secret_file.is_none());
+        c.read_secret_files().unwrap();
+        assert_eq!(c.api_keys.len(), 3);
+    }
+
+    #[test]
+    fn a_missing_or_empty_secret_file_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let mut c = parse(&["--jwt-secret-file", &empty.display().to_string()]);
+        let e = c.read_secret_files().unwrap_err().to_string();
+        assert!(e.contains("is empty") && e.contains("empty"), "{e}");
+        let missing = dir.path().join("nope");
+        let mut c = parse(&["--redis-url-file", &missing.display().to_string()]);
+        let e = format!("{:#}", c.read_secret_files().unwrap_err());
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_and_its_file_conflict() {
+        for (value, file) in [
+            ("--jwt-secret", "--jwt-secret-file"),
+            ("--database-url", "--database-url-file"),
+            ("--redis-url", "--redis-url-file"),
+            ("--api-keys", "--api-keys-file"),
+        ] {
+            let e =
+                Config::try_from_args_ignoring_env(["parley", value, "x", file, "/f"]).unwrap_err();
+            assert!(
+                e.to_string().contains("cannot be used with"),
+                "{value}: {e}"
+            );
+        }
+        // The database URL's default does not count as given.
+        parse(&["--database-url-file", "/f"]);
+    }
+
+    /// The README's configuration table lists every variable `parley serve`
+    /// reads, so an operator never has to read the source to find one.
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let readme = include_str!("../../../README.md");
+        let command = <Config as Args>::augment_args(clap::Command::new("parley"));
+        let missing: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .filter(|env| !readme.contains(&format!("`{env}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in README.md's table: {missing:?}");
     }
 }

@@ -49,6 +49,7 @@ pub struct Server;
 /// A node that is serving.
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     node: Arc<Node>,
     sessions: Arc<Registry>,
     trigger: Arc<Notify>,
@@ -57,7 +58,8 @@ pub struct RunningServer {
 
 impl Server {
     /// Opens everything and starts serving in the background.
-    pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
+        config.read_secret_files()?;
         let store = crate::store::open(&config.database_url, config.database_pool)
             .await
             .with_context(|| {
@@ -72,9 +74,14 @@ impl Server {
     /// Starts a node on a store opened by the caller (tests wrap the real
     /// store to inject faults).
     pub async fn start_with_store(
-        config: Config,
+        mut config: Config,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<RunningServer> {
+        config.read_secret_files()?;
+        // Before anything records: a metric set while no recorder is
+        // installed is lost (the bus's first "connected" was, when Redis
+        // answered before the node had finished starting).
+        let metrics = crate::metrics::install();
         crate::auth::check_usernames(store.as_ref()).await?;
         let node_id = config.node_id();
         let (bus, presence): (Arc<dyn Bus>, Arc<dyn Presence>) = match &config.redis_url {
@@ -85,8 +92,20 @@ impl Server {
                     "PARLEY_JWT_SECRET is required when clustered (PARLEY_REDIS_URL is set): \
                      every node must verify the tokens of every other"
                 );
-                let (bus, presence) = crate::bus::redis::RedisBus::start(url, &node_id)
-                    .context("configuring the Redis bus")?;
+                let ca = match &config.redis_ca_file {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("reading PARLEY_REDIS_CA_FILE {}", path.display())
+                    })?),
+                    None => None,
+                };
+                let (bus, presence) =
+                    crate::bus::redis::RedisBus::start(url, ca.as_deref(), &node_id)
+                        .context("configuring the Redis bus")?;
+                // A certificate Redis's CA did not sign will not get better
+                // by retrying: refuse to start, rather than serve without a bus.
+                bus.check_tls()
+                    .await
+                    .context("connecting to Redis over TLS")?;
                 (Arc::new(bus), Arc::new(presence))
             }
         };
@@ -116,6 +135,14 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let metrics_listener = match config.metrics_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {at}"))?,
+            ),
+            None => None,
+        };
 
         let node = Arc::new(Node {
             limiter: RateLimiter::new(config.send_rate, config.send_burst),
@@ -126,7 +153,7 @@ impl Server {
             appender,
             auth,
             drain: Drain::new(),
-            metrics: crate::metrics::install(),
+            metrics,
         });
         let sessions = Arc::new(Registry::default());
         crate::metrics::register_defaults(node.hub.bus_kind());
@@ -157,9 +184,20 @@ impl Server {
             node: node.clone(),
             sessions: sessions.clone(),
         };
-        let task = tokio::spawn(lifecycle(listener, state, trigger.clone(), committer));
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().context("reading the metrics address")?),
+            None => None,
+        };
+        let task = tokio::spawn(lifecycle(
+            listener,
+            metrics_listener,
+            state,
+            trigger.clone(),
+            committer,
+        ));
         Ok(RunningServer {
             addr,
+            metrics_addr,
             node,
             sessions,
             trigger,
@@ -172,6 +210,11 @@ impl RunningServer {
     /// The address the node listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the separate metrics listener, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -202,12 +245,18 @@ impl RunningServer {
 
 async fn lifecycle(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     trigger: Arc<Notify>,
     committer: JoinHandle<()>,
 ) -> anyhow::Result<()> {
     let AppState { node, sessions } = state.clone();
-    let router = crate::http::router(state);
+    let router = crate::http::router(state.clone(), metrics_listener.is_none());
+    // The metrics listener serves until the node has stopped: a scrape
+    // during the drain shows the drain.
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(async move { axum::serve(listener, crate::http::metrics_router(state)).await })
+    });
     let drain = node.drain.clone();
     let stop_accepting = {
         let drain = drain.clone();
@@ -255,6 +304,9 @@ async fn lifecycle(
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         _ => {}
+    }
+    if let Some(task) = metrics_server {
+        task.abort();
     }
     tracing::info!("drained; stopping");
     Ok(())

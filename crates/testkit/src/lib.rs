@@ -25,6 +25,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod services;
+pub mod tls;
 pub mod wait;
 
 pub use wait::{eventually, eventually_blocking, poll_until, poll_until_blocking};
@@ -202,6 +203,70 @@ fn node_log(port: u16) -> Stdio {
         .unwrap_or_else(|e| panic!("node log {}: {e}", path.display()))
 }
 
+/// `binary serve` in `dir` on `port`, with the test settings under `env`.
+/// A test setting is left out when `env` sets it or its `_FILE` form
+/// (`PARLEY_JWT_SECRET_FILE` replaces `PARLEY_JWT_SECRET`, which would
+/// conflict with it).
+fn serve_command(
+    binary: &str,
+    dir: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> tokio::process::Command {
+    let defaults = [
+        ("PARLEY_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "PARLEY_DATABASE_URL",
+            format!("sqlite://{}", dir.join("parley.db").display()),
+        ),
+        ("PARLEY_JWT_SECRET", SECRET.to_string()),
+        ("PARLEY_NODE_ID", format!("node-{port}")),
+        ("PARLEY_SEND_RATE", "100000".to_string()),
+        ("PARLEY_SEND_BURST", "100000".to_string()),
+        ("PARLEY_LOG", "warn".to_string()),
+    ];
+    let mut cmd = tokio::process::Command::new(binary);
+    without_parley_env(&mut cmd)
+        .arg("serve")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in &defaults {
+        let file = format!("{name}_FILE");
+        if !env.iter().any(|(k, _)| *k == *name || *k == file) {
+            cmd.env(name, value);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `binary serve` with `env` where it must refuse to start: returns
+/// its exit code and what it wrote (log and stderr). Panics if it is still
+/// running after `limit`.
+pub async fn serve_refuses(
+    binary: &str,
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Option<i32>, String) {
+    let tmp = TempDir::new().expect("temp dir");
+    let mut cmd = serve_command(binary, tmp.path(), free_port(), env);
+    // Into a file, not a pipe: what it said is needed when it hangs too.
+    let stderr_path = tmp.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let log = stderr.try_clone().expect("stderr file");
+    cmd.stdout(log).stderr(stderr);
+    let mut child = cmd.spawn().expect("parley binary runs");
+    let status = tokio::time::timeout(limit, child.wait()).await;
+    let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    match status {
+        Ok(status) => (status.expect("wait").code(), said),
+        Err(_) => panic!("the node was still running after {limit:?}; it said:\n{said}"),
+    }
+}
+
 impl NodeProcess {
     /// Starts `binary serve` in a fresh temp dir with test settings plus
     /// `env`, and waits until `/readyz` answers 200.
@@ -226,27 +291,8 @@ impl NodeProcess {
         env: &[(&str, &str)],
     ) -> NodeProcess {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        let mut cmd = tokio::process::Command::new(binary);
-        without_parley_env(&mut cmd)
-            .arg("serve")
-            .current_dir(dir)
-            .env("PARLEY_LISTEN", addr.to_string())
-            .env(
-                "PARLEY_DATABASE_URL",
-                format!("sqlite://{}", dir.join("parley.db").display()),
-            )
-            .env("PARLEY_JWT_SECRET", SECRET)
-            .env("PARLEY_NODE_ID", format!("node-{port}"))
-            .env("PARLEY_SEND_RATE", "100000")
-            .env("PARLEY_SEND_BURST", "100000")
-            .env("PARLEY_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(node_log(port))
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = serve_command(binary, dir, port, env);
+        cmd.stdout(node_log(port)).stderr(Stdio::inherit());
         let child = cmd.spawn().expect("parley binary starts");
         let mut node = NodeProcess {
             child: Some(child),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::tls::TestCerts;
 use crate::wait::{eventually_blocking, poll_until_blocking};
 
 /// Waits until `what` accepts TCP connections on `port`; panics after `limit`.
@@ -51,15 +52,28 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// With TLS: its certificate, key and CA; the plain port is off.
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    /// A Redis that speaks only TLS, with the server certificate of `certs`
+    /// (as managed Redis services do); clients need no certificate.
+    pub fn start_tls(certs: &TestCerts) -> Redis {
+        Self::start_with(Some([certs.server_cert(), certs.server_key(), certs.ca()]))
+    }
+
+    fn start_with(tls: Option<[PathBuf; 3]>) -> Redis {
         let dir = TempDir::new().expect("temp dir");
         let mut redis = Redis {
             child: None,
             port: free_port(),
             dir,
+            tls,
         };
         redis.run();
         redis
@@ -67,17 +81,28 @@ impl Redis {
 
     fn run(&mut self) {
         let bin = find_binary("redis-server", &[]);
-        let child = Command::new(bin)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let port = self.port.to_string();
+        let mut cmd = Command::new(bin);
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some([cert, key, ca]) => cmd
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -89,7 +114,12 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kills the server (like a crash: SIGKILL).
@@ -120,6 +150,8 @@ pub struct Postgres {
     dir: TempDir,
     bin: PathBuf,
     as_postgres: bool,
+    /// With TLS (`ssl=on`): its certificate and key, inside `dir`.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 fn pg_bin_dirs() -> Vec<PathBuf> {
@@ -146,10 +178,22 @@ fn is_root() -> bool {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// A PostgreSQL with `ssl=on` and the server certificate of `certs`;
+    /// clients choose with `sslmode` whether to use and verify it.
+    pub fn start_tls(certs: &TestCerts) -> Postgres {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&TestCerts>) -> Postgres {
         let dirs = pg_bin_dirs();
         let initdb = find_binary("initdb", &dirs);
         let bin = initdb.parent().expect("bin dir").to_path_buf();
         let dir = TempDir::new().expect("temp dir");
+        // PostgreSQL reads its key as its own user, and refuses a key others may read.
+        let tls = certs.map(|c| c.install_server_pair(dir.path()));
         let as_postgres = is_root();
         if as_postgres {
             let status = Command::new("chown")
@@ -180,6 +224,7 @@ impl Postgres {
             dir,
             bin,
             as_postgres,
+            tls,
         };
         pg.run();
         pg
@@ -212,6 +257,16 @@ impl Postgres {
                 self.dir.path().display()
             ))
             .args(["-c", "max_connections=200", "-c", "shared_buffers=64MB"])
+            .args(self.tls.iter().flat_map(|(cert, key)| {
+                [
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", cert.display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", key.display()),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -244,6 +299,21 @@ impl Postgres {
                     .then_some(())
             },
         );
+    }
+
+    /// Runs `sql` with `psql` as the superuser; returns its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "parley", "-d", "postgres", "-tAc", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// URL of database `postgres` (creating others is the caller's business).

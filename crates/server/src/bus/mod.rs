@@ -37,6 +37,12 @@ pub enum Event {
     /// Presence and typing: not stored, not ordered, best effort. Delivered to
     /// the room's joined sessions except those of `from`.
     Ephemeral { from: Arc<str>, frame: Utf8Bytes },
+    /// Close every connection of `user` (a user key) on every node, with
+    /// `frame` as last words and 4401: the server API's disconnect. Best
+    /// effort like `Direct` (a node that misses it while Redis is away keeps
+    /// the connections; revocation is the guaranteed way). The envelope's
+    /// room is empty.
+    Disconnect { user: Arc<str>, frame: Utf8Bytes },
 }
 
 impl Envelope {

@@ -115,7 +115,7 @@ fn table() -> Vec<Route> {
         route("/ws", &["GET"], get(ws::upgrade)),
         route("/healthz", &["GET"], get(health::healthz)),
         route("/readyz", &["GET"], get(health::readyz)),
-        route("/metrics", &["GET"], get(health::metrics)),
+        route(METRICS, &["GET"], get(health::metrics)),
     ]
 }
 
@@ -124,14 +124,27 @@ pub fn routes() -> Vec<(&'static str, &'static [&'static str])> {
     table().into_iter().map(|r| (r.path, r.methods)).collect()
 }
 
-pub fn router(state: AppState) -> Router {
+/// The node's router. `with_metrics: false` leaves `/metrics` out (it is
+/// then served by [`metrics_router`] on `PARLEY_METRICS_LISTEN`).
+pub fn router(state: AppState, with_metrics: bool) -> Router {
     table()
         .into_iter()
+        .filter(|r| with_metrics || r.path != METRICS)
         .fold(Router::new(), |router, r| router.route(r.path, r.handlers))
         .merge(web::routes())
         .fallback(|| async { ChatError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+const METRICS: &str = "/metrics";
+
+/// The router of the separate metrics listener: `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(METRICS, get(health::metrics))
+        .fallback(|| async { ChatError::not_found("only /metrics is served here") })
         .with_state(state)
 }
 

@@ -139,10 +139,11 @@ pub async fn publish(
 }
 
 /// `POST /api/server/users/{user}/disconnect`: closes the user's WebSocket
-/// connections on this node with `error unauthorized` and 4401. Other nodes'
-/// connections are not reached (use `revoke` for that).
+/// connections with `error unauthorized` and 4401 — this node's at once
+/// (`closed` counts them), the other nodes' through the bus within moments.
+/// Not a revocation: the user may connect again.
 pub async fn disconnect(
-    State(AppState { sessions, .. }): State<AppState>,
+    State(AppState { node, sessions }): State<AppState>,
     _key: ServerKey,
     Path(user): Path<String>,
 ) -> Result<Json<serde_json::Value>, ChatError> {
@@ -153,6 +154,9 @@ pub async fn disconnect(
         "disconnected by the application",
     );
     let closed = sessions.close_where(|s| same_user(&s.user, &user), close::UNAUTHORIZED, &error);
+    // The other nodes (and any session of this one that authenticated
+    // meanwhile) hear it from the bus.
+    node.hub.disconnect_user(&user, error.to_json().into());
     tracing::info!(user = %user, sessions = closed, "disconnected by the server API");
     Ok(Json(json!({"user": user, "closed": closed})))
 }

@@ -297,6 +297,29 @@ impl Hub {
             .collect()
     }
 
+    /// Closes every connection of `user` on every node (this one at once, the
+    /// others through the bus) with `last_words` and 4401. Best effort on
+    /// the other nodes: see [`Event::Disconnect`].
+    pub fn disconnect_user(&self, user: &str, last_words: Utf8Bytes) {
+        self.bus.publish(Envelope {
+            room: Arc::from(""),
+            event: Event::Disconnect {
+                user: user_key(&Arc::from(user)),
+                frame: last_words,
+            },
+        });
+    }
+
+    fn close_user(&self, user: &str, last_words: &Utf8Bytes) {
+        let users = lock(&self.users);
+        for session in users.get(user).into_iter().flatten() {
+            session.outbox.close_with_last_words(
+                parley_protocol::close::UNAUTHORIZED,
+                axum::extract::ws::Message::Text(last_words.clone()),
+            );
+        }
+    }
+
     /// Pushes a DM to a user's connections that have not joined the DM room
     /// (those get it, in order, through the room).
     fn push_direct(&self, room: &str, user: &str, frame: &Utf8Bytes) {
@@ -344,6 +367,7 @@ impl Inbox for Hub {
                 }
             }
             Event::Direct { user, frame } => self.push_direct(&envelope.room, &user, &frame),
+            Event::Disconnect { user, frame } => self.close_user(&user, &frame),
             Event::Ephemeral { from, frame } => {
                 if let Some(room) = self.room(&envelope.room) {
                     room.deliver_ephemeral(&from, &frame);

@@ -523,7 +523,7 @@ pub async fn open(
 /// A database URL with any password removed, safe to log.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
             let creds = &url[scheme + 3..at];
             let user = creds.split(':').next().unwrap_or("");
             format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
@@ -658,5 +658,10 @@ mod tests {
             "postgres://parley:***@db:5432/parley"
         );
         assert_eq!(redact("sqlite://parley.db"), "sqlite://parley.db");
+        // No password: nothing to hide, and no `***` that suggests one.
+        assert_eq!(
+            redact("postgres://parley@db/parley?sslmode=verify-full"),
+            "postgres://parley@db/parley?sslmode=verify-full"
+        );
     }
 }

@@ -39,6 +39,7 @@ pub fn encode(node: &str, envelope: &Envelope) -> (String, Vec<u8>) {
         Event::Ephemeral { from, frame } => {
             (room_channel(&envelope.room), 'e', from.to_string(), frame)
         }
+        Event::Disconnect { user, frame } => (user_channel(user), 'x', "-".to_string(), frame),
     };
     let mut payload = Vec::with_capacity(frame.len() + node.len() + arg.len() + 4);
     payload.push(kind as u8);
@@ -80,6 +81,13 @@ pub fn decode(channel: &str, payload: &[u8]) -> Option<(String, Envelope)> {
                 frame,
             },
         },
+        b"x" => Envelope {
+            room: Arc::from(""),
+            event: Event::Disconnect {
+                user: Arc::from(channel.strip_prefix("parley:user:")?),
+                frame,
+            },
+        },
         _ => return None,
     };
     Some((node, envelope))
@@ -113,6 +121,13 @@ mod tests {
                     frame: "{}".into(),
                 },
             },
+            Envelope {
+                room: Arc::from(""),
+                event: Event::Disconnect {
+                    user: Arc::from("alice"),
+                    frame: "{\"type\":\"error\"}".into(),
+                },
+            },
         ];
         for env in cases {
             let (channel, payload) = encode("node-1", &env);
@@ -129,6 +144,12 @@ mod tests {
                 (
                     Event::Ephemeral { from: a, frame: fa },
                     Event::Ephemeral { from: b, frame: fb },
+                ) => {
+                    assert_eq!((a, fa), (b, fb))
+                }
+                (
+                    Event::Disconnect { user: a, frame: fa },
+                    Event::Disconnect { user: b, frame: fb },
                 ) => {
                     assert_eq!((a, fa), (b, fb))
                 }

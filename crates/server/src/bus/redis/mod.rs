@@ -80,15 +80,46 @@ impl RedisBus {
     /// Creates the bus and its presence, and starts their connection tasks.
     /// It does not wait for Redis: a node starts and serves while Redis is
     /// down.
-    pub fn start(url: &str, node: &str) -> Result<(Self, RedisPresence), BusError> {
+    ///
+    /// `rediss://` URLs connect with TLS (rustls), verifying the server's
+    /// certificate against `ca_pem` when given, else the public web roots;
+    /// `rediss://host/#insecure` is refused rather than honoured.
+    pub fn start(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        node: &str,
+    ) -> Result<(Self, RedisPresence), BusError> {
         // TCP_NODELAY: the multiplexed connection carries publish pipelines,
         // presence scripts and member queries at once; a small write must not
         // wait for the previous one's ACK (redis-rs leaves Nagle on).
         let info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| BusError(format!("bad Redis URL: {e}")))?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client =
-            redis::Client::open(info).map_err(|e| BusError(format!("bad Redis URL: {e}")))?;
+        let client = match (&info.addr(), ca_pem) {
+            (redis::ConnectionAddr::TcpTls { insecure: true, .. }, _) => {
+                return Err(BusError(
+                    "a rediss:// URL with #insecure would not verify the server: \
+                     give its CA in PARLEY_REDIS_CA_FILE instead"
+                        .into(),
+                ));
+            }
+            (redis::ConnectionAddr::TcpTls { .. }, Some(ca)) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.to_vec()),
+                },
+            )
+            .map_err(|e| BusError(format!("bad PARLEY_REDIS_CA_FILE: {e}")))?,
+            (_, Some(_)) => {
+                return Err(BusError(
+                    "PARLEY_REDIS_CA_FILE is set but the Redis URL is not rediss://".into(),
+                ));
+            }
+            (_, None) => {
+                redis::Client::open(info).map_err(|e| BusError(format!("bad Redis URL: {e}")))?
+            }
+        };
         let shared = Arc::new(Shared {
             node: node.replace(' ', "_"),
             client,
@@ -104,6 +135,62 @@ impl RedisBus {
         metrics::gauge!("parley_bus_connected").set(0.0);
         Ok((Self { shared, publish }, presence))
     }
+}
+
+impl RedisBus {
+    /// For a `rediss://` URL, connects once and fails if the TLS handshake
+    /// does: a certificate the configured CA did not sign, or one for
+    /// another host name, is a configuration error that retrying will not
+    /// fix. Anything else (Redis down, a timeout) only logs: the node serves
+    /// while Redis is away, as it does without TLS.
+    pub async fn check_tls(&self) -> Result<(), BusError> {
+        if !matches!(
+            self.shared.client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        ) {
+            return Ok(());
+        }
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.shared.client.get_multiplexed_async_connection(),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if is_tls_failure(&e) => Err(BusError(format!(
+                "the TLS handshake with Redis failed: {e} \
+                 (is PARLEY_REDIS_CA_FILE the CA that signed its certificate?)"
+            ))),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis is not reachable yet; serving without it");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("Redis did not answer within 5 s; serving without it");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// rustls reports a refused certificate (and every other handshake
+/// failure) as an I/O error of kind `InvalidData`; a refused or reset
+/// connection has another kind. redis-rs keeps the I/O error behind an
+/// `Arc`, so both shapes are looked for along the chain.
+fn is_tls_failure(error: &redis::RedisError) -> bool {
+    use std::error::Error;
+    let mut source: Option<&(dyn Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        let io = e.downcast_ref::<std::io::Error>().or_else(|| {
+            e.downcast_ref::<Arc<dyn Error + Send + Sync>>()
+                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        });
+        if let Some(io) = io {
+            return io.kind() == std::io::ErrorKind::InvalidData;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[async_trait]
@@ -161,5 +248,20 @@ impl Bus for RedisBus {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_told_from_an_unreachable_server() {
+        use std::io::{Error, ErrorKind};
+        let tls = redis::RedisError::from(Error::new(ErrorKind::InvalidData, "UnknownIssuer"));
+        assert!(is_tls_failure(&tls));
+        for kind in [ErrorKind::ConnectionRefused, ErrorKind::TimedOut] {
+            assert!(!is_tls_failure(&redis::RedisError::from(Error::from(kind))));
+        }
     }
 }

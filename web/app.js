@@ -119,23 +119,61 @@
     return null;
   }
 
-  function isValidMessage(m) {
-    return !!m && Number.isSafeInteger(m.seq) && m.seq > 0 &&
-      typeof m.from === 'string' && typeof m.text === 'string';
+  // A room's log holds messages and, since protocol 1.1, the events that
+  // change them (edited, deleted, reaction), each with its own seq.
+  const EVENT_TYPES = new Set(['edited', 'deleted', 'reaction']);
+
+  function isMessage(m) { return m.type === undefined || m.type === 'message'; }
+
+  function isValidEvent(m) {
+    if (!m || !Number.isSafeInteger(m.seq) || m.seq <= 0 || typeof m.from !== 'string') return false;
+    if (isMessage(m)) return typeof m.text === 'string';
+    return EVENT_TYPES.has(m.type) && Number.isSafeInteger(m.target);
   }
 
-  // Merge messages into a room's seq-keyed Map and return only those that
+  // Merge events into a room's seq-keyed Map and return only those that
   // were new, in seq order. Keyed by seq because seq is unique per room and the
-  // same message legitimately arrives more than once (ack + push, resume
+  // same event legitimately arrives more than once (ack + push, resume
   // overlap, history + live stream): the first copy wins, nothing shows twice.
+  // A message from a history list shows its state as of that read, so it
+  // records the list's newest seq: only later events change it (applyEvent).
   function mergeMessages(store, incoming) {
+    const list = Array.isArray(incoming) ? incoming : [];
+    let top = 0;
+    for (const m of list) if (m && Number.isSafeInteger(m.seq) && m.seq > top) top = m.seq;
     const added = [];
-    for (const m of Array.isArray(incoming) ? incoming : []) {
-      if (!isValidMessage(m) || store.has(m.seq)) continue;
+    for (const m of list) {
+      if (!isValidEvent(m) || store.has(m.seq)) continue;
+      if (isMessage(m)) m.stateSeq = Math.max(m.seq, top);
       store.set(m.seq, m);
       added.push(m);
     }
     return added.sort((a, b) => a.seq - b.seq);
+  }
+
+  // Applies an edit, delete or reaction to the message it targets, if we
+  // hold it and the event is newer than its state (events come in seq order
+  // per page, but pages may arrive out of order). Returns the changed message.
+  function applyEvent(store, e) {
+    const m = store.get(e.target);
+    if (!m || !isMessage(m) || (m.stateSeq || m.seq) >= e.seq) return null;
+    m.stateSeq = e.seq;
+    if (e.type === 'edited' && typeof e.text === 'string') {
+      m.text = e.text;
+      m.edited = e.ts;
+    } else if (e.type === 'deleted') {
+      m.deleted = true;
+      m.text = '';
+      m.reactions = {};
+    } else if (e.type === 'reaction' && typeof e.emoji === 'string') {
+      const reactions = m.reactions && typeof m.reactions === 'object' ? { ...m.reactions } : {};
+      const users = (Array.isArray(reactions[e.emoji]) ? reactions[e.emoji] : []).filter((u) => u !== e.from);
+      if (e.on === true) users.push(e.from);
+      if (users.length > 0) reactions[e.emoji] = users.sort();
+      else delete reactions[e.emoji];
+      m.reactions = reactions;
+    }
+    return m;
   }
 
   // Highest seq s >= from such that from+1..s are all present. Seqs are gapless
@@ -260,16 +298,31 @@
   }
 
   // Put a merged batch into a room, keeping the derived fields right.
+  // Merges events into a room; returns the new messages (what is shown as
+  // new lines). Edits, deletes and reactions re-render their message.
   function mergeInto(room, incoming, opts) {
-    const added = mergeMessages(room.messages, incoming);
-    for (const m of added) {
+    const added = [];
+    const changed = new Set();
+    for (const m of mergeMessages(room.messages, incoming)) {
       if (room.minSeq === 0 || m.seq < room.minSeq) room.minSeq = m.seq;
       if (m.seq > room.maxSeq) room.maxSeq = m.seq;
+      if (!isMessage(m)) {
+        const target = applyEvent(room.messages, m);
+        if (target) changed.add(target);
+        continue;
+      }
       const t = Date.parse(m.ts);
       if (Number.isFinite(t) && t > room.lastActivity) room.lastActivity = t;
       // Our own message seen via push or history: its pending copy is done.
       if (m.from === state.me && m.nonce) resolveOutbox(m.nonce, room.name);
       if (opts && opts.countUnread && m.from !== state.me && room.name !== state.active) room.unread += 1;
+      added.push(m);
+    }
+    if (room.name === state.active) {
+      for (const m of changed) {
+        const li = dom.messages.querySelector(`li[data-seq="${m.seq}"]:not(.pending)`);
+        if (li) li.replaceWith(messageEl(m, room.name));
+      }
     }
     return added;
   }
@@ -551,7 +604,10 @@
       case 'welcome': return onWelcome(f);
       case 'joined': return onJoined(f, ctx);
       case 'history': return onHistory(f, ctx);
-      case 'message': return onMessage(f);
+      case 'message':
+      case 'edited':
+      case 'deleted':
+      case 'reaction': return onMessage(f);
       case 'ack': return onAck(f, ctx);
       case 'presence': return onPresence(f);
       case 'typing': return onTyping(f);
@@ -646,7 +702,7 @@
   }
 
   function onMessage(f) {
-    if (!isValidMessage(f) || typeof f.room !== 'string') return;
+    if (!isValidEvent(f) || typeof f.room !== 'string') return;
     if (isDmRoom(f.room) && dmPeer(f.room, state.me) === null) return; // not ours: ignore
     const known = state.rooms.get(f.room);
     if (!isDmRoom(f.room) && !(known && known.wanted)) return; // a late push for a room we left
@@ -1026,10 +1082,40 @@
       time.title = date.toLocaleString();
       meta.appendChild(time);
     }
-    const text = el('div', 'text');
-    appendLinkified(text, m.text);
-    li.append(meta, text);
+    if (m.edited && !m.deleted) meta.appendChild(el('span', 'edited', '(edited)'));
+    li.appendChild(meta);
+    if (Number.isSafeInteger(m.reply_to)) li.appendChild(replyQuote(m.reply_to, roomName));
+    const text = el('div', m.deleted ? 'text deleted' : 'text');
+    if (m.deleted) text.textContent = 'message deleted';
+    else appendLinkified(text, m.text);
+    li.appendChild(text);
+    const reactions = m.reactions && typeof m.reactions === 'object' ? Object.entries(m.reactions) : [];
+    if (reactions.length > 0 && !m.deleted) {
+      const row = el('div', 'reactions');
+      for (const [emoji, users] of reactions) {
+        if (!Array.isArray(users) || users.length === 0) continue;
+        const chip = el('span', 'reaction', `${emoji} ${users.length}`);
+        chip.title = users.join(', ');
+        if (users.includes(state.me)) chip.classList.add('mine');
+        row.appendChild(chip);
+      }
+      li.appendChild(row);
+    }
     return li;
+  }
+
+  // The quoted start of the message a reply answers (if we hold it).
+  function replyQuote(seq, roomName) {
+    const room = state.rooms.get(roomName);
+    const target = room ? room.messages.get(seq) : null;
+    const quote = el('div', 'reply-quote');
+    if (target && isMessage(target)) {
+      const said = target.deleted ? 'message deleted' : target.text.slice(0, 120);
+      quote.textContent = `↪ ${target.from}: ${said}`;
+    } else {
+      quote.textContent = '↪ an earlier message';
+    }
+    return quote;
   }
 
   function pendingEl(e) {
@@ -1124,7 +1210,10 @@
     if (room) {
       room.unread = 0;
       const frag = document.createDocumentFragment();
-      for (const seq of [...room.messages.keys()].sort((a, b) => a - b)) frag.appendChild(messageEl(room.messages.get(seq), room.name));
+      for (const seq of [...room.messages.keys()].sort((a, b) => a - b)) {
+        const m = room.messages.get(seq);
+        if (isMessage(m)) frag.appendChild(messageEl(m, room.name));
+      }
       list.appendChild(frag);
     }
     renderPending();

@@ -517,3 +517,68 @@ step('dark colour scheme', async () => {
   await shot(s, '13-dark-bob.png');
   assertClean(s);
 });
+
+// Another device of alice's (a raw WebSocket opened in her page, as a second
+// client would) sends protocol 1.1 requests; returns the answers' types.
+async function otherDevice(s, requests) {
+  return s.page.evaluate(async ({ port, requests }) => {
+    const token = sessionStorage.getItem('parley.token');
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+    await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('ws failed')); });
+    let next = 1;
+    const ask = (frame) => new Promise((ok) => {
+      const id = next++;
+      const onMessage = (ev) => {
+        const reply = JSON.parse(ev.data);
+        if (reply.re === id) { ws.removeEventListener('message', onMessage); ok(reply); }
+      };
+      ws.addEventListener('message', onMessage);
+      ws.send(JSON.stringify({ ...frame, id }));
+    });
+    const answers = [];
+    for (const frame of [{ type: 'hello', token }, ...requests]) answers.push((await ask(frame)).type);
+    ws.close();
+    return answers;
+  }, { port: PORT, requests });
+}
+
+const liOf = (s, seq) => s.page.evaluate((q) => {
+  const li = document.querySelector(`#messages li.msg[data-seq="${q}"]`);
+  if (!li) return null;
+  const part = (sel) => { const e = li.querySelector(sel); return e ? e.textContent : null; };
+  return { text: part('.text'), edited: part('.edited'), reactions: part('.reactions'), quote: part('.reply-quote') };
+}, seq);
+
+// Last: the room's log gets edit/reaction/delete events, whose seqs are not
+// shown as lines (the steps above count lines as 1..n).
+step('edits, reactions, replies and deletes made elsewhere show in place, live and after a reload', async () => {
+  const text = `to be edited ${RUN}`;
+  await send(A(), text);
+  const target = (await waitShown(B(), text)).seq;
+  const answers = await otherDevice(A(), [
+    { type: 'join', room: ROOM },
+    { type: 'edit', room: ROOM, target, text: `edited ${RUN}` },
+    { type: 'react', room: ROOM, target, emoji: '👍', on: true },
+    { type: 'send', room: ROOM, text: `a reply ${RUN}`, reply_to: target },
+  ]);
+  assert.deepEqual(answers, ['welcome', 'joined', 'ack', 'ack', 'ack']);
+  const reply = await waitShown(B(), `a reply ${RUN}`);
+  for (const s of [A(), B()]) {
+    await eventually(`${s.name} to show the edit and the reaction in place`, () => liOf(s, target),
+      (v) => v && v.text === `edited ${RUN}` && v.edited === '(edited)' && v.reactions === '👍 1');
+    await eventually(`${s.name} to quote the edited text in the reply`, () => liOf(s, reply.seq),
+      (v) => v && v.quote === `↪ ${A().name}: edited ${RUN}`);
+  }
+  await shot(B(), '14-edit-reaction-reply-bob.png');
+  assert.deepEqual(await otherDevice(A(), [{ type: 'delete', room: ROOM, target }]), ['welcome', 'ack']);
+  await eventually('bob to show the placeholder', () => liOf(B(), target),
+    (v) => v && v.text === 'message deleted' && v.reactions === null && v.edited === null);
+  // From history, after a reload: the same state.
+  await B().page.reload({ waitUntil: 'load' });
+  await waitConnected(B());
+  await eventually('bob to show the deleted message and the reply after reload', async () => [
+    await liOf(B(), target), await liOf(B(), reply.seq)],
+  ([t, r]) => t && t.text === 'message deleted' && r && r.quote === `↪ ${A().name}: message deleted`);
+  await shot(B(), '15-deleted-after-reload-bob.png');
+  for (const s of [A(), B()]) assertClean(s);
+});

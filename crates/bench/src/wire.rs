@@ -68,17 +68,19 @@ struct Raw<'a> {
     messages: Option<Vec<RawItem<'a>>>,
 }
 
+/// An element of a history list: any event of the room's log (a deleted
+/// or reaction event has no text).
 #[derive(Deserialize)]
 struct RawItem<'a> {
     seq: u64,
     #[serde(borrow)]
-    text: &'a str,
+    text: Option<&'a str>,
 }
 
 fn items(list: Option<Vec<RawItem<'_>>>) -> Vec<(u64, Option<u64>)> {
     list.unwrap_or_default()
         .iter()
-        .map(|m| (m.seq, sent_us_of(m.text)))
+        .map(|m| (m.seq, m.text.and_then(sent_us_of)))
         .collect()
 }
 
@@ -132,9 +134,10 @@ fn parse_slow(text: &str) -> Result<Frame, String> {
         Err(_) if is_json_object_with_type(text) => return Ok(Frame::Other),
         Err(e) => return Err(format!("unparseable frame: {e}")),
     };
-    let list = |ms: &[parley_protocol::Message]| {
-        ms.iter()
-            .map(|m| (m.seq, sent_us_of(&m.text)))
+    let list = |events: &[parley_protocol::RoomEvent]| {
+        events
+            .iter()
+            .map(|e| (e.seq(), e.as_message().and_then(|m| sent_us_of(&m.text))))
             .collect::<Vec<_>>()
     };
     Ok(match frame {
@@ -223,6 +226,7 @@ pub fn send(id: u64, room: &str, text: &str, nonce: Option<&str>) -> String {
         to: None,
         text: text.to_string(),
         nonce: nonce.map(str::to_string),
+        reply_to: None,
     })
 }
 

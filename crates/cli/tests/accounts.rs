@@ -859,7 +859,12 @@ async fn check_migrated(bases: &[String], ws: &[String]) {
     let page = http::messages(&bases[0], &token("bob"), "dm:alice:bob", None, None, None)
         .await
         .unwrap();
-    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    let texts: Vec<&str> = page
+        .messages
+        .iter()
+        .filter_map(|e| e.as_message())
+        .map(|m| m.text.as_str())
+        .collect();
     assert_eq!(texts, ["hi Bob", "hi alice"]);
     let rooms = http::rooms(&bases[0], &token("alice")).await.unwrap();
     let names: Vec<&str> = rooms.iter().map(|r| r.room.as_str()).collect();

@@ -149,6 +149,7 @@ async fn dm_rooms_are_private_to_their_two_users() {
         to: None,
         text: "let me in".into(),
         nonce: None,
+        reply_to: None,
     };
     assert_eq!(
         carol.request(id, &send).await.unwrap_err().code(),
@@ -182,7 +183,7 @@ async fn dm_rooms_are_private_to_their_two_users() {
     let page = http::messages(&node.http(), &bob_token, room, None, None, None)
         .await
         .unwrap();
-    assert_eq!(page.messages[0].text, "secret plans");
+    assert_eq!(page.messages[0].as_message().unwrap().text, "secret plans");
     assert!(
         http::rooms(&node.http(), &bob_token)
             .await

@@ -564,3 +564,73 @@ async fn server_api_disconnect_closes_the_user_on_every_node() {
     let mut again = connect(&urls[1], "alice").await;
     again.ping().await.unwrap();
 }
+
+/// Protocol 1.1 events in a fleet: edits, reactions and deletes made on one
+/// node reach members on another (PostgreSQL + Redis), and a member whose
+/// node is killed gets every event it missed exactly once when it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_cross_nodes_and_resume_through_a_node_kill() {
+    use parley_client::protocol::RoomEvent;
+    let mut fleet = Fleet::start(BIN, 2, &[]).await;
+    let urls = fleet.ws_urls();
+    let mut alice = connect(&urls[0], "alice").await;
+    let mut bob = connect(&urls[1], "bob").await;
+    alice.join("events", None).await.unwrap();
+    bob.join("events", None).await.unwrap();
+    let first = alice.send("events", "first", None).await.unwrap();
+    assert_eq!(bob.next_event(WAIT).await.unwrap().seq(), first.seq);
+
+    let edit = alice
+        .edit("events", first.seq, "first!", None)
+        .await
+        .unwrap();
+    match bob.next_event(WAIT).await.unwrap() {
+        RoomEvent::Edited(e) => assert_eq!((e.seq, e.text.as_str()), (edit.seq, "first!")),
+        other => panic!("expected edited, got {other:?}"),
+    }
+    let react = bob
+        .react("events", first.seq, "👍", true, None)
+        .await
+        .unwrap();
+    loop {
+        match alice.next_event(WAIT).await.unwrap() {
+            RoomEvent::Reaction(r) => {
+                assert_eq!((r.seq, r.from.as_str()), (react.seq, "bob"));
+                break;
+            }
+            e => assert!(e.seq() < react.seq, "out of order: {e:?}"),
+        }
+    }
+    let seen = bob.next_event(WAIT).await.unwrap().seq();
+    assert_eq!(seen, react.seq, "bob's own reaction comes back to him");
+
+    // Bob's node dies; alice goes on.
+    fleet.nodes[1].signal("KILL");
+    fleet.nodes[1].wait_exit(WAIT).await;
+    let second = alice.send("events", "second", None).await.unwrap();
+    alice
+        .react("events", second.seq, "🎉", true, None)
+        .await
+        .unwrap();
+    alice.delete("events", first.seq, None).await.unwrap();
+    let last = alice
+        .edit("events", second.seq, "second!", None)
+        .await
+        .unwrap();
+
+    fleet.restart_node(1).await;
+    let mut bob = connect(&fleet.ws_urls()[1], "bob").await;
+    let joined = bob.join("events", Some(seen)).await.unwrap();
+    let got: Vec<u64> = joined.events.iter().map(|e| e.seq()).collect();
+    assert_eq!(got, (seen + 1..=last.seq).collect::<Vec<u64>>());
+    assert!(
+        matches!(joined.events[2], RoomEvent::Deleted(_)),
+        "{:?}",
+        joined.events
+    );
+    // The history shows the current state, whichever node reads it.
+    let all = fetch_all(&fleet.nodes[1].http(), "events").await;
+    assert!(all[0].deleted && all[0].text.is_empty());
+    assert_eq!(all[1].text, "second!");
+    assert_eq!(all[1].reactions.get("🎉"), Some(&vec!["alice".to_string()]));
+}

@@ -46,6 +46,7 @@ async fn pipelined_sends(conn: &mut Connection, room: &str, n: usize, text: &str
             to: None,
             text: format!("{text} {i}"),
             nonce: Some(format!("{id}")),
+            reply_to: None,
         };
         conn.send_frame(&frame).await.unwrap();
     }
@@ -567,7 +568,7 @@ async fn garbage_input_gets_errors_not_panics() {
     )
     .await
     .unwrap();
-    assert_eq!(page.messages[0].text, "precious");
+    assert_eq!(page.messages[0].as_message().unwrap().text, "precious");
     let r = http::request(&node.http(), "GET", "/healthz", None, None)
         .await
         .unwrap();
@@ -619,6 +620,7 @@ async fn pipelined_answers(
             to: None,
             text,
             nonce,
+            reply_to: None,
         };
         conn.send_frame(&frame).await.unwrap();
     }

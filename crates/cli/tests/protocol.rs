@@ -299,6 +299,7 @@ async fn direct_messages_reach_both_users_without_joining() {
         to: Some("bob".into()),
         text: "x".into(),
         nonce: None,
+        reply_to: None,
     };
     assert_eq!(
         server_code(alice.request(id, &both).await.unwrap_err()),
@@ -311,6 +312,7 @@ async fn direct_messages_reach_both_users_without_joining() {
         to: None,
         text: "x".into(),
         nonce: None,
+        reply_to: None,
     };
     assert_eq!(
         server_code(alice.request(id, &neither).await.unwrap_err()),
@@ -513,14 +515,14 @@ async fn rest_rooms_messages_and_send() {
         .await
         .unwrap();
     assert_eq!(
-        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        page.messages.iter().map(|m| m.seq()).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
     let page = http::messages(&base, &alice_token, "general", Some(3), None, Some(1))
         .await
         .unwrap();
     assert_eq!(
-        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        page.messages.iter().map(|m| m.seq()).collect::<Vec<_>>(),
         vec![2]
     );
     assert!(page.more);
@@ -528,7 +530,7 @@ async fn rest_rooms_messages_and_send() {
         .await
         .unwrap();
     assert_eq!(
-        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        page.messages.iter().map(|m| m.seq()).collect::<Vec<_>>(),
         vec![2, 3]
     );
 

@@ -149,6 +149,7 @@ async fn an_expired_token_closes_its_sessions_with_4401() {
                 to: None,
                 text: "after expiry".into(),
                 nonce: Some("late-1".into()),
+                reply_to: None,
             })
             .await;
         let (frames, end) = frames_until_closed(&mut late, WAIT, "late").await;
@@ -604,9 +605,8 @@ async fn unknown_frame_types_never_count_toward_1008() {
     let mut alice = node.connect("alice").await;
     alice.join("general", None).await.unwrap();
     for i in 0..30 {
-        let frame = format!(
-            r#"{{"type":"react","id":{i},"room":"general","target":1,"emoji":"x","on":true}}"#
-        );
+        let frame =
+            format!(r#"{{"type":"search","id":{i},"q":"hello","room":"general","limit":5}}"#);
         alice.send_text(frame).await.unwrap();
         match alice.recv_timeout(WAIT).await.unwrap() {
             ServerFrame::Error { code, re, message } => {

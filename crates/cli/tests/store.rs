@@ -12,7 +12,9 @@ use parley_protocol::time::now_ms;
 use parley_server::bus::Bus;
 use parley_server::bus::local::LocalBus;
 use parley_server::commit::Appender;
-use parley_server::store::{AppendOutcome, NewMessage, Store, StoreError};
+use parley_server::store::{
+    AppendOutcome, Change, EventKind, NewMessage, Refusal, Store, StoreError,
+};
 use parley_testkit::eventually;
 use parley_testkit::services::Postgres;
 
@@ -25,6 +27,7 @@ fn msg(room: &str, from: &str, text: &str, nonce: Option<&str>) -> NewMessage {
         text: text.into(),
         nonce: nonce.map(Into::into),
         ts_ms: 1_000,
+        ..Default::default()
     }
 }
 
@@ -37,7 +40,7 @@ fn at(room: &str, from: &str, text: &str, ts_ms: i64) -> NewMessage {
 }
 
 fn seqs(outcomes: &[AppendOutcome]) -> Vec<u64> {
-    outcomes.iter().map(|o| o.message().seq).collect()
+    outcomes.iter().map(|o| o.message().unwrap().seq).collect()
 }
 
 /// Two independent handles on the same database, like two nodes.
@@ -231,6 +234,194 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     }
 }
 
+/// An event request of `from` on `room`.
+fn change(room: &str, from: &str, change: Change, text: &str, nonce: Option<&str>) -> NewMessage {
+    NewMessage {
+        change,
+        ..msg(room, from, text, nonce)
+    }
+}
+
+fn edit(target: u64) -> Change {
+    Change::Edit { target }
+}
+
+fn delete(target: u64, moderator: bool) -> Change {
+    Change::Delete { target, moderator }
+}
+
+fn react(target: u64, emoji: &str, on: bool) -> Change {
+    Change::React {
+        target,
+        emoji: emoji.into(),
+        on,
+    }
+}
+
+async fn one(store: &Arc<dyn Store>, m: NewMessage) -> AppendOutcome {
+    let mut out = store.append_batch(&[m]).await.unwrap();
+    assert_eq!(out.len(), 1);
+    out.remove(0)
+}
+
+fn stored_seq(o: &AppendOutcome) -> u64 {
+    match o {
+        AppendOutcome::Stored(m) => m.seq,
+        other => panic!("expected Stored, got {other:?}"),
+    }
+}
+
+/// Protocol 1.1 §1 in the store: edits, deletes, reactions and replies take
+/// the room's next seq in the same sequence as messages; the rules only the
+/// store can check refuse one append without failing its batch; history
+/// reads show each message in its current state; nonces make every kind
+/// idempotent. `b` is a second handle (another node).
+async fn events_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let r = "ev";
+    let out = a
+        .append_batch(&[msg(r, "Alice", "hello", None), msg(r, "bob", "hi", None)])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&out), vec![1, 2]);
+
+    // A batch mixing messages and events keeps submission order for seqs,
+    // and each event sees the ones before it.
+    let out = a
+        .append_batch(&[
+            change(r, "alice", edit(1), "hello!", Some("e1")),
+            msg(r, "carol", "plain", None),
+            change(r, "bob", react(1, "👍", true), "", None),
+            change(r, "bob", Change::Reply { reply_to: 1 }, "welcome", None),
+            change(r, "bob", edit(1), "hijack", None),
+            change(r, "bob", delete(2, false), "", None),
+            change(r, "bob", edit(2), "after delete", None),
+            change(r, "carol", react(99, "👍", true), "", None),
+            msg(r, "carol", "still fine", None),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<String> = out
+        .iter()
+        .map(|o| match o {
+            AppendOutcome::Stored(m) => format!("{} {}", m.seq, m.kind.name()),
+            AppendOutcome::Duplicate(m) => format!("dup {}", m.seq),
+            AppendOutcome::Refused(Refusal::NotFound(_)) => "not_found".into(),
+            AppendOutcome::Refused(Refusal::Forbidden(_)) => "forbidden".into(),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "3 edited",
+            "4 message",
+            "5 reaction",
+            "6 message",
+            "forbidden",
+            "7 deleted",
+            "not_found",
+            "not_found",
+            "8 message"
+        ]
+    );
+    assert_eq!(
+        b.last_seq(r).await.unwrap(),
+        Some(8),
+        "refusals take no seq"
+    );
+
+    // History: the log, each message in its current state.
+    let page = b.range_forward(r, 0, u64::MAX, 100).await.unwrap();
+    let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>());
+    let first = &page[0];
+    assert_eq!(first.text, "hello!");
+    assert!(first.edited_ms.is_some_and(|e| e >= first.ts_ms));
+    assert_eq!(first.reactions.get("👍"), Some(&vec!["bob".to_string()]));
+    assert!(page[1].deleted && page[1].text.is_empty(), "{:?}", page[1]);
+    assert_eq!(page[2].kind, EventKind::Edited { target: 1 });
+    assert_eq!(page[2].text, "hello!");
+    assert_eq!(page[5].reply_to, Some(1));
+    let backward = a.range_backward(r, u64::MAX, 8).await.unwrap();
+    assert_eq!(backward, page, "both directions read the same state");
+
+    // Idempotent: a repeated nonce stores nothing and answers the original.
+    let again = one(&b, change(r, "alice", edit(1), "other text", Some("e1"))).await;
+    assert!(
+        matches!(&again, AppendOutcome::Duplicate(m) if m.seq == 3),
+        "{again:?}"
+    );
+    // A reaction that changes nothing stores nothing: its answer is the
+    // event that set the state (the message itself if never set).
+    let same = one(&a, change(r, "BOB", react(1, "👍", true), "", None)).await;
+    assert!(
+        matches!(&same, AppendOutcome::Duplicate(m) if m.seq == 5),
+        "{same:?}"
+    );
+    let never = one(&a, change(r, "carol", react(1, "🎉", false), "", None)).await;
+    assert!(
+        matches!(&never, AppendOutcome::Duplicate(m) if m.seq == 1),
+        "{never:?}"
+    );
+    let off = one(&a, change(r, "bob", react(1, "👍", false), "", None)).await;
+    assert_eq!(stored_seq(&off), 9);
+    let page = a.range_forward(r, 0, 2, 10).await.unwrap();
+    assert!(page[0].reactions.is_empty(), "{:?}", page[0].reactions);
+
+    // Deleting: the author or a moderator; the text goes from every version.
+    let forbidden = one(&a, change(r, "carol", delete(1, false), "", None)).await;
+    assert!(matches!(
+        forbidden,
+        AppendOutcome::Refused(Refusal::Forbidden(_))
+    ));
+    let by_admin = one(&a, change(r, "carol", delete(1, true), "", None)).await;
+    assert_eq!(stored_seq(&by_admin), 10);
+    let page = b.range_forward(r, 0, u64::MAX, 100).await.unwrap();
+    assert!(page[0].deleted && page[0].text.is_empty());
+    assert!(page[2].text.is_empty(), "the edit's text went with it");
+    for c in [edit(1), delete(1, true), react(1, "👍", true)] {
+        let o = one(&a, change(r, "alice", c, "x", None)).await;
+        assert!(
+            matches!(o, AppendOutcome::Refused(Refusal::NotFound(_))),
+            "{o:?}"
+        );
+    }
+    // A reply may answer a deleted message (it was said); not an event.
+    let reply = one(
+        &a,
+        change(r, "carol", Change::Reply { reply_to: 1 }, "re", None),
+    )
+    .await;
+    assert_eq!(stored_seq(&reply), 11);
+    let o = one(
+        &a,
+        change(r, "carol", Change::Reply { reply_to: 3 }, "re", None),
+    )
+    .await;
+    assert!(
+        matches!(o, AppendOutcome::Refused(Refusal::NotFound(_))),
+        "{o:?}"
+    );
+    // Events on a room that does not exist: not_found, nothing created.
+    let o = one(&a, change("nowhere", "alice", edit(1), "x", None)).await;
+    assert!(
+        matches!(o, AppendOutcome::Refused(Refusal::NotFound(_))),
+        "{o:?}"
+    );
+    assert_eq!(a.last_seq("nowhere").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_the_event_rules() {
+    let (_dir, a, b) = sqlite().await;
+    events_suite(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_the_event_rules() {
+    let (_pg, a, b) = postgres().await;
+    events_suite(a, b).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_keeps_the_contract() {
     let (_dir, a, b) = sqlite().await;
@@ -352,7 +543,11 @@ async fn a_bad_message_fails_alone_in_its_batch(store: Arc<dyn Store>, bad: &str
                 .as_ref()
                 .unwrap_or_else(|e| panic!("{from}'s good neighbour failed: {e:?}"));
             assert!(matches!(outcome, AppendOutcome::Stored(_)));
-            assert_eq!(outcome.message().seq, next, "{from}: seq order kept");
+            assert_eq!(
+                outcome.message().unwrap().seq,
+                next,
+                "{from}: seq order kept"
+            );
             next += 1;
         }
     }
@@ -380,7 +575,7 @@ async fn ts_is_non_decreasing_along_seq(a: Arc<dyn Store>, b: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(
-        second[0].message().ts_ms >= first[0].message().ts_ms,
+        second[0].message().unwrap().ts_ms >= first[0].message().unwrap().ts_ms,
         "{first:?} then {second:?}"
     );
     // A clock an hour ahead, then right again.
@@ -409,7 +604,7 @@ async fn ts_is_non_decreasing_along_seq(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     }
     // The outcome (the ack, the push) carries the stamped ts.
     for o in &out {
-        let m = o.message();
+        let m = o.message().unwrap();
         let stored = a
             .range_forward(&m.room, m.seq - 1, m.seq + 1, 1)
             .await
@@ -530,6 +725,9 @@ async fn postgres_upgrade_keeps_ts_non_decreasing() {
         .append_batch(&[at("old", "b", "after the upgrade", now_ms())])
         .await
         .unwrap();
-    assert_eq!(out[0].message().seq, 3);
-    assert!(out[0].message().ts_ms >= ahead, "{out:?} (before: {ahead})");
+    assert_eq!(out[0].message().unwrap().seq, 3);
+    assert!(
+        out[0].message().unwrap().ts_ms >= ahead,
+        "{out:?} (before: {ahead})"
+    );
 }

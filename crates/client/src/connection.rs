@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use parley_protocol::{ClientFrame, Message, ServerFrame, parse_server_frame};
+use parley_protocol::{ClientFrame, Message, RoomEvent, ServerFrame, parse_server_frame};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
@@ -33,9 +33,23 @@ pub struct Welcome {
 pub struct Joined {
     pub room: String,
     pub last_seq: u64,
+    /// The messages of `events`, each in its current state (text, edited,
+    /// deleted, reactions): what a chat view shows.
     pub history: Vec<Message>,
+    /// The page of the room's event log as sent: messages, edits, deletes
+    /// and reactions, in seq order (what resume accounting counts).
+    pub events: Vec<RoomEvent>,
     pub more: bool,
     pub members: Vec<String>,
+}
+
+/// The messages of a page of events.
+pub fn messages_of(events: &[RoomEvent]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(RoomEvent::as_message)
+        .cloned()
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,7 +296,8 @@ impl Connection {
             } => Ok(Joined {
                 room,
                 last_seq,
-                history,
+                history: messages_of(&history),
+                events: history,
                 more,
                 members,
             }),
@@ -309,12 +324,88 @@ impl Connection {
 
     /// Sends to a room and waits for the ack (the message is then stored).
     pub async fn send(&mut self, room: &str, text: &str, nonce: Option<&str>) -> Result<Ack> {
+        self.send_in(room, text, nonce, None).await
+    }
+
+    /// Sends a reply to message `reply_to` of the room; waits for the ack.
+    pub async fn reply(
+        &mut self,
+        room: &str,
+        reply_to: u64,
+        text: &str,
+        nonce: Option<&str>,
+    ) -> Result<Ack> {
+        self.send_in(room, text, nonce, Some(reply_to)).await
+    }
+
+    async fn send_in(
+        &mut self,
+        room: &str,
+        text: &str,
+        nonce: Option<&str>,
+        reply_to: Option<u64>,
+    ) -> Result<Ack> {
         let id = self.next_id();
         let frame = ClientFrame::Send {
             id: Some(id),
             room: Some(room.into()),
             to: None,
             text: text.into(),
+            nonce: nonce.map(Into::into),
+            reply_to,
+        };
+        self.ack(id, &frame).await
+    }
+
+    /// Replaces the text of one's message `target`; the ack carries the
+    /// `edited` event's seq.
+    pub async fn edit(
+        &mut self,
+        room: &str,
+        target: u64,
+        text: &str,
+        nonce: Option<&str>,
+    ) -> Result<Ack> {
+        let id = self.next_id();
+        let frame = ClientFrame::Edit {
+            id: Some(id),
+            room: room.into(),
+            target,
+            text: text.into(),
+            nonce: nonce.map(Into::into),
+        };
+        self.ack(id, &frame).await
+    }
+
+    /// Deletes message `target`; the ack carries the `deleted` event's seq.
+    pub async fn delete(&mut self, room: &str, target: u64, nonce: Option<&str>) -> Result<Ack> {
+        let id = self.next_id();
+        let frame = ClientFrame::Delete {
+            id: Some(id),
+            room: room.into(),
+            target,
+            nonce: nonce.map(Into::into),
+        };
+        self.ack(id, &frame).await
+    }
+
+    /// Adds (`on`) or removes a reaction; the ack carries the `reaction`
+    /// event's seq (or, when nothing changed, the one that set the state).
+    pub async fn react(
+        &mut self,
+        room: &str,
+        target: u64,
+        emoji: &str,
+        on: bool,
+        nonce: Option<&str>,
+    ) -> Result<Ack> {
+        let id = self.next_id();
+        let frame = ClientFrame::React {
+            id: Some(id),
+            room: room.into(),
+            target,
+            emoji: emoji.into(),
+            on,
             nonce: nonce.map(Into::into),
         };
         self.ack(id, &frame).await
@@ -329,6 +420,7 @@ impl Connection {
             to: Some(to.into()),
             text: text.into(),
             nonce: nonce.map(Into::into),
+            reply_to: None,
         };
         self.ack(id, &frame).await
     }
@@ -340,7 +432,8 @@ impl Connection {
         }
     }
 
-    /// A history page; returns (messages, more).
+    /// A history page's messages (each in its current state); returns
+    /// (messages, more).
     pub async fn history(
         &mut self,
         room: &str,
@@ -348,6 +441,19 @@ impl Connection {
         after: Option<u64>,
         limit: Option<u32>,
     ) -> Result<(Vec<Message>, bool)> {
+        let (events, more) = self.history_events(room, before, after, limit).await?;
+        Ok((messages_of(&events), more))
+    }
+
+    /// A history page as sent: every event (`limit` counts events); returns
+    /// (events, more).
+    pub async fn history_events(
+        &mut self,
+        room: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<RoomEvent>, bool)> {
         let id = self.next_id();
         let frame = ClientFrame::History {
             id: Some(id),
@@ -388,6 +494,22 @@ impl Connection {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if let ServerFrame::Message(m) = self.recv_timeout(left).await? {
                 return Ok(m);
+            }
+        }
+    }
+
+    /// The next pushed room event (message, edit, delete, reaction),
+    /// skipping other frames.
+    pub async fn next_event(&mut self, limit: Duration) -> Result<RoomEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_timeout(left).await? {
+                ServerFrame::Message(m) => return Ok(RoomEvent::Message(m)),
+                ServerFrame::Edited(e) => return Ok(RoomEvent::Edited(e)),
+                ServerFrame::Deleted(e) => return Ok(RoomEvent::Deleted(e)),
+                ServerFrame::Reaction(e) => return Ok(RoomEvent::Reaction(e)),
+                _ => continue,
             }
         }
     }

@@ -14,7 +14,7 @@ pub mod connection;
 pub mod http;
 pub mod resilient;
 
-pub use connection::{Ack, ConnectOptions, Connection, Joined, Welcome};
+pub use connection::{Ack, ConnectOptions, Connection, Joined, Welcome, messages_of};
 pub use parley_protocol as protocol;
 pub use resilient::{Client, ClientConfig, Event};
 

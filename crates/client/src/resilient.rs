@@ -413,6 +413,7 @@ impl Task {
             to: out.to.clone(),
             text: out.text.clone(),
             nonce: Some(out.nonce.clone()),
+            reply_to: None,
         })
         .await
     }

@@ -19,6 +19,8 @@ pub mod text;
 pub mod time;
 pub mod token;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use close::{ClientAction, CloseCode};
@@ -79,10 +81,14 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// A stored chat message: the payload of a `message` push and the element of
-/// every history list. On the wire it always carries `"type":"message"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "message")]
+/// A stored chat message: the payload of a `message` push and an element of
+/// every history list. On the wire it always carries `"type":"message"`
+/// (the tag of [`ServerFrame::Message`] and [`RoomEvent::Message`]).
+///
+/// A push carries the message as sent. In a history list it shows the
+/// message's state as of the read (protocol 1.1): the latest `text` (`""`
+/// once deleted), `edited`, `deleted` and `reactions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub room: String,
     /// Per-room sequence number assigned by the store: 1, 2, 3, … with no gap.
@@ -93,6 +99,118 @@ pub struct Message {
     pub ts: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The seq of the message of the same room this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// History only: the ts of the last edit (absent if never edited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<String>,
+    /// History only: true once deleted (then `text` is `""`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// History only: emoji → the users who reacted with it, sorted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, Vec<String>>,
+}
+
+/// An `edited` event: `from` replaced the text of message `target`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edited {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub target: u64,
+    pub text: String,
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// A `deleted` event: `from` deleted message `target`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub target: u64,
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// A `reaction` event: `from` added (`on`) or removed `emoji` on `target`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub target: u64,
+    pub emoji: String,
+    pub on: bool,
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// One event of a room's log (protocol 1.1 §1): every change to a room's
+/// content takes the room's next `seq`. The element of history lists,
+/// tagged with `type` as its push is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomEvent {
+    Message(Message),
+    Edited(Edited),
+    Deleted(Deleted),
+    Reaction(Reaction),
+}
+
+impl RoomEvent {
+    pub fn seq(&self) -> u64 {
+        match self {
+            RoomEvent::Message(m) => m.seq,
+            RoomEvent::Edited(e) => e.seq,
+            RoomEvent::Deleted(e) => e.seq,
+            RoomEvent::Reaction(e) => e.seq,
+        }
+    }
+
+    pub fn room(&self) -> &str {
+        match self {
+            RoomEvent::Message(m) => &m.room,
+            RoomEvent::Edited(e) => &e.room,
+            RoomEvent::Deleted(e) => &e.room,
+            RoomEvent::Reaction(e) => &e.room,
+        }
+    }
+
+    /// The message, if this event is one.
+    pub fn as_message(&self) -> Option<&Message> {
+        match self {
+            RoomEvent::Message(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The push frame of this event.
+    pub fn into_frame(self) -> ServerFrame {
+        match self {
+            RoomEvent::Message(m) => ServerFrame::Message(m),
+            RoomEvent::Edited(e) => ServerFrame::Edited(e),
+            RoomEvent::Deleted(e) => ServerFrame::Deleted(e),
+            RoomEvent::Reaction(e) => ServerFrame::Reaction(e),
+        }
+    }
+}
+
+/// Longest reaction emoji, in bytes of UTF-8.
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// A reaction's emoji: 1–32 bytes of UTF-8 without whitespace or control
+/// characters (protocol 1.1 §1).
+pub fn valid_emoji(emoji: &str) -> bool {
+    !emoji.is_empty()
+        && emoji.len() <= MAX_EMOJI_BYTES
+        && !emoji.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Frames a client sends.
@@ -128,6 +246,39 @@ pub enum ClientFrame {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
+        /// The seq of a message of the same room this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+    },
+    /// Replace the text of one's own message `target` (protocol 1.1).
+    Edit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+        target: u64,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// Delete message `target` (its author, or a server admin).
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+        target: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// Add (`on`) or remove a reaction on message `target`.
+    React {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+        target: u64,
+        emoji: String,
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
     },
     History {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +310,9 @@ impl ClientFrame {
             | ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
             | ClientFrame::Send { id, .. }
+            | ClientFrame::Edit { id, .. }
+            | ClientFrame::Delete { id, .. }
+            | ClientFrame::React { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::Typing { id, .. }
             | ClientFrame::Ping { id } => *id,
@@ -224,7 +378,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 const KNOWN_CLIENT_TYPES: &[&str] = &[
-    "hello", "join", "leave", "send", "history", "typing", "ping",
+    "hello", "join", "leave", "send", "edit", "delete", "react", "history", "typing", "ping",
 ];
 
 /// Presence state carried by `presence` pushes.
@@ -252,7 +406,7 @@ pub enum ServerFrame {
         re: Option<u64>,
         room: String,
         last_seq: u64,
-        history: Vec<Message>,
+        history: Vec<RoomEvent>,
         more: bool,
         members: Vec<String>,
     },
@@ -272,7 +426,7 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         re: Option<u64>,
         room: String,
-        messages: Vec<Message>,
+        messages: Vec<RoomEvent>,
         more: bool,
     },
     Presence {
@@ -294,11 +448,12 @@ pub enum ServerFrame {
         code: ErrorCode,
         message: String,
     },
-    /// A pushed chat message. Untagged here because [`Message`] carries its
-    /// own `"type":"message"` tag (it is also the element of history lists);
-    /// serde requires untagged variants to come last.
-    #[serde(untagged)]
+    /// A pushed chat message.
     Message(Message),
+    /// Protocol 1.1 event pushes (and [`RoomEvent`]s in history lists).
+    Edited(Edited),
+    Deleted(Deleted),
+    Reaction(Reaction),
 }
 
 impl ServerFrame {
@@ -336,7 +491,7 @@ mod tests {
             from: "alice".into(),
             text: "hi".into(),
             ts: "2026-11-22T21:00:00.123Z".into(),
-            nonce: None,
+            ..Default::default()
         }
     }
 
@@ -356,7 +511,7 @@ mod tests {
             re: Some(1),
             room: "general".into(),
             last_seq: 2,
-            history: vec![msg(1), msg(2)],
+            history: vec![RoomEvent::Message(msg(1)), RoomEvent::Message(msg(2))],
             more: false,
             members: vec!["alice".into()],
         };
@@ -415,9 +570,8 @@ mod tests {
         assert_eq!(e.id, Some(9));
         assert!(e.message.contains("unknown frame type"), "{}", e.message);
         assert!(e.unknown_type);
-        // Protocol 1.1 requests, extra fields and all, are unknown types here.
-        let e = parse_client_frame(r#"{"type":"edit","id":2,"room":"r","target":5,"text":"x"}"#)
-            .unwrap_err();
+        // Requests of a later version, extra fields and all, are unknown types.
+        let e = parse_client_frame(r#"{"type":"part","id":2,"room":"r"}"#).unwrap_err();
         assert!(e.unknown_type && e.id == Some(2), "{e:?}");
         let e = parse_client_frame(r#"{"type":"join","id":2}"#).unwrap_err();
         assert_eq!(e.id, Some(2));
@@ -457,6 +611,101 @@ mod tests {
             "]".repeat(50_000)
         );
         assert!(parse_client_frame(&deep_obj).is_err());
+    }
+
+    #[test]
+    fn events_round_trip_and_keep_their_type() {
+        let mut m = msg(4);
+        m.reply_to = Some(2);
+        m.edited = Some("2026-11-22T21:01:00.000Z".into());
+        m.reactions
+            .insert("👍".into(), vec!["alice".into(), "bob".into()]);
+        let events = vec![
+            RoomEvent::Message(m),
+            RoomEvent::Edited(Edited {
+                room: "general".into(),
+                seq: 5,
+                from: "alice".into(),
+                target: 4,
+                text: "fixed".into(),
+                ts: "t".into(),
+                nonce: Some("n".into()),
+            }),
+            RoomEvent::Deleted(Deleted {
+                room: "general".into(),
+                seq: 6,
+                from: "alice".into(),
+                target: 4,
+                ts: "t".into(),
+                nonce: None,
+            }),
+            RoomEvent::Reaction(Reaction {
+                room: "general".into(),
+                seq: 7,
+                from: "bob".into(),
+                target: 4,
+                emoji: "🎉".into(),
+                on: false,
+                ts: "t".into(),
+                nonce: None,
+            }),
+        ];
+        for event in events {
+            let frame = event.clone().into_frame();
+            let json = frame.to_json();
+            assert_eq!(json.matches("\"type\"").count(), 1, "{json}");
+            assert_eq!(parse_server_frame(&json).unwrap(), frame);
+            let back: RoomEvent = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, event);
+        }
+        // A plain message stays as version 1 wrote it.
+        let v: serde_json::Value =
+            serde_json::from_str(&ServerFrame::Message(msg(1)).to_json()).unwrap();
+        for field in ["reply_to", "edited", "deleted", "reactions"] {
+            assert!(v.get(field).is_none(), "{field}");
+        }
+    }
+
+    #[test]
+    fn the_requests_of_protocol_1_1_parse() {
+        let f = parse_client_frame(
+            r#"{"type":"send","id":1,"room":"general","text":"agreed","reply_to":57}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            f,
+            ClientFrame::Send {
+                reply_to: Some(57),
+                ..
+            }
+        ));
+        let f = parse_client_frame(
+            r#"{"type":"edit","id":2,"room":"general","target":58,"text":"agreed!"}"#,
+        )
+        .unwrap();
+        assert!(matches!(f, ClientFrame::Edit { target: 58, .. }));
+        let f =
+            parse_client_frame(r#"{"type":"delete","id":3,"room":"general","target":58}"#).unwrap();
+        assert_eq!(f.id(), Some(3));
+        let f = parse_client_frame(
+            r#"{"type":"react","id":4,"room":"general","target":57,"emoji":"👍","on":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(f, ClientFrame::React { on: true, .. }));
+        let e = parse_client_frame(r#"{"type":"react","id":4,"room":"general","target":57}"#)
+            .unwrap_err();
+        assert!(!e.unknown_type && e.id == Some(4));
+    }
+
+    #[test]
+    fn emoji_rules() {
+        for ok in ["👍", ":+1:", "🇫🇷", "x"] {
+            assert!(valid_emoji(ok), "{ok}");
+        }
+        for bad in ["", " ", "👍 ", "a\tb", "\u{0}", &"x".repeat(33)] {
+            assert!(!valid_emoji(bad), "{bad:?}");
+        }
+        assert!(valid_emoji(&"x".repeat(32)));
     }
 
     #[test]

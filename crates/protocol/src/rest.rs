@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, Message};
+use crate::{ErrorCode, RoomEvent};
 
 /// `POST /api/auth/register` and `POST /api/auth/login`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub struct RoomInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessagesPage {
     pub room: String,
-    pub messages: Vec<Message>,
+    pub messages: Vec<RoomEvent>,
     #[serde(default)]
     pub more: bool,
 }

@@ -233,6 +233,7 @@ mod tests {
             },
             nonce: nonce.map(Into::into),
             ts_ms: 0,
+            ..Default::default()
         }
     }
 

@@ -21,7 +21,7 @@ use crate::error::ChatError;
 use crate::hub::Hub;
 use crate::ratelimit::RateLimiter;
 use crate::shutdown::Drain;
-use crate::store::{NewMessage, Store, StoredMessage};
+use crate::store::{AppendOutcome, Change, NewMessage, Refusal, Store, StoredMessage};
 
 /// Longest accepted nonce, in bytes.
 pub const MAX_NONCE_LEN: usize = 64;
@@ -193,15 +193,18 @@ impl Node {
         if text.trim().is_empty() {
             return Err(ChatError::bad_request("text is empty"));
         }
-        if let Some(nonce) = nonce
-            && (nonce.is_empty() || nonce.len() > MAX_NONCE_LEN)
-        {
-            return Err(ChatError::bad_request(format!(
-                "nonce must be 1–{MAX_NONCE_LEN} bytes"
-            )));
-        }
         storable("text", text)?;
+        self.validate_nonce(nonce)
+    }
+
+    /// A nonce is 1–64 bytes a store can hold.
+    pub fn validate_nonce(&self, nonce: Option<&str>) -> Result<(), ChatError> {
         if let Some(nonce) = nonce {
+            if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
+                return Err(ChatError::bad_request(format!(
+                    "nonce must be 1–{MAX_NONCE_LEN} bytes"
+                )));
+            }
             storable("nonce", nonce)?;
         }
         Ok(())
@@ -229,8 +232,58 @@ impl Node {
         text: String,
         nonce: Option<String>,
     ) -> Result<PendingAppend, ChatError> {
-        self.submit_as(user, room, text, nonce, Limit::PerUser)
+        self.submit_as(user, room, Change::Message, text, nonce, Limit::PerUser)
             .await
+    }
+
+    /// Validates and queues any change to a room (protocol 1.1 §1): a
+    /// message or reply, an edit, a delete, a reaction. Each takes the
+    /// room's next seq through the same committer as messages, with the
+    /// same nonce rule and rate limit. What only the store can check (the
+    /// target exists, is a live message, and the user may change it) comes
+    /// back as [`AppendOutcome::Refused`]; see [`Node::answer`].
+    pub async fn submit_change(
+        &self,
+        user: &str,
+        room: &str,
+        change: Change,
+        text: String,
+        nonce: Option<String>,
+    ) -> Result<PendingAppend, ChatError> {
+        let change = match change {
+            // Whether the deleter is a server admin: one read, only on deletes.
+            Change::Delete { target, .. } => Change::Delete {
+                target,
+                moderator: self.is_admin(user).await?,
+            },
+            other => other,
+        };
+        self.submit_as(user, room, change, text, nonce, Limit::PerUser)
+            .await
+    }
+
+    /// Whether `user` is a server admin (`parley admin user promote`).
+    pub async fn is_admin(&self, user: &str) -> Result<bool, ChatError> {
+        let key = parley_protocol::fold_username(user);
+        Ok(self
+            .store
+            .account(&key)
+            .await?
+            .is_some_and(|a| a.role == "admin" && !a.disabled))
+    }
+
+    /// What a committed append answers: the stored (or original) event, or
+    /// the store's refusal as `not_found` / `forbidden`.
+    pub fn answer(outcome: &AppendOutcome) -> Result<&StoredMessage, ChatError> {
+        match outcome {
+            AppendOutcome::Stored(m) | AppendOutcome::Duplicate(m) => Ok(m),
+            AppendOutcome::Refused(Refusal::NotFound(why)) => {
+                Err(ChatError::not_found(why.clone()))
+            }
+            AppendOutcome::Refused(Refusal::Forbidden(why)) => {
+                Err(ChatError::forbidden(why.clone()))
+            }
+        }
     }
 
     /// [`Node::submit`] for the server API (`POST /api/server/rooms/{room}/messages`):
@@ -244,18 +297,35 @@ impl Node {
         text: String,
         nonce: Option<String>,
     ) -> Result<PendingAppend, ChatError> {
-        self.submit_as(user, room, text, nonce, Limit::None).await
+        self.submit_as(user, room, Change::Message, text, nonce, Limit::None)
+            .await
     }
 
     async fn submit_as(
         &self,
         user: &str,
         room: &str,
+        change: Change,
         text: String,
         nonce: Option<String>,
         limit: Limit,
     ) -> Result<PendingAppend, ChatError> {
-        self.validate_message(&text, nonce.as_deref())?;
+        match &change {
+            Change::Message | Change::Reply { .. } | Change::Edit { .. } => {
+                self.validate_message(&text, nonce.as_deref())?
+            }
+            Change::Delete { .. } | Change::React { .. } => {
+                self.validate_nonce(nonce.as_deref())?;
+                if let Change::React { emoji, .. } = &change
+                    && !parley_protocol::valid_emoji(emoji)
+                {
+                    return Err(ChatError::bad_request(format!(
+                        "emoji must be 1–{} bytes of UTF-8 without whitespace or control characters",
+                        parley_protocol::MAX_EMOJI_BYTES
+                    )));
+                }
+            }
+        }
         // Callers checked both names (`check_read`, `dm_room_for`, the
         // token's `sub`); the store's rule holds for them all the same.
         storable("room name", room)?;
@@ -270,6 +340,7 @@ impl Node {
             text,
             nonce,
             ts_ms: parley_protocol::time::now_ms(),
+            change,
         };
         Ok(self.appender.submit(message).await?)
     }

@@ -549,12 +549,18 @@ pub mod faulty {
     }
 }
 
-/// Every message of a room, read over REST page by page (oldest first).
+/// Every message of a room (in its current state), read over REST page by
+/// page (oldest first).
 pub async fn fetch_all(http_base: &str, room: &str) -> Vec<parley_protocol::Message> {
+    parley_client::messages_of(&fetch_all_events(http_base, room).await)
+}
+
+/// Every event of a room's log, read over REST page by page (seq order).
+pub async fn fetch_all_events(http_base: &str, room: &str) -> Vec<parley_protocol::RoomEvent> {
     let reader = token("history-reader");
-    let mut all: Vec<parley_protocol::Message> = Vec::new();
+    let mut all: Vec<parley_protocol::RoomEvent> = Vec::new();
     loop {
-        let after = all.last().map_or(0, |m| m.seq);
+        let after = all.last().map_or(0, |e| e.seq());
         let page =
             parley_client::http::messages(http_base, &reader, room, None, Some(after), Some(500))
                 .await

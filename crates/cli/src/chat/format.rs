@@ -75,6 +75,7 @@ mod tests {
             text: text.into(),
             ts: "2026-11-22T21:00:00.123Z".into(),
             nonce: None,
+            ..Default::default()
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
             text: "hi\nthere".into(),
             ts: "2026-11-22T21:00:00.123Z".into(),
             nonce: None,
+            ..Default::default()
         };
         lines
             .show(

@@ -186,7 +186,7 @@ impl Session {
             {
                 Ok(page) => Notice::Older {
                     room,
-                    messages: page.messages,
+                    messages: parley_client::messages_of(&page.messages),
                     more: page.more,
                 },
                 Err(e) => {

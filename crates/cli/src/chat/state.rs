@@ -439,6 +439,7 @@ mod tests {
             text: format!("text {seq}"),
             ts: "2026-11-22T21:00:00.123Z".into(),
             nonce: None,
+            ..Default::default()
         }
     }
 

@@ -664,6 +664,7 @@ mod tests {
             text: text.into(),
             ts: "2026-11-22T21:07:09.123Z".into(),
             nonce: None,
+            ..Default::default()
         })
     }
 

@@ -309,5 +309,5 @@ pub async fn post_message(
     let outcome = pending
         .await
         .map_err(|_| ChatError::new(ErrorCode::Unavailable, "node is shutting down; retry"))??;
-    Ok((StatusCode::CREATED, Json(outcome.message().to_wire())))
+    Ok((StatusCode::CREATED, Json(Node::answer(&outcome)?.to_wire())))
 }

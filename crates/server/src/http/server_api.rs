@@ -131,10 +131,14 @@ pub async fn publish(
     let outcome = pending
         .await
         .map_err(|_| ChatError::new(ErrorCode::Unavailable, "node is shutting down; retry"))??;
-    let m = outcome.message().to_wire();
+    let m = Node::answer(&outcome)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"room": m.room, "seq": m.seq, "ts": m.ts})),
+        Json(json!({
+            "room": m.room,
+            "seq": m.seq,
+            "ts": parley_protocol::time::format_millis(m.ts_ms),
+        })),
     ))
 }
 

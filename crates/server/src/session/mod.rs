@@ -47,7 +47,7 @@ use crate::error::ChatError;
 use crate::hub::SessionRef;
 use crate::node::{JoinHistory, Node};
 use crate::outbox::{self, Outbox};
-use crate::store::{AppendOutcome, StoreError};
+use crate::store::{AppendOutcome, Change, StoreError};
 pub use registry::{Registry, SessionAuth, TokenId};
 use socket::{End, Input, Socket, Step};
 
@@ -211,15 +211,15 @@ fn closing(outbox: &Outbox, code: u16) -> End {
 /// Queues the answer to a send: its ack once stored, or why it was not.
 fn send_answer(outbox: &Outbox, (re, result): Answer) {
     let frame = match result {
-        Ok(outcome) => {
-            let m = outcome.message();
-            ServerFrame::Ack {
+        Ok(outcome) => match Node::answer(&outcome) {
+            Ok(m) => ServerFrame::Ack {
                 re,
                 room: m.room.clone(),
                 seq: m.seq,
                 ts: parley_protocol::time::format_millis(m.ts_ms),
-            }
-        }
+            },
+            Err(e) => ServerFrame::error(re, e.code, e.message),
+        },
         Err(e) => {
             let e = ChatError::from(e);
             ServerFrame::error(re, e.code, e.message)
@@ -440,7 +440,41 @@ impl Session {
                 to,
                 text,
                 nonce,
-            } => self.send(id, room, to, text, nonce).await,
+                reply_to,
+            } => self.send(id, room, to, text, nonce, reply_to).await,
+            ClientFrame::Edit {
+                id,
+                room,
+                target,
+                text,
+                nonce,
+            } => {
+                self.change(id, &room, Change::Edit { target }, text, nonce)
+                    .await
+            }
+            ClientFrame::Delete {
+                id,
+                room,
+                target,
+                nonce,
+            } => {
+                let change = Change::Delete {
+                    target,
+                    moderator: false,
+                };
+                self.change(id, &room, change, String::new(), nonce).await
+            }
+            ClientFrame::React {
+                id,
+                room,
+                target,
+                emoji,
+                on,
+                nonce,
+            } => {
+                let change = Change::React { target, emoji, on };
+                self.change(id, &room, change, String::new(), nonce).await
+            }
             ClientFrame::History {
                 id,
                 room,
@@ -542,6 +576,7 @@ impl Session {
         to: Option<String>,
         text: String,
         nonce: Option<String>,
+        reply_to: Option<u64>,
     ) -> Result<(), ChatError> {
         let room = match (room, to) {
             (Some(room), None) => {
@@ -560,7 +595,40 @@ impl Session {
                 ));
             }
         };
-        let pending = self.node.submit(&self.me.user, &room, text, nonce).await?;
+        let change = match reply_to {
+            Some(reply_to) => Change::Reply { reply_to },
+            None => Change::Message,
+        };
+        let pending = self
+            .node
+            .submit_change(&self.me.user, &room, change, text, nonce)
+            .await?;
+        self.await_ack(id, pending);
+        Ok(())
+    }
+
+    /// An edit, delete or reaction: allowed to whoever may read the room
+    /// (joined or not, like `history`); the store checks the target.
+    async fn change(
+        &mut self,
+        id: Option<u64>,
+        room: &str,
+        change: Change,
+        text: String,
+        nonce: Option<String>,
+    ) -> Result<(), ChatError> {
+        self.node.check_read(&self.me.user, room)?;
+        let pending = self
+            .node
+            .submit_change(&self.me.user, room, change, text, nonce)
+            .await?;
+        self.await_ack(id, pending);
+        Ok(())
+    }
+
+    /// Answers `id` once `pending` is committed (acks may overtake each
+    /// other across rooms; each carries its `re`).
+    fn await_ack(&mut self, id: Option<u64>, pending: crate::commit::PendingAppend) {
         self.strikes = 0;
         self.acks.push(Box::pin(async move {
             let result = pending
@@ -568,7 +636,6 @@ impl Session {
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("committer stopped".to_string())));
             (id, result)
         }));
-        Ok(())
     }
 
     async fn history(

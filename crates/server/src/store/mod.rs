@@ -10,19 +10,47 @@
 //! its `message` push, so that every other layer forwards bytes it never
 //! re-serialises.
 
+mod events;
 pub mod postgres;
 pub mod sqlite;
+
+pub(crate) use events::{EventTx, append_event, event_of, runs, with_reactions};
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use parley_protocol::Message;
+use parley_protocol::{Deleted, Edited, Message, Reaction, RoomEvent};
 
-/// A message to append; the store assigns `seq`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an append asks of its room (protocol 1.1 §1: every change to a
+/// room is an event with the room's next `seq`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Change {
+    /// A new message (`text`).
+    #[default]
+    Message,
+    /// A new message answering `reply_to`: a `message` of the same room,
+    /// else the append is refused `not_found`.
+    Reply { reply_to: u64 },
+    /// Replace the text of `target` with `text`: only its author.
+    Edit { target: u64 },
+    /// Delete `target`: its author, or `moderator` (a server admin).
+    Delete { target: u64, moderator: bool },
+    /// Add (`on`) or remove `emoji` from `target`. A reaction that changes
+    /// nothing stores nothing: its outcome is the event that set the
+    /// current state ([`AppendOutcome::Duplicate`]).
+    React {
+        target: u64,
+        emoji: String,
+        on: bool,
+    },
+}
+
+/// An append; the store assigns `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewMessage {
     pub room: String,
     pub from: String,
+    /// The message's text, or an edit's new text; empty otherwise.
     pub text: String,
     pub nonce: Option<String>,
     /// Milliseconds since the Unix epoch, taken when the node accepted it.
@@ -30,48 +58,167 @@ pub struct NewMessage {
     /// `seq` (see [`Store`]); SQLite takes the later of this and its commit
     /// time, PostgreSQL its own clock.
     pub ts_ms: i64,
+    pub change: Change,
 }
 
-/// A message as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The kind of a stored event, with what only that kind carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EventKind {
+    #[default]
+    Message,
+    Edited {
+        target: u64,
+    },
+    Deleted {
+        target: u64,
+    },
+    Reaction {
+        target: u64,
+        emoji: String,
+        on: bool,
+    },
+}
+
+impl EventKind {
+    /// The name stored in the `kind` column (and the event's wire `type`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Message => "message",
+            EventKind::Edited { .. } => "edited",
+            EventKind::Deleted { .. } => "deleted",
+            EventKind::Reaction { .. } => "reaction",
+        }
+    }
+
+    /// Rebuilds a kind from its stored columns.
+    pub(crate) fn from_columns(
+        kind: &str,
+        target: Option<i64>,
+        emoji: Option<String>,
+        on: Option<bool>,
+    ) -> Result<EventKind, StoreError> {
+        let target = || {
+            target
+                .map(|t| t as u64)
+                .ok_or_else(|| StoreError::Internal(format!("a {kind} event without target")))
+        };
+        Ok(match kind {
+            "message" => EventKind::Message,
+            "edited" => EventKind::Edited { target: target()? },
+            "deleted" => EventKind::Deleted { target: target()? },
+            "reaction" => EventKind::Reaction {
+                target: target()?,
+                emoji: emoji.unwrap_or_default(),
+                on: on.unwrap_or(false),
+            },
+            other => {
+                return Err(StoreError::Internal(format!(
+                    "unknown event kind {other:?}"
+                )));
+            }
+        })
+    }
+
+    /// The stored `target` column.
+    pub(crate) fn target(&self) -> Option<i64> {
+        match self {
+            EventKind::Message => None,
+            EventKind::Edited { target }
+            | EventKind::Deleted { target }
+            | EventKind::Reaction { target, .. } => Some(*target as i64),
+        }
+    }
+}
+
+/// An event as stored: a message (in its current state when read back:
+/// latest text, `edited_ms`, `deleted`, `reactions`), or an edit, delete or
+/// reaction of one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredMessage {
     pub room: String,
     pub seq: u64,
     pub from: String,
+    /// A message's current text (`""` once deleted); an edit's new text
+    /// (`""` once its message is deleted); `""` for the other kinds.
     pub text: String,
     pub ts_ms: i64,
     pub nonce: Option<String>,
+    pub kind: EventKind,
+    /// A message's `reply_to`.
+    pub reply_to: Option<u64>,
+    /// A message's last edit (ms).
+    pub edited_ms: Option<i64>,
+    pub deleted: bool,
+    /// A message's reactions as of the read: emoji → users, sorted. Filled
+    /// by history reads only.
+    pub reactions: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl StoredMessage {
-    /// The message's `message` push as JSON text: built once by the node that
-    /// stored it (the committer) or filled a gap (the hub), then forwarded as
-    /// the same bytes to every receiver.
+    /// The event's push as JSON text: built once by the node that stored it
+    /// (the committer) or filled a gap (the hub), then forwarded as the same
+    /// bytes to every receiver.
     pub fn encode(&self) -> String {
-        parley_protocol::ServerFrame::Message(self.to_wire()).to_json()
+        self.to_wire().into_frame().to_json()
     }
 
-    pub fn to_wire(&self) -> Message {
-        Message {
-            room: self.room.clone(),
-            seq: self.seq,
-            from: self.from.clone(),
-            text: self.text.clone(),
-            ts: parley_protocol::time::format_millis(self.ts_ms),
-            nonce: self.nonce.clone(),
-        }
+    pub fn to_wire(&self) -> RoomEvent {
+        self.clone().into_wire()
     }
 
-    pub fn into_wire(self) -> Message {
-        Message {
-            ts: parley_protocol::time::format_millis(self.ts_ms),
-            room: self.room,
-            seq: self.seq,
-            from: self.from,
-            text: self.text,
-            nonce: self.nonce,
+    pub fn into_wire(self) -> RoomEvent {
+        let ts = parley_protocol::time::format_millis(self.ts_ms);
+        match self.kind {
+            EventKind::Message => RoomEvent::Message(Message {
+                room: self.room,
+                seq: self.seq,
+                from: self.from,
+                text: self.text,
+                ts,
+                nonce: self.nonce,
+                reply_to: self.reply_to,
+                edited: self.edited_ms.map(parley_protocol::time::format_millis),
+                deleted: self.deleted,
+                reactions: self.reactions,
+            }),
+            EventKind::Edited { target } => RoomEvent::Edited(Edited {
+                room: self.room,
+                seq: self.seq,
+                from: self.from,
+                target,
+                text: self.text,
+                ts,
+                nonce: self.nonce,
+            }),
+            EventKind::Deleted { target } => RoomEvent::Deleted(Deleted {
+                room: self.room,
+                seq: self.seq,
+                from: self.from,
+                target,
+                ts,
+                nonce: self.nonce,
+            }),
+            EventKind::Reaction { target, emoji, on } => RoomEvent::Reaction(Reaction {
+                room: self.room,
+                seq: self.seq,
+                from: self.from,
+                target,
+                emoji,
+                on,
+                ts,
+                nonce: self.nonce,
+            }),
         }
     }
+}
+
+/// Why the store refused one append of a batch (the others are unaffected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The target (or `reply_to`) is not a message of the room, or is deleted.
+    NotFound(String),
+    /// The user may not do this to the target.
+    Forbidden(String),
 }
 
 /// What happened to one append of a batch.
@@ -79,14 +226,20 @@ impl StoredMessage {
 pub enum AppendOutcome {
     /// Newly stored with a fresh `seq`.
     Stored(StoredMessage),
-    /// A repeated (room, sender, nonce): nothing stored; this is the original.
+    /// Nothing stored: a repeated (room, sender, nonce) — this is the
+    /// original — or a reaction that changed nothing — this is the event
+    /// that set the current state.
     Duplicate(StoredMessage),
+    /// Nothing stored: the append breaks a rule only the store can check.
+    Refused(Refusal),
 }
 
 impl AppendOutcome {
-    pub fn message(&self) -> &StoredMessage {
+    /// The stored (or original) event; `None` when refused.
+    pub fn message(&self) -> Option<&StoredMessage> {
         match self {
-            AppendOutcome::Stored(m) | AppendOutcome::Duplicate(m) => m,
+            AppendOutcome::Stored(m) | AppendOutcome::Duplicate(m) => Some(m),
+            AppendOutcome::Refused(_) => None,
         }
     }
 }
@@ -455,6 +608,7 @@ pub(crate) fn apply_plan(
             text: m.text.clone(),
             ts_ms,
             nonce: m.nonce.clone(),
+            ..Default::default()
         }));
     }
     for (i, original) in plan.known {
@@ -479,6 +633,13 @@ pub(crate) fn refuse_unstorable(batch: &[NewMessage]) -> Result<(), StoreError> 
             ("sender", Some(m.from.as_str())),
             ("text", Some(m.text.as_str())),
             ("nonce", m.nonce.as_deref()),
+            (
+                "emoji",
+                match &m.change {
+                    Change::React { emoji, .. } => Some(emoji.as_str()),
+                    _ => None,
+                },
+            ),
         ];
         for (field, value) in fields {
             if let Some(Err(e)) = value.map(parley_protocol::text::storable) {
@@ -574,6 +735,7 @@ mod tests {
             text: "t".into(),
             nonce: nonce.map(Into::into),
             ts_ms: 0,
+            ..Default::default()
         }
     }
 
@@ -593,6 +755,7 @@ mod tests {
             text: "o".into(),
             ts_ms: 0,
             nonce: Some("k1".into()),
+            ..Default::default()
         };
         let stored = std::collections::HashMap::from([(
             ("a".to_string(), "k1".to_string()),
@@ -606,15 +769,53 @@ mod tests {
         apply_plan("r", &batch, plan, 8, 42, &mut out);
         let seqs: Vec<u64> = out
             .iter()
-            .map(|o| o.as_ref().unwrap().message().seq)
+            .map(|o| o.as_ref().unwrap().message().unwrap().seq)
             .collect();
         assert_eq!(seqs, vec![7, 8, 9, 9, 10]);
         assert!(matches!(out[3], Some(AppendOutcome::Duplicate(_))));
         let ts: Vec<i64> = out
             .iter()
-            .map(|o| o.as_ref().unwrap().message().ts_ms)
+            .map(|o| o.as_ref().unwrap().message().unwrap().ts_ms)
             .collect();
         assert_eq!(ts, vec![0, 42, 42, 42, 42], "fresh ones get the stamp");
+    }
+
+    #[test]
+    fn stored_events_encode_as_their_pushes() {
+        let base = StoredMessage {
+            room: "r".into(),
+            seq: 9,
+            from: "bob".into(),
+            ts_ms: 0,
+            ..Default::default()
+        };
+        for (kind, want) in [
+            (EventKind::Message, "message"),
+            (EventKind::Edited { target: 2 }, "edited"),
+            (EventKind::Deleted { target: 2 }, "deleted"),
+            (
+                EventKind::Reaction {
+                    target: 2,
+                    emoji: "👍".into(),
+                    on: true,
+                },
+                "reaction",
+            ),
+        ] {
+            let e = StoredMessage {
+                kind: kind.clone(),
+                ..base.clone()
+            };
+            let v: serde_json::Value = serde_json::from_str(&e.encode()).unwrap();
+            assert_eq!(
+                (v["type"].as_str(), v["seq"].as_u64()),
+                (Some(want), Some(9))
+            );
+            assert_eq!(kind.name(), want);
+            let back = EventKind::from_columns(want, kind.target(), Some("👍".into()), Some(true))
+                .unwrap();
+            assert_eq!(back, kind);
+        }
     }
 
     #[test]

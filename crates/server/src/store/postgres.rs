@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, REVOKED_TOKEN_KEEP_S, Store,
-    StoreError, StoredMessage, auth_changes_of, classify, group_collisions, login_attempt_of,
-    refuse_unstorable,
+    Account, AppendOutcome, AuthChanges, Change, EventKind, EventTx, LoginAttempt, NewMessage,
+    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, append_event, auth_changes_of, by_room,
+    classify, event_of, group_collisions, login_attempt_of, refuse_unstorable, runs,
+    with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -39,7 +40,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_accounts.sql"),
     ),
+    (5, include_str!("../../migrations/postgres/0005_events.sql")),
 ];
+
+/// The columns [`row_to_message`] reads.
+const EVENT_COLUMNS: &str = "seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to, edited_ms, deleted";
 /// The database's clock in milliseconds since the epoch: what accounts'
 /// `changed_ms` and revocations' times are written with, so that every node
 /// compares them with one clock ([`Store::auth_changes`]).
@@ -79,6 +84,36 @@ impl PgStore {
         check_encoding(&pool).await?;
         migrate(&pool).await?;
         Ok(Self { pool })
+    }
+}
+
+impl PgStore {
+    /// Adds the current reactions to the messages of a history page: one
+    /// query per page, whatever its size.
+    async fn fill_reactions(
+        &self,
+        room: &str,
+        page: Vec<StoredMessage>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let seqs: Vec<i64> = page
+            .iter()
+            .filter(|m| m.kind == EventKind::Message && !m.deleted)
+            .map(|m| m.seq as i64)
+            .collect();
+        if seqs.is_empty() {
+            return Ok(page);
+        }
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT target, emoji, username FROM reactions \
+             WHERE room = $1 AND on_state AND target = ANY($2) ORDER BY target, emoji, user_key",
+        )
+        .bind(room)
+        .bind(&seqs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let rows = rows.into_iter().map(|(t, e, u)| (t as u64, e, u)).collect();
+        Ok(with_reactions(page, rows))
     }
 }
 
@@ -143,6 +178,8 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 
 fn row_to_message(room: &str, row: &PgRow) -> Result<StoredMessage, StoreError> {
     let seq: i64 = row.try_get("seq").map_err(classify)?;
+    let kind: String = row.try_get("kind").map_err(classify)?;
+    let reply_to: Option<i64> = row.try_get("reply_to").map_err(classify)?;
     Ok(StoredMessage {
         room: room.to_string(),
         seq: seq as u64,
@@ -150,18 +187,253 @@ fn row_to_message(room: &str, row: &PgRow) -> Result<StoredMessage, StoreError> 
         text: row.try_get("body").map_err(classify)?,
         ts_ms: row.try_get("ts_ms").map_err(classify)?,
         nonce: row.try_get("nonce").map_err(classify)?,
+        kind: EventKind::from_columns(
+            &kind,
+            row.try_get("target").map_err(classify)?,
+            row.try_get("emoji").map_err(classify)?,
+            row.try_get("reaction_on").map_err(classify)?,
+        )?,
+        reply_to: reply_to.map(|r| r as u64),
+        edited_ms: row.try_get("edited_ms").map_err(classify)?,
+        deleted: row.try_get("deleted").map_err(classify)?,
+        reactions: Default::default(),
     })
+}
+
+/// `parley_append` for a run of plain messages (migrations/postgres/0003):
+/// the rooms are locked, duplicates found, seqs assigned, ts stamped and
+/// rows inserted inside the database, in one round trip.
+async fn append_plain<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    batch: &[NewMessage],
+    indices: &[usize],
+    out: &mut [Option<AppendOutcome>],
+) -> Result<(), StoreError> {
+    let run: Vec<&NewMessage> = indices.iter().map(|&i| &batch[i]).collect();
+    let room: Vec<&str> = run.iter().map(|m| m.room.as_str()).collect();
+    let sender: Vec<&str> = run.iter().map(|m| m.from.as_str()).collect();
+    let body: Vec<&str> = run.iter().map(|m| m.text.as_str()).collect();
+    let ts: Vec<i64> = run.iter().map(|m| m.ts_ms).collect();
+    let nonce: Vec<Option<&str>> = run.iter().map(|m| m.nonce.as_deref()).collect();
+    let rows: Vec<(i32, i64, bool, Option<String>, i64)> =
+        sqlx::query_as("SELECT * FROM parley_append($1, $2, $3, $4, $5)")
+            .bind(&room)
+            .bind(&sender)
+            .bind(&body)
+            .bind(&ts)
+            .bind(&nonce)
+            .fetch_all(db)
+            .await
+            .map_err(classify)?;
+    for (ord, seq, duplicate, original_body, ts_ms) in rows {
+        let k = usize::try_from(ord - 1)
+            .ok()
+            .filter(|k| *k < indices.len())
+            .ok_or_else(|| {
+                StoreError::Internal(format!("parley_append returned position {ord}"))
+            })?;
+        let m = run[k];
+        let stored = StoredMessage {
+            text: original_body.unwrap_or_else(|| m.text.clone()),
+            ..event_of(&m.room, m, seq as u64, ts_ms)
+        };
+        out[indices[k]] = Some(if duplicate {
+            AppendOutcome::Duplicate(stored)
+        } else {
+            AppendOutcome::Stored(stored)
+        });
+    }
+    Ok(())
 }
 
 fn bound(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The statements of an event append ([`EventTx`]), in the batch's
+/// transaction (its rooms locked); stamps come from the database's clock as
+/// for messages.
+struct PgEvents<'a, 'c> {
+    tx: &'a mut Transaction<'c, Postgres>,
+}
+
+impl PgEvents<'_, '_> {
+    async fn run(&mut self, sql: &'static str, room: &str, target: u64) -> Result<(), StoreError> {
+        sqlx::query(sql)
+            .bind(room)
+            .bind(bound(target))
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl EventTx for PgEvents<'_, '_> {
+    async fn by_nonce(
+        &mut self,
+        room: &str,
+        from: &str,
+        nonce: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM messages WHERE room = $1 AND nonce = $2 AND sender = $3"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room)
+            .bind(nonce)
+            .bind(from)
+            .fetch_optional(&mut **self.tx)
+            .await
+            .map_err(classify)?;
+        row.map(|row| row_to_message(room, &row)).transpose()
+    }
+
+    async fn by_seq(&mut self, room: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM messages WHERE room = $1 AND seq = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room)
+            .bind(bound(seq))
+            .fetch_optional(&mut **self.tx)
+            .await
+            .map_err(classify)?;
+        row.map(|row| row_to_message(room, &row)).transpose()
+    }
+
+    async fn reaction_state(
+        &mut self,
+        room: &str,
+        target: u64,
+        emoji: &str,
+        user_key: &str,
+    ) -> Result<Option<(bool, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT on_state, seq FROM reactions \
+             WHERE room = $1 AND target = $2 AND emoji = $3 AND user_key = $4",
+        )
+        .bind(room)
+        .bind(bound(target))
+        .bind(emoji)
+        .bind(user_key)
+        .fetch_optional(&mut **self.tx)
+        .await
+        .map_err(classify)
+    }
+
+    async fn next_seq(&mut self, room: &str, _accepted_ms: i64) -> Result<(u64, i64), StoreError> {
+        let (seq, stamp): (i64, i64) = sqlx::query_as(concat!(
+            "UPDATE rooms SET last_seq = last_seq + 1, last_ts = greatest(last_ts, ",
+            now_ms!(),
+            ") WHERE name = $1 RETURNING last_seq, last_ts"
+        ))
+        .bind(room)
+        .fetch_optional(&mut **self.tx)
+        .await
+        .map_err(classify)?
+        .ok_or_else(|| StoreError::Internal(format!("room {room:?} vanished")))?;
+        Ok((seq as u64, stamp))
+    }
+
+    async fn insert(&mut self, event: &StoredMessage) -> Result<(), StoreError> {
+        let (emoji, on) = event.reaction_columns();
+        sqlx::query(
+            "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&event.room)
+        .bind(bound(event.seq))
+        .bind(&event.from)
+        .bind(&event.text)
+        .bind(event.ts_ms)
+        .bind(&event.nonce)
+        .bind(event.kind.name())
+        .bind(event.kind.target())
+        .bind(emoji)
+        .bind(on)
+        .bind(event.reply_to.map(bound))
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    async fn set_text(
+        &mut self,
+        room: &str,
+        target: u64,
+        text: &str,
+        ts_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET body = $3, edited_ms = $4 WHERE room = $1 AND seq = $2")
+            .bind(room)
+            .bind(bound(target))
+            .bind(text)
+            .bind(ts_ms)
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    async fn set_deleted(&mut self, room: &str, target: u64) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE messages SET body = '', deleted = true WHERE room = $1 AND seq = $2",
+            room,
+            target,
+        )
+        .await?;
+        self.run(
+            "UPDATE messages SET body = '' WHERE room = $1 AND kind = 'edited' AND target = $2",
+            room,
+            target,
+        )
+        .await?;
+        self.run(
+            "DELETE FROM reactions WHERE room = $1 AND target = $2",
+            room,
+            target,
+        )
+        .await
+    }
+
+    async fn set_reaction(
+        &mut self,
+        room: &str,
+        target: u64,
+        emoji: &str,
+        user: &str,
+        on: bool,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO reactions (room, target, emoji, user_key, username, on_state, seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (room, target, emoji, user_key) DO UPDATE \
+             SET on_state = excluded.on_state, seq = excluded.seq, username = excluded.username",
+        )
+        .bind(room)
+        .bind(bound(target))
+        .bind(emoji)
+        .bind(parley_protocol::fold_username(user))
+        .bind(user)
+        .bind(on)
+        .bind(bound(seq))
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
-    /// One call of `parley_append` (migrations/postgres/0003): the rooms are
-    /// locked, duplicates found, seqs assigned, ts stamped and rows inserted
-    /// inside the database, in one round trip.
+    /// A batch of plain messages is one call of `parley_append`, in one
+    /// round trip. A batch with events is a transaction: the new rooms are
+    /// created and every room of the batch locked in name order (the order
+    /// `parley_append` locks in, so that two nodes' batches cannot
+    /// deadlock), then each room's runs of plain messages and single events
+    /// are appended in submission order.
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -169,43 +441,45 @@ impl Store for PgStore {
         // PostgreSQL would fail the statement on U+0000; refuse it the way
         // SQLite does, before the round trip.
         refuse_unstorable(batch)?;
-        let room: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
-        let sender: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
-        let body: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
-        let ts: Vec<i64> = batch.iter().map(|m| m.ts_ms).collect();
-        let nonce: Vec<Option<&str>> = batch.iter().map(|m| m.nonce.as_deref()).collect();
-        let rows: Vec<(i32, i64, bool, Option<String>, i64)> =
-            sqlx::query_as("SELECT * FROM parley_append($1, $2, $3, $4, $5)")
-                .bind(&room)
-                .bind(&sender)
-                .bind(&body)
-                .bind(&ts)
-                .bind(&nonce)
-                .fetch_all(&self.pool)
+        let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
+        if batch.iter().all(|m| m.change == Change::Message) {
+            let all: Vec<usize> = (0..batch.len()).collect();
+            append_plain(&self.pool, batch, &all, &mut out).await?;
+        } else {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            let rooms: Vec<&str> = by_room(batch).into_keys().collect();
+            let new_rooms: Vec<&str> = batch
+                .iter()
+                .filter(|m| m.change == Change::Message)
+                .map(|m| m.room.as_str())
+                .collect();
+            sqlx::query(concat!(
+                "INSERT INTO rooms (name, last_seq, created_ms) \
+                 SELECT DISTINCT r, 0, ",
+                now_ms!(),
+                " FROM unnest($1::text[]) AS r ORDER BY r ON CONFLICT (name) DO NOTHING"
+            ))
+            .bind(&new_rooms)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            sqlx::query("SELECT 1 FROM rooms WHERE name = ANY($1) ORDER BY name FOR UPDATE")
+                .bind(&rooms)
+                .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-        let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
-        for (ord, seq, duplicate, original_body, ts_ms) in rows {
-            let i = usize::try_from(ord - 1)
-                .ok()
-                .filter(|i| *i < batch.len())
-                .ok_or_else(|| {
-                    StoreError::Internal(format!("parley_append returned position {ord}"))
-                })?;
-            let m = &batch[i];
-            let stored = StoredMessage {
-                room: m.room.clone(),
-                seq: seq as u64,
-                from: m.from.clone(),
-                text: original_body.unwrap_or_else(|| m.text.clone()),
-                ts_ms,
-                nonce: m.nonce.clone(),
-            };
-            out[i] = Some(if duplicate {
-                AppendOutcome::Duplicate(stored)
-            } else {
-                AppendOutcome::Stored(stored)
-            });
+            for (room, indices) in &by_room(batch) {
+                for run in runs(batch, indices) {
+                    match run {
+                        Ok(plain) => append_plain(&mut *tx, batch, plain, &mut out).await?,
+                        Err(i) => {
+                            let mut events = PgEvents { tx: &mut tx };
+                            out[i] = Some(append_event(&mut events, room, &batch[i]).await?);
+                        }
+                    }
+                }
+            }
+            tx.commit().await.map_err(classify)?;
         }
         out.into_iter()
             .map(|o| o.ok_or_else(|| StoreError::Internal("append outcome missing".into())))
@@ -271,10 +545,10 @@ impl Store for PgStore {
         before: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, sender, body, ts_ms, nonce FROM messages \
-             WHERE room = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM messages \
+             WHERE room = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4"
+        )))
         .bind(room)
         .bind(bound(after))
         .bind(bound(before))
@@ -282,7 +556,11 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(|r| row_to_message(room, r)).collect()
+        let page = rows
+            .iter()
+            .map(|r| row_to_message(room, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.fill_reactions(room, page).await
     }
 
     async fn range_backward(
@@ -291,22 +569,22 @@ impl Store for PgStore {
         before: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, sender, body, ts_ms, nonce FROM messages \
-             WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM messages \
+             WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        )))
         .bind(room)
         .bind(bound(before))
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        let mut out = rows
+        let mut page = rows
             .iter()
             .map(|r| row_to_message(room, r))
             .collect::<Result<Vec<_>, _>>()?;
-        out.reverse();
-        Ok(out)
+        page.reverse();
+        self.fill_reactions(room, page).await
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {

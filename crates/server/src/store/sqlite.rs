@@ -19,9 +19,10 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
 
 use super::{
-    Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, REVOKED_TOKEN_KEEP_S, Store,
-    StoreError, StoredMessage, apply_plan, auth_changes_of, by_room, classify, group_collisions,
-    login_attempt_of, nonce_keys, plan_room, refuse_unstorable,
+    Account, AppendOutcome, AuthChanges, EventKind, EventTx, LoginAttempt, NewMessage,
+    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, append_event, apply_plan,
+    auth_changes_of, by_room, classify, group_collisions, login_attempt_of, nonce_keys, plan_room,
+    refuse_unstorable, runs, with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -31,7 +32,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0002_room_last_ts.sql"),
     ),
     (3, include_str!("../../migrations/sqlite/0003_accounts.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_events.sql")),
 ];
+
+/// The columns [`row_to_message`] reads.
+const EVENT_COLUMNS: &str = "seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to, edited_ms, deleted";
 
 /// The columns of an [`Account`], for [`account_of`].
 macro_rules! account_select {
@@ -73,6 +78,24 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Adds the current reactions to the messages of a history page: one
+    /// query per page, whatever its size.
+    async fn fill_reactions(
+        &self,
+        room: &str,
+        page: Vec<StoredMessage>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let seqs: Vec<u64> = page
+            .iter()
+            .filter(|m| m.kind == EventKind::Message && !m.deleted)
+            .map(|m| m.seq)
+            .collect();
+        let rows = reactions_of(&self.reader, room, &seqs).await?;
+        Ok(with_reactions(page, rows))
+    }
+}
+
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS parley_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")
         .execute(pool)
@@ -106,6 +129,8 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 
 fn row_to_message(room: &str, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, StoreError> {
     let seq: i64 = row.try_get("seq").map_err(classify)?;
+    let kind: String = row.try_get("kind").map_err(classify)?;
+    let reply_to: Option<i64> = row.try_get("reply_to").map_err(classify)?;
     Ok(StoredMessage {
         room: room.to_string(),
         seq: seq as u64,
@@ -113,7 +138,42 @@ fn row_to_message(room: &str, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMes
         text: row.try_get("body").map_err(classify)?,
         ts_ms: row.try_get("ts_ms").map_err(classify)?,
         nonce: row.try_get("nonce").map_err(classify)?,
+        kind: EventKind::from_columns(
+            &kind,
+            row.try_get("target").map_err(classify)?,
+            row.try_get("emoji").map_err(classify)?,
+            row.try_get("reaction_on").map_err(classify)?,
+        )?,
+        reply_to: reply_to.map(|r| r as u64),
+        edited_ms: row.try_get("edited_ms").map_err(classify)?,
+        deleted: row.try_get("deleted").map_err(classify)?,
+        reactions: Default::default(),
     })
+}
+
+/// The current reactions of `seqs` in `room` (one query): (target, emoji,
+/// username) in a stable order.
+async fn reactions_of(
+    reader: &SqlitePool,
+    room: &str,
+    seqs: &[u64],
+) -> Result<Vec<(u64, String, String)>, StoreError> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let seqs = serde_json::to_string(seqs)
+        .map_err(|e| StoreError::Internal(format!("seqs as JSON: {e}")))?;
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT target, emoji, username FROM reactions \
+         WHERE room = ?1 AND on_state = 1 AND target IN (SELECT value FROM json_each(?2)) \
+         ORDER BY target, emoji, user_key",
+    )
+    .bind(room)
+    .bind(seqs)
+    .fetch_all(reader)
+    .await
+    .map_err(classify)?;
+    Ok(rows.into_iter().map(|(t, e, u)| (t as u64, e, u)).collect())
 }
 
 /// Clamps a u64 bound into SQLite's i64 range (seq never gets near it).
@@ -150,7 +210,7 @@ async fn append_room(
     for chunk in keys.chunks(LOOKUP_CHUNK) {
         let placeholders = vec!["?"; chunk.len()].join(",");
         let sql = format!(
-            "SELECT seq, sender, body, ts_ms, nonce FROM messages WHERE room = ? AND nonce IN ({placeholders})"
+            "SELECT {EVENT_COLUMNS} FROM messages WHERE room = ? AND nonce IN ({placeholders})"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room);
         for (_, nonce) in chunk {
@@ -210,6 +270,182 @@ async fn append_room(
     Ok(())
 }
 
+/// The statements of an event append ([`EventTx`]), in the batch's write
+/// transaction; stamps come from the node's clock as for messages.
+struct SqliteEvents<'a, 'c> {
+    tx: &'a mut Transaction<'c, Sqlite>,
+    now_ms: i64,
+}
+
+impl SqliteEvents<'_, '_> {
+    async fn run(&mut self, sql: &'static str, room: &str, target: u64) -> Result<(), StoreError> {
+        sqlx::query(sql)
+            .bind(room)
+            .bind(bound(target))
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl EventTx for SqliteEvents<'_, '_> {
+    async fn by_nonce(
+        &mut self,
+        room: &str,
+        from: &str,
+        nonce: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM messages WHERE room = ?1 AND nonce = ?2 AND sender = ?3"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room)
+            .bind(nonce)
+            .bind(from)
+            .fetch_optional(&mut **self.tx)
+            .await
+            .map_err(classify)?;
+        row.map(|row| row_to_message(room, &row)).transpose()
+    }
+
+    async fn by_seq(&mut self, room: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM messages WHERE room = ?1 AND seq = ?2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room)
+            .bind(bound(seq))
+            .fetch_optional(&mut **self.tx)
+            .await
+            .map_err(classify)?;
+        row.map(|row| row_to_message(room, &row)).transpose()
+    }
+
+    async fn reaction_state(
+        &mut self,
+        room: &str,
+        target: u64,
+        emoji: &str,
+        user_key: &str,
+    ) -> Result<Option<(bool, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT on_state, seq FROM reactions \
+             WHERE room = ?1 AND target = ?2 AND emoji = ?3 AND user_key = ?4",
+        )
+        .bind(room)
+        .bind(bound(target))
+        .bind(emoji)
+        .bind(user_key)
+        .fetch_optional(&mut **self.tx)
+        .await
+        .map_err(classify)
+    }
+
+    async fn next_seq(&mut self, room: &str, accepted_ms: i64) -> Result<(u64, i64), StoreError> {
+        let (seq, stamp): (i64, i64) = sqlx::query_as(
+            "UPDATE rooms SET last_seq = last_seq + 1, last_ts = max(last_ts, ?2) \
+             WHERE name = ?1 RETURNING last_seq, last_ts",
+        )
+        .bind(room)
+        .bind(self.now_ms.max(accepted_ms))
+        .fetch_optional(&mut **self.tx)
+        .await
+        .map_err(classify)?
+        .ok_or_else(|| StoreError::Internal(format!("room {room:?} vanished")))?;
+        Ok((seq as u64, stamp))
+    }
+
+    async fn insert(&mut self, event: &StoredMessage) -> Result<(), StoreError> {
+        let (emoji, on) = event.reaction_columns();
+        sqlx::query(
+            "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .bind(&event.room)
+        .bind(bound(event.seq))
+        .bind(&event.from)
+        .bind(&event.text)
+        .bind(event.ts_ms)
+        .bind(&event.nonce)
+        .bind(event.kind.name())
+        .bind(event.kind.target())
+        .bind(emoji)
+        .bind(on)
+        .bind(event.reply_to.map(bound))
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    async fn set_text(
+        &mut self,
+        room: &str,
+        target: u64,
+        text: &str,
+        ts_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET body = ?3, edited_ms = ?4 WHERE room = ?1 AND seq = ?2")
+            .bind(room)
+            .bind(bound(target))
+            .bind(text)
+            .bind(ts_ms)
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    async fn set_deleted(&mut self, room: &str, target: u64) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE messages SET body = '', deleted = 1 WHERE room = ?1 AND seq = ?2",
+            room,
+            target,
+        )
+        .await?;
+        self.run(
+            "UPDATE messages SET body = '' WHERE room = ?1 AND kind = 'edited' AND target = ?2",
+            room,
+            target,
+        )
+        .await?;
+        self.run(
+            "DELETE FROM reactions WHERE room = ?1 AND target = ?2",
+            room,
+            target,
+        )
+        .await
+    }
+
+    async fn set_reaction(
+        &mut self,
+        room: &str,
+        target: u64,
+        emoji: &str,
+        user: &str,
+        on: bool,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO reactions (room, target, emoji, user_key, username, on_state, seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (room, target, emoji, user_key) DO UPDATE \
+             SET on_state = excluded.on_state, seq = excluded.seq, username = excluded.username",
+        )
+        .bind(room)
+        .bind(bound(target))
+        .bind(emoji)
+        .bind(parley_protocol::fold_username(user))
+        .bind(user)
+        .bind(on)
+        .bind(bound(seq))
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
@@ -227,7 +463,21 @@ impl Store for SqliteStore {
         // The stamp's clock, read under the write lock.
         let now_ms = parley_protocol::time::now_ms();
         for (room, indices) in &by_room(batch) {
-            append_room(&mut tx, room, batch, indices, now_ms, &mut out).await?;
+            // Plain messages in runs (a handful of statements per run);
+            // events one by one, in between, so that seq order stays
+            // submission order and each event sees the ones before it.
+            for run in runs(batch, indices) {
+                match run {
+                    Ok(plain) => append_room(&mut tx, room, batch, plain, now_ms, &mut out).await?,
+                    Err(i) => {
+                        let mut events = SqliteEvents {
+                            tx: &mut tx,
+                            now_ms,
+                        };
+                        out[i] = Some(append_event(&mut events, room, &batch[i]).await?);
+                    }
+                }
+            }
         }
         tx.commit().await.map_err(classify)?;
         out.into_iter()
@@ -298,10 +548,10 @@ impl Store for SqliteStore {
         before: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, sender, body, ts_ms, nonce FROM messages \
-             WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT ?4",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM messages \
+             WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT ?4"
+        )))
         .bind(room)
         .bind(bound(after))
         .bind(bound(before))
@@ -309,7 +559,11 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(classify)?;
-        rows.iter().map(|r| row_to_message(room, r)).collect()
+        let page = rows
+            .iter()
+            .map(|r| row_to_message(room, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.fill_reactions(room, page).await
     }
 
     async fn range_backward(
@@ -318,22 +572,22 @@ impl Store for SqliteStore {
         before: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, sender, body, ts_ms, nonce FROM messages \
-             WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM messages \
+             WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        )))
         .bind(room)
         .bind(bound(before))
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await
         .map_err(classify)?;
-        let mut out = rows
+        let mut page = rows
             .iter()
             .map(|r| row_to_message(room, r))
             .collect::<Result<Vec<_>, _>>()?;
-        out.reverse();
-        Ok(out)
+        page.reverse();
+        self.fill_reactions(room, page).await
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
@@ -750,10 +1004,11 @@ mod tests {
                 text: "after the upgrade".into(),
                 nonce: None,
                 ts_ms: parley_protocol::time::now_ms(),
+                ..Default::default()
             }])
             .await
             .unwrap();
-        assert_eq!(out[0].message().seq, 3);
-        assert_eq!(out[0].message().ts_ms, ahead);
+        assert_eq!(out[0].message().unwrap().seq, 3);
+        assert_eq!(out[0].message().unwrap().ts_ms, ahead);
     }
 }

@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use parley_protocol::{ClientFrame, parse_client_frame};
 
 const KNOWN: &[&str] = &[
-    "hello", "join", "leave", "send", "history", "typing", "ping",
+    "hello", "join", "leave", "send", "edit", "delete", "react", "history", "typing", "ping",
 ];
 
 /// A mirror of `ClientFrame` that `arbitrary` can build.
@@ -39,6 +39,28 @@ enum Frame {
         room: Option<String>,
         to: Option<String>,
         text: String,
+        nonce: Option<String>,
+        reply_to: Option<u64>,
+    },
+    Edit {
+        id: Option<u64>,
+        room: String,
+        target: u64,
+        text: String,
+        nonce: Option<String>,
+    },
+    Delete {
+        id: Option<u64>,
+        room: String,
+        target: u64,
+        nonce: Option<String>,
+    },
+    React {
+        id: Option<u64>,
+        room: String,
+        target: u64,
+        emoji: String,
+        on: bool,
         nonce: Option<String>,
     },
     History {
@@ -69,11 +91,52 @@ impl From<Frame> for ClientFrame {
                 to,
                 text,
                 nonce,
+                reply_to,
             } => ClientFrame::Send {
                 id,
                 room,
                 to,
                 text,
+                nonce,
+                reply_to,
+            },
+            Frame::Edit {
+                id,
+                room,
+                target,
+                text,
+                nonce,
+            } => ClientFrame::Edit {
+                id,
+                room,
+                target,
+                text,
+                nonce,
+            },
+            Frame::Delete {
+                id,
+                room,
+                target,
+                nonce,
+            } => ClientFrame::Delete {
+                id,
+                room,
+                target,
+                nonce,
+            },
+            Frame::React {
+                id,
+                room,
+                target,
+                emoji,
+                on,
+                nonce,
+            } => ClientFrame::React {
+                id,
+                room,
+                target,
+                emoji,
+                on,
                 nonce,
             },
             Frame::History {

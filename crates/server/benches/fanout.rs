@@ -60,6 +60,7 @@ fn frame() -> Utf8Bytes {
                 .to_string(),
         ts_ms: 1_790_000_000_123,
         nonce: Some("c7f3a9e1-4242".to_string()),
+        ..Default::default()
     }
     .encode())
 }

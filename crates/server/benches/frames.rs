@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use parley_protocol::{Message, ServerFrame, parse_client_frame};
+use parley_protocol::{RoomEvent, parse_client_frame};
 use parley_server::store::StoredMessage;
 
 /// The committer's encoding: the push's JSON text, as the bytes every
@@ -65,6 +65,7 @@ fn stored(text_len: usize) -> StoredMessage {
         text: text_of(text_len),
         ts_ms: 1_790_000_000_123,
         nonce: Some("c7f3a9e1-4242".to_string()),
+        ..Default::default()
     }
 }
 
@@ -72,7 +73,7 @@ fn serialise(c: &mut Criterion) {
     let mut g = c.benchmark_group("serialise");
     for (label, len) in [("100B", 100), ("4KiB", 4096)] {
         let m = stored(len);
-        let frame = ServerFrame::Message(m.to_wire());
+        let frame = m.to_wire().into_frame();
         let out_len = frame.to_json().len() as u64;
         assert_eq!(encode_message(&m).as_str(), frame.to_json());
         g.throughput(Throughput::Bytes(out_len));
@@ -86,7 +87,7 @@ fn serialise(c: &mut Criterion) {
         // stored message into a wire `Message` (four String clones and the
         // RFC 3339 timestamp).
         g.bench_with_input(BenchmarkId::new("to_wire_only", label), &m, |b, m| {
-            b.iter(|| -> Message { black_box(m).to_wire() })
+            b.iter(|| -> RoomEvent { black_box(m).to_wire() })
         });
     }
     g.finish();

@@ -57,6 +57,7 @@ fn message(sender: u64) -> NewMessage {
         text: TEXT.to_string(),
         nonce: Some(format!("n-{n}")),
         ts_ms: 1_790_000_000_000 + n as i64,
+        ..Default::default()
     }
 }
 

@@ -14,7 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use parley_protocol::{ClientFrame, parse_client_frame};
 
 const KNOWN: &[&str] = &[
-    "hello", "join", "leave", "send", "edit", "delete", "react", "history", "typing", "ping",
+    "hello", "join", "leave", "send", "edit", "delete", "react", "read", "history", "typing",
+    "ping",
 ];
 
 /// A mirror of `ClientFrame` that `arbitrary` can build.
@@ -62,6 +63,11 @@ enum Frame {
         emoji: String,
         on: bool,
         nonce: Option<String>,
+    },
+    Read {
+        id: Option<u64>,
+        room: String,
+        seq: u64,
     },
     History {
         id: Option<u64>,
@@ -139,6 +145,7 @@ impl From<Frame> for ClientFrame {
                 on,
                 nonce,
             },
+            Frame::Read { id, room, seq } => ClientFrame::Read { id, room, seq },
             Frame::History {
                 id,
                 room,

@@ -634,3 +634,33 @@ async fn room_events_cross_nodes_and_resume_through_a_node_kill() {
     assert_eq!(all[1].text, "second!");
     assert_eq!(all[1].reactions.get("🎉"), Some(&vec!["alice".to_string()]));
 }
+
+/// Read positions are one per user across the fleet: a read on one node is
+/// pushed to the same user's connection on another (protocol 1.1 §2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_one_node_reaches_the_users_devices_on_others() {
+    let fleet = Fleet::start(BIN, 2, &[]).await;
+    let urls = fleet.ws_urls();
+    let mut bob = connect(&urls[0], "bob").await;
+    bob.join("reads", None).await.unwrap();
+    let m = bob.send("reads", "@alice hi", None).await.unwrap();
+    let mut phone = connect(&urls[0], "alice").await;
+    let mut laptop = connect(&urls[1], "alice").await;
+    let j = laptop.join("reads", None).await.unwrap();
+    assert_eq!((j.unread, j.mentions), (1, 1));
+    // The far node subscribed to alice's channel when she connected there;
+    // a DM proves the subscription is live before the read.
+    bob.send_dm("alice", "ping", None).await.unwrap();
+    loop {
+        if let ServerFrame::Message(d) = laptop.recv_timeout(WAIT).await.unwrap()
+            && d.room.starts_with("dm:")
+        {
+            break;
+        }
+    }
+    assert_eq!(phone.read("reads", m.seq).await.unwrap(), m.seq);
+    let pushed = parley_testkit::next_read_push(&mut laptop).await;
+    assert_eq!(pushed, ("reads".to_string(), m.seq));
+    let j = laptop.join("reads", None).await.unwrap();
+    assert_eq!((j.read_seq, j.unread, j.mentions), (m.seq, 0, 0));
+}

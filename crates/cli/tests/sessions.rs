@@ -620,7 +620,7 @@ async fn unknown_frame_types_never_count_toward_1008() {
     // Before a hello too.
     let mut anon = Connection::connect(&node.ws_url()).await.unwrap();
     for i in 0..12 {
-        anon.send_text(format!(r#"{{"type":"read","id":{i},"room":"r","seq":1}}"#))
+        anon.send_text(format!(r#"{{"type":"part","id":{i},"room":"r"}}"#))
             .await
             .unwrap();
         let f = anon.recv_timeout(WAIT).await.unwrap();

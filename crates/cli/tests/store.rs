@@ -410,6 +410,74 @@ async fn events_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert_eq!(a.last_seq("nowhere").await.unwrap(), None);
 }
 
+/// Protocol 1.1 §2 in the store: read positions only move forward and are
+/// capped at the room's last seq; unread counts others' live messages after
+/// the position, capped; mentions are whole names in any case. `b` is a
+/// second handle (another node).
+async fn read_state_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    assert_eq!(a.mark_read("alice", "nowhere", 5).await.unwrap(), None);
+    let batch: Vec<NewMessage> = (0..1_200)
+        .map(|i| {
+            let text = match i % 100 {
+                0 => format!("@Alice see {i}"),
+                1 => format!("@alicex {i}"),
+                _ => format!("message {i}"),
+            };
+            msg(
+                "big",
+                if i % 10 == 9 { "Alice" } else { "bob" },
+                &text,
+                None,
+            )
+        })
+        .collect();
+    a.append_batch(&batch).await.unwrap();
+    let u = b.unread("alice", "big").await.unwrap();
+    assert_eq!(u.read_seq, 0);
+    assert_eq!(
+        u.unread,
+        parley_protocol::UNREAD_CAP,
+        "counted up to the cap"
+    );
+    // The newest 999 unread of others: mentions at 1101, 1001, … 101.
+    assert_eq!(u.mentions, 11);
+
+    assert_eq!(
+        a.mark_read("alice", "big", 1_190).await.unwrap(),
+        Some(1_190)
+    );
+    assert_eq!(
+        b.mark_read("alice", "big", 10).await.unwrap(),
+        Some(1_190),
+        "never back"
+    );
+    let u = a.unread("alice", "big").await.unwrap();
+    // 1191..=1200: ten messages, 1200 (i = 1199) is alice's own.
+    assert_eq!((u.read_seq, u.unread, u.mentions), (1_190, 9, 0));
+    assert_eq!(
+        a.mark_read("alice", "big", u64::MAX).await.unwrap(),
+        Some(1_200)
+    );
+    assert_eq!(b.unread("alice", "big").await.unwrap().unread, 0);
+    assert_eq!(
+        b.read_positions("alice").await.unwrap(),
+        vec![("big".to_string(), 1_200)]
+    );
+    assert!(b.read_positions("bob").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_read_positions() {
+    let (_dir, a, b) = sqlite().await;
+    read_state_suite(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_read_positions() {
+    let (_pg, a, b) = postgres().await;
+    read_state_suite(a, b).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_keeps_the_event_rules() {
     let (_dir, a, b) = sqlite().await;

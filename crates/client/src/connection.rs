@@ -41,6 +41,10 @@ pub struct Joined {
     pub events: Vec<RoomEvent>,
     pub more: bool,
     pub members: Vec<String>,
+    /// The user's read position, and what is unread after it (protocol 1.1 §2).
+    pub read_seq: u64,
+    pub unread: u64,
+    pub mentions: u64,
 }
 
 /// The messages of a page of events.
@@ -292,6 +296,9 @@ impl Connection {
                 history,
                 more,
                 members,
+                read_seq,
+                unread,
+                mentions,
                 ..
             } => Ok(Joined {
                 room,
@@ -300,6 +307,9 @@ impl Connection {
                 events: history,
                 more,
                 members,
+                read_seq,
+                unread,
+                mentions,
             }),
             other => Err(unexpected("joined", &other)),
         }
@@ -425,6 +435,22 @@ impl Connection {
         self.ack(id, &frame).await
     }
 
+    /// Moves this user's read position in `room` to `seq` (never back);
+    /// returns the position stored. The user's other connections get a
+    /// `read` push.
+    pub async fn read(&mut self, room: &str, seq: u64) -> Result<u64> {
+        let id = self.next_id();
+        let frame = ClientFrame::Read {
+            id: Some(id),
+            room: room.into(),
+            seq,
+        };
+        match self.request(id, &frame).await? {
+            ServerFrame::Read { seq, .. } => Ok(seq),
+            other => Err(unexpected("read", &other)),
+        }
+    }
+
     async fn ack(&mut self, id: u64, frame: &ClientFrame) -> Result<Ack> {
         match self.request(id, frame).await? {
             ServerFrame::Ack { room, seq, ts, .. } => Ok(Ack { room, seq, ts }),
@@ -538,16 +564,7 @@ async fn connect_tcp(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result
 }
 
 fn reply_to(frame: &ServerFrame) -> Option<u64> {
-    match frame {
-        ServerFrame::Welcome { re, .. }
-        | ServerFrame::Joined { re, .. }
-        | ServerFrame::Left { re, .. }
-        | ServerFrame::Ack { re, .. }
-        | ServerFrame::History { re, .. }
-        | ServerFrame::Pong { re }
-        | ServerFrame::Error { re, .. } => *re,
-        _ => None,
-    }
+    frame.re()
 }
 
 fn unexpected(wanted: &str, got: &ServerFrame) -> ClientError {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use close::{ClientAction, CloseCode};
 pub use names::{
-    dm_members, dm_room, fold_username, is_dm_room, same_user, valid_room, valid_username,
+    dm_members, dm_room, fold_username, is_dm_room, mentions, same_user, valid_room, valid_username,
 };
 
 /// The error codes of `{"type":"error"}` frames and of REST error bodies.
@@ -202,6 +202,11 @@ impl RoomEvent {
     }
 }
 
+/// The most unread messages counted per room: a room a user never read may
+/// hold millions, and counting them all on every join would cost as much.
+/// A client shows the cap as "999+".
+pub const UNREAD_CAP: u64 = 999;
+
 /// Longest reaction emoji, in bytes of UTF-8.
 pub const MAX_EMOJI_BYTES: usize = 32;
 
@@ -280,6 +285,13 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
+    /// Move one's read position in `room` forward to `seq` (protocol 1.1 §2).
+    Read {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+        seq: u64,
+    },
     History {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
@@ -313,6 +325,7 @@ impl ClientFrame {
             | ClientFrame::Edit { id, .. }
             | ClientFrame::Delete { id, .. }
             | ClientFrame::React { id, .. }
+            | ClientFrame::Read { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::Typing { id, .. }
             | ClientFrame::Ping { id } => *id,
@@ -378,7 +391,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 const KNOWN_CLIENT_TYPES: &[&str] = &[
-    "hello", "join", "leave", "send", "edit", "delete", "react", "history", "typing", "ping",
+    "hello", "join", "leave", "send", "edit", "delete", "react", "read", "history", "typing",
+    "ping",
 ];
 
 /// Presence state carried by `presence` pushes.
@@ -409,6 +423,24 @@ pub enum ServerFrame {
         history: Vec<RoomEvent>,
         more: bool,
         members: Vec<String>,
+        /// The user's read position in the room (protocol 1.1 §2; 0: none).
+        #[serde(default)]
+        read_seq: u64,
+        /// Messages of others after `read_seq`, not deleted (at most
+        /// [`UNREAD_CAP`]).
+        #[serde(default)]
+        unread: u64,
+        /// The unread ones that mention the user.
+        #[serde(default)]
+        mentions: u64,
+    },
+    /// The answer to `read` (with `re`), and the push to the user's other
+    /// connections when the position moved.
+    Read {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
+        room: String,
+        seq: u64,
     },
     Left {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -466,6 +498,27 @@ impl ServerFrame {
         })
     }
 
+    /// The request id this frame answers; `None` for pushes. Exhaustive on
+    /// purpose: a new frame type must say whether it answers requests.
+    pub fn re(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Welcome { re, .. }
+            | ServerFrame::Joined { re, .. }
+            | ServerFrame::Left { re, .. }
+            | ServerFrame::Ack { re, .. }
+            | ServerFrame::History { re, .. }
+            | ServerFrame::Read { re, .. }
+            | ServerFrame::Pong { re }
+            | ServerFrame::Error { re, .. } => *re,
+            ServerFrame::Presence { .. }
+            | ServerFrame::Typing { .. }
+            | ServerFrame::Message(_)
+            | ServerFrame::Edited(_)
+            | ServerFrame::Deleted(_)
+            | ServerFrame::Reaction(_) => None,
+        }
+    }
+
     pub fn error(re: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
         ServerFrame::Error {
             re,
@@ -514,6 +567,9 @@ mod tests {
             history: vec![RoomEvent::Message(msg(1)), RoomEvent::Message(msg(2))],
             more: false,
             members: vec!["alice".into()],
+            read_seq: 0,
+            unread: 0,
+            mentions: 0,
         };
         let v: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
         assert_eq!(v["type"], "joined");

@@ -23,6 +23,37 @@ pub fn fold_username(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// Whether `text` mentions `user`: `@` and the name (any case), not inside
+/// a longer name — the character before the `@` and the one after the name
+/// are not username characters (protocol 1.1 §2, "as a word").
+pub fn mentions(text: &str, user: &str) -> bool {
+    let name_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let bytes = text.as_bytes();
+    let n = user.len();
+    if n == 0 {
+        return false;
+    }
+    let mut from = 0;
+    while let Some(at) = text[from..].find('@').map(|i| from + i) {
+        let start = at + 1;
+        let before_ok = at == 0 || !name_char(bytes[at - 1]);
+        let name_ok = bytes
+            .get(start..start + n)
+            .is_some_and(|w| w.eq_ignore_ascii_case(user.as_bytes()));
+        // A trailing dot ends a sentence, not the name ("thanks @bob.").
+        let after_ok = match bytes.get(start + n) {
+            None => true,
+            Some(b'.') => !bytes.get(start + n + 1).copied().is_some_and(name_char),
+            Some(&b) => !name_char(b),
+        };
+        if before_ok && name_ok && after_ok {
+            return true;
+        }
+        from = start;
+    }
+    false
+}
+
 /// Whether two usernames are the same user (they differ at most in case).
 pub fn same_user(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -121,5 +152,26 @@ mod tests {
         assert_eq!(dm_members("dm:Alice:bob"), None);
         assert_eq!(dm_members("dm:Bob:alice"), None);
         assert!(!valid_room("dm:alice:Bob"));
+    }
+
+    #[test]
+    fn mentions_are_whole_names_in_any_case() {
+        for (text, yes) in [
+            ("hi @bob", true),
+            ("@Bob: look", true),
+            ("thanks @bob.", true),
+            ("(@bob)", true),
+            ("@bobby", false),
+            ("@bob.smith", false),
+            ("mail bob@bob.org", false),
+            ("bob", false),
+            ("@ bob", false),
+            ("@bo", false),
+            ("x@bob", false),
+            ("@alice and @BOB", true),
+            ("🎉@bob", true),
+        ] {
+            assert_eq!(mentions(text, "bob"), yes, "{text:?}");
+        }
     }
 }

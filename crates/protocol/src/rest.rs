@@ -36,6 +36,17 @@ pub struct RoomInfo {
     pub room: String,
     pub members_online: u64,
     pub last_seq: u64,
+    /// Protocol 1.1 §2, for the rooms the caller has read in (until rooms
+    /// have stored members, issue 14): `member`, `read_seq`, `unread`,
+    /// `mentions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<u64>,
 }
 
 /// `GET /api/rooms/{room}/messages`.

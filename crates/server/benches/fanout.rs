@@ -97,6 +97,7 @@ impl Node {
                 let (out, rx) = outbox(OUTBOX);
                 let session = SessionRef {
                     id,
+                    tag: id,
                     user: Arc::from(format!("user{id}")),
                     outbox: out,
                 };

@@ -262,6 +262,27 @@ impl Node {
             .await
     }
 
+    /// Moves `user`'s read position in `room` forward to `seq` (capped at
+    /// the room's last seq, never back; protocol 1.1 §2); returns the
+    /// stored position. Not a room event: it is the user's, not the room's.
+    pub async fn mark_read(&self, user: &str, room: &str, seq: u64) -> Result<u64, ChatError> {
+        self.check_read(user, room)?;
+        let key = parley_protocol::fold_username(user);
+        match self.store.mark_read(&key, room, seq).await? {
+            Some(position) => Ok(position),
+            None if is_dm_room(room) => Ok(0),
+            None => Err(ChatError::not_found(format!(
+                "room {room:?} does not exist"
+            ))),
+        }
+    }
+
+    /// `user`'s read position in `room` and what is unread after it.
+    pub async fn unread(&self, user: &str, room: &str) -> Result<crate::store::Unread, ChatError> {
+        let key = parley_protocol::fold_username(user);
+        Ok(self.store.unread(&key, room).await?)
+    }
+
     /// Whether `user` is a server admin (`parley admin user promote`).
     pub async fn is_admin(&self, user: &str) -> Result<bool, ChatError> {
         let key = parley_protocol::fold_username(user);

@@ -379,7 +379,7 @@ pub mod faulty {
 
     use parley_server::store::{
         Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, Store, StoreError,
-        StoredMessage,
+        StoredMessage, Unread,
     };
 
     pub struct FaultyStore {
@@ -435,6 +435,23 @@ pub mod faulty {
         async fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
             self.check()?;
             self.inner.rooms().await
+        }
+        async fn mark_read(
+            &self,
+            user_key: &str,
+            room: &str,
+            seq: u64,
+        ) -> Result<Option<u64>, StoreError> {
+            self.check()?;
+            self.inner.mark_read(user_key, room, seq).await
+        }
+        async fn read_positions(&self, user_key: &str) -> Result<Vec<(String, u64)>, StoreError> {
+            self.check()?;
+            self.inner.read_positions(user_key).await
+        }
+        async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError> {
+            self.check()?;
+            self.inner.unread(user_key, room).await
         }
         async fn range_forward(
             &self,
@@ -686,6 +703,25 @@ pub async fn metric(http_base: &str, name: &str) -> Option<f64> {
                 .parse()
                 .unwrap_or_else(|e| panic!("metric {name}: {value:?}: {e}"))
         })
+}
+
+/// The next `read` push (protocol 1.1 §2) on `conn`, skipping other frames:
+/// (room, seq).
+pub async fn next_read_push(conn: &mut Connection) -> (String, u64) {
+    loop {
+        let frame = conn
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .expect("a read push");
+        if let parley_protocol::ServerFrame::Read {
+            re: None,
+            room,
+            seq,
+        } = frame
+        {
+            return (room, seq);
+        }
+    }
 }
 
 /// Asserts that `seqs` is exactly `from..=to`, in order: no gap, no duplicate.

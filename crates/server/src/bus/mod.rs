@@ -43,6 +43,17 @@ pub enum Event {
     /// the connections; revocation is the guaranteed way). The envelope's
     /// room is empty.
     Disconnect { user: Arc<str>, frame: Utf8Bytes },
+    /// A frame for every connection of `user` (a user key) on every node
+    /// but the one whose [`SessionRef::tag`](crate::hub::SessionRef) is
+    /// `except` (the connection that caused it): read positions reaching
+    /// the user's other devices. Best effort like `Direct`: a connection
+    /// that misses it catches up at its next join. The room is the one it
+    /// concerns.
+    ToUser {
+        user: Arc<str>,
+        frame: Utf8Bytes,
+        except: u64,
+    },
 }
 
 impl Envelope {

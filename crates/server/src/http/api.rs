@@ -255,21 +255,35 @@ pub async fn rooms(
     AuthUser(user): AuthUser,
 ) -> Result<Json<Vec<RoomInfo>>, ChatError> {
     let online = node.hub.online_counts();
-    let rooms = node
+    let read: std::collections::HashMap<String, u64> = node
         .store
-        .rooms()
+        .read_positions(&parley_protocol::fold_username(&user))
         .await?
         .into_iter()
-        .filter(|(room, _)| {
-            !is_dm_room(room)
-                || dm_members(room).is_some_and(|(a, b)| same_user(a, &user) || same_user(b, &user))
-        })
-        .map(|(room, last_seq)| RoomInfo {
+        .collect();
+    let mut rooms = Vec::new();
+    for (room, last_seq) in node.store.rooms().await? {
+        if is_dm_room(&room)
+            && !dm_members(&room).is_some_and(|(a, b)| same_user(a, &user) || same_user(b, &user))
+        {
+            continue;
+        }
+        // The rooms the user has read in carry their read state: one capped
+        // count each (until rooms have stored members, issue 14).
+        let state = match read.contains_key(&room) {
+            true => Some(node.unread(&user, &room).await?),
+            false => None,
+        };
+        rooms.push(RoomInfo {
             members_online: online.get(&room).copied().unwrap_or(0),
+            member: state.map(|_| true),
+            read_seq: state.map(|s| s.read_seq),
+            unread: state.map(|s| s.unread),
+            mentions: state.map(|s| s.mentions),
             room,
             last_seq,
-        })
-        .collect();
+        });
+    }
     Ok(Json(rooms))
 }
 

@@ -42,6 +42,9 @@ use room::{Room, RoomDeps, RoomEvent};
 #[derive(Clone, Debug)]
 pub struct SessionRef {
     pub id: u64,
+    /// A random tag that names this connection across the fleet (`id` is
+    /// only unique on its node): what [`Event::ToUser`] skips.
+    pub tag: u64,
     pub user: Arc<str>,
     pub outbox: Outbox,
 }
@@ -310,6 +313,19 @@ impl Hub {
         });
     }
 
+    /// Pushes `frame` to every connection of `user` on every node except
+    /// `except` (a [`SessionRef::tag`]); see [`Event::ToUser`].
+    pub fn push_to_user(&self, user: &str, room: &str, frame: Utf8Bytes, except: u64) {
+        self.bus.publish(Envelope {
+            room: Arc::from(room),
+            event: Event::ToUser {
+                user: user_key(&Arc::from(user)),
+                frame,
+                except,
+            },
+        });
+    }
+
     fn close_user(&self, user: &str, last_words: &Utf8Bytes) {
         let users = lock(&self.users);
         for session in users.get(user).into_iter().flatten() {
@@ -368,6 +384,18 @@ impl Inbox for Hub {
             }
             Event::Direct { user, frame } => self.push_direct(&envelope.room, &user, &frame),
             Event::Disconnect { user, frame } => self.close_user(&user, &frame),
+            Event::ToUser {
+                user,
+                frame,
+                except,
+            } => {
+                let users = lock(&self.users);
+                for session in users.get(&*user).into_iter().flatten() {
+                    if session.tag != except {
+                        session.outbox.push(frame.clone());
+                    }
+                }
+            }
             Event::Ephemeral { from, frame } => {
                 if let Some(room) = self.room(&envelope.room) {
                     room.deliver_ephemeral(&from, &frame);

@@ -96,6 +96,7 @@ pub fn run(
                     sessions: sessions.clone(),
                     me: SessionRef {
                         id,
+                        tag: rand::random(),
                         user: auth.user.clone(),
                         outbox: outbox.clone(),
                     },
@@ -475,6 +476,7 @@ impl Session {
                 let change = Change::React { target, emoji, on };
                 self.change(id, &room, change, String::new(), nonce).await
             }
+            ClientFrame::Read { id, room, seq } => self.read(id, &room, seq).await,
             ClientFrame::History {
                 id,
                 room,
@@ -538,8 +540,36 @@ impl Session {
         }
     }
 
+    /// Moves the read position; answers with where it is now, and tells
+    /// the user's other connections (every node) so their devices agree.
+    async fn read(&mut self, id: Option<u64>, room: &str, seq: u64) -> Result<(), ChatError> {
+        let seq = self.node.mark_read(&self.me.user, room, seq).await?;
+        self.push(&ServerFrame::Read {
+            re: id,
+            room: room.to_string(),
+            seq,
+        });
+        let push = ServerFrame::Read {
+            re: None,
+            room: room.to_string(),
+            seq,
+        };
+        self.node
+            .hub
+            .push_to_user(&self.me.user, room, push.to_json().into(), self.me.tag);
+        Ok(())
+    }
+
     async fn push_joined(&self, re: Option<u64>, room: &str, history: JoinHistory) {
         let members = self.node.hub.members(room).await;
+        // Best effort: a join is not refused because the count failed.
+        let unread = match self.node.unread(&self.me.user, room).await {
+            Ok(unread) => unread,
+            Err(e) => {
+                tracing::warn!(room, error = %e.message, "unread count failed");
+                Default::default()
+            }
+        };
         self.push(&ServerFrame::Joined {
             re,
             room: room.to_string(),
@@ -552,6 +582,9 @@ impl Session {
                 .collect(),
             more: history.page.more,
             members,
+            read_seq: unread.read_seq,
+            unread: unread.unread,
+            mentions: unread.mentions,
         });
     }
 

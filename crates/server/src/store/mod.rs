@@ -319,6 +319,26 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
+    /// Moves `user_key`'s read position in `room` forward to `seq`, capped
+    /// at the room's `last_seq`; never back. Returns the stored position,
+    /// or `None` if the room does not exist.
+    async fn mark_read(
+        &self,
+        user_key: &str,
+        room: &str,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// `user_key`'s read positions, by room name.
+    async fn read_positions(&self, user_key: &str) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// `user_key`'s read position in `room` and what is unread after it:
+    /// messages of others, not deleted, counted up to
+    /// [`parley_protocol::UNREAD_CAP`] (the cost is a capped range of the
+    /// room's key, whatever the room's size), and those among them that
+    /// mention the user.
+    async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError>;
+
     /// Stores a new user (role `user`, enabled) under the spelling given,
     /// with [`parley_protocol::fold_username`] of it as its key; `Conflict`
     /// if the name, or another that differs from it only in case, is taken.
@@ -421,6 +441,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets every attempt for `user_key` (a login succeeded).
     async fn clear_login_failures(&self, user_key: &str) -> Result<(), StoreError>;
+}
+
+/// A user's read state in one room (protocol 1.1 §2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    pub read_seq: u64,
+    pub unread: u64,
+    pub mentions: u64,
+}
+
+/// Counts the unread messages and mentions among the candidate rows the
+/// backends read: `(counted, bodies that contain "@name" in any case)`.
+pub(crate) fn unread_of(
+    read_seq: u64,
+    counted: i64,
+    candidates: &[String],
+    user_key: &str,
+) -> Unread {
+    Unread {
+        read_seq,
+        unread: (counted.max(0) as u64).min(parley_protocol::UNREAD_CAP),
+        mentions: candidates
+            .iter()
+            .filter(|body| parley_protocol::mentions(body, user_key))
+            .count() as u64,
+    }
 }
 
 /// A registered user, as login and `parley admin` see it.

@@ -21,9 +21,9 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::{
     Account, AppendOutcome, AuthChanges, Change, EventKind, EventTx, LoginAttempt, NewMessage,
-    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, append_event, auth_changes_of, by_room,
-    classify, event_of, group_collisions, login_attempt_of, refuse_unstorable, runs,
-    with_reactions,
+    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, Unread, append_event, auth_changes_of,
+    by_room, classify, event_of, group_collisions, login_attempt_of, refuse_unstorable, runs,
+    unread_of, with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -41,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0004_accounts.sql"),
     ),
     (5, include_str!("../../migrations/postgres/0005_events.sql")),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_read_state.sql"),
+    ),
 ];
 
 /// The columns [`row_to_message`] reads.
@@ -585,6 +589,74 @@ impl Store for PgStore {
             .collect::<Result<Vec<_>, _>>()?;
         page.reverse();
         self.fill_reactions(room, page).await
+    }
+
+    async fn mark_read(
+        &self,
+        user_key: &str,
+        room: &str,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(last) = self.last_seq(room).await? else {
+            return Ok(None);
+        };
+        let stored: i64 = sqlx::query_scalar(
+            "INSERT INTO read_state (user_key, room, seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_key, room) DO UPDATE \
+             SET seq = greatest(read_state.seq, excluded.seq) RETURNING seq",
+        )
+        .bind(user_key)
+        .bind(room)
+        .bind(bound(seq.min(last)))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(Some(stored as u64))
+    }
+
+    async fn read_positions(&self, user_key: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT room, seq FROM read_state WHERE user_key = $1 ORDER BY room")
+                .bind(user_key)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(rows.into_iter().map(|(r, s)| (r, s as u64)).collect())
+    }
+
+    async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError> {
+        let read_seq: i64 =
+            sqlx::query_scalar("SELECT seq FROM read_state WHERE user_key = $1 AND room = $2")
+                .bind(user_key)
+                .bind(room)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?
+                .unwrap_or(0);
+        // The newest unread messages of others, at most the cap: a range of
+        // the primary key. A row's body comes back only if it may mention
+        // the user; `mentions` decides.
+        let rows: Vec<(Option<String>,)> = sqlx::query_as(
+            "SELECT CASE WHEN position($5 in lower(body)) > 0 THEN body END FROM messages \
+             WHERE room = $1 AND seq > $2 AND kind = 'message' AND NOT deleted \
+               AND lower(sender) <> $3 \
+             ORDER BY seq DESC LIMIT $4",
+        )
+        .bind(room)
+        .bind(read_seq)
+        .bind(user_key)
+        .bind(parley_protocol::UNREAD_CAP as i64)
+        .bind(format!("@{user_key}"))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let candidates: Vec<String> = rows.iter().filter_map(|(b,)| b.clone()).collect();
+        Ok(unread_of(
+            read_seq as u64,
+            rows.len() as i64,
+            &candidates,
+            user_key,
+        ))
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {

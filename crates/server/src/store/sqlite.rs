@@ -20,9 +20,9 @@ use std::collections::HashMap;
 
 use super::{
     Account, AppendOutcome, AuthChanges, EventKind, EventTx, LoginAttempt, NewMessage,
-    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, append_event, apply_plan,
+    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, Unread, append_event, apply_plan,
     auth_changes_of, by_room, classify, group_collisions, login_attempt_of, nonce_keys, plan_room,
-    refuse_unstorable, runs, with_reactions,
+    refuse_unstorable, runs, unread_of, with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (3, include_str!("../../migrations/sqlite/0003_accounts.sql")),
     (4, include_str!("../../migrations/sqlite/0004_events.sql")),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_read_state.sql"),
+    ),
 ];
 
 /// The columns [`row_to_message`] reads.
@@ -588,6 +592,74 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         page.reverse();
         self.fill_reactions(room, page).await
+    }
+
+    async fn mark_read(
+        &self,
+        user_key: &str,
+        room: &str,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(last) = self.last_seq(room).await? else {
+            return Ok(None);
+        };
+        let stored: i64 = sqlx::query_scalar(
+            "INSERT INTO read_state (user_key, room, seq) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (user_key, room) DO UPDATE \
+             SET seq = max(read_state.seq, excluded.seq) RETURNING seq",
+        )
+        .bind(user_key)
+        .bind(room)
+        .bind(bound(seq.min(last)))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(classify)?;
+        Ok(Some(stored as u64))
+    }
+
+    async fn read_positions(&self, user_key: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT room, seq FROM read_state WHERE user_key = ?1 ORDER BY room")
+                .bind(user_key)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(classify)?;
+        Ok(rows.into_iter().map(|(r, s)| (r, s as u64)).collect())
+    }
+
+    async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError> {
+        let read_seq: i64 =
+            sqlx::query_scalar("SELECT seq FROM read_state WHERE user_key = ?1 AND room = ?2")
+                .bind(user_key)
+                .bind(room)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(classify)?
+                .unwrap_or(0);
+        // The newest unread messages of others, at most the cap: a range of
+        // the primary key. A row's body comes back only if it may mention
+        // the user; `mentions` decides.
+        let rows: Vec<(Option<String>,)> = sqlx::query_as(
+            "SELECT CASE WHEN instr(lower(body), ?5) > 0 THEN body END FROM messages \
+             WHERE room = ?1 AND seq > ?2 AND kind = 'message' AND deleted = 0 \
+               AND lower(sender) <> ?3 \
+             ORDER BY seq DESC LIMIT ?4",
+        )
+        .bind(room)
+        .bind(read_seq)
+        .bind(user_key)
+        .bind(parley_protocol::UNREAD_CAP as i64)
+        .bind(format!("@{user_key}"))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        let candidates: Vec<String> = rows.iter().filter_map(|(b,)| b.clone()).collect();
+        Ok(unread_of(
+            read_seq as u64,
+            rows.len() as i64,
+            &candidates,
+            user_key,
+        ))
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {

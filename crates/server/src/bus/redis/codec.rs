@@ -40,6 +40,16 @@ pub fn encode(node: &str, envelope: &Envelope) -> (String, Vec<u8>) {
             (room_channel(&envelope.room), 'e', from.to_string(), frame)
         }
         Event::Disconnect { user, frame } => (user_channel(user), 'x', "-".to_string(), frame),
+        Event::ToUser {
+            user,
+            frame,
+            except,
+        } => (
+            user_channel(user),
+            'u',
+            format!("{except}:{}", envelope.room),
+            frame,
+        ),
     };
     let mut payload = Vec::with_capacity(frame.len() + node.len() + arg.len() + 4);
     payload.push(kind as u8);
@@ -81,6 +91,17 @@ pub fn decode(channel: &str, payload: &[u8]) -> Option<(String, Envelope)> {
                 frame,
             },
         },
+        b"u" => {
+            let (except, room) = arg.split_once(':')?;
+            Envelope {
+                room: Arc::from(room),
+                event: Event::ToUser {
+                    user: Arc::from(channel.strip_prefix("parley:user:")?),
+                    frame,
+                    except: except.parse().ok()?,
+                },
+            }
+        }
         b"x" => Envelope {
             room: Arc::from(""),
             event: Event::Disconnect {
@@ -128,6 +149,14 @@ mod tests {
                     frame: "{\"type\":\"error\"}".into(),
                 },
             },
+            Envelope {
+                room: Arc::from("dm:alice:bob"),
+                event: Event::ToUser {
+                    user: Arc::from("alice"),
+                    frame: "{\"type\":\"read\"}".into(),
+                    except: u64::MAX,
+                },
+            },
         ];
         for env in cases {
             let (channel, payload) = encode("node-1", &env);
@@ -152,6 +181,20 @@ mod tests {
                     Event::Disconnect { user: b, frame: fb },
                 ) => {
                     assert_eq!((a, fa), (b, fb))
+                }
+                (
+                    Event::ToUser {
+                        user: a,
+                        frame: fa,
+                        except: ea,
+                    },
+                    Event::ToUser {
+                        user: b,
+                        frame: fb,
+                        except: eb,
+                    },
+                ) => {
+                    assert_eq!((a, fa, ea), (b, fb, eb))
                 }
                 _ => panic!("kind changed"),
             }

@@ -401,3 +401,52 @@ async fn resume_replays_every_missed_event_exactly_once() {
     .to_json();
     assert!(text.starts_with("{\"type\":\"reaction\""), "{text}");
 }
+
+/// The resilient client (what `parley chat` runs on) follows the whole
+/// event log: a message after an edit is the next seq, not a gap, and every
+/// event is handed out once, in order, live and on a catch-up.
+#[tokio::test]
+async fn the_resilient_client_hands_out_every_event_in_order() {
+    use parley_client::{Client, ClientConfig, Event};
+    let node = TestNode::start().await;
+    let mut alice = node.connect("alice").await;
+    alice.join("general", None).await.unwrap();
+    let a = alice.send("general", "before", None).await.unwrap();
+    alice.edit("general", a.seq, "before!", None).await.unwrap();
+
+    let mut config = ClientConfig::new(node.ws_url(), token("bob"));
+    config.rooms = vec!["general".into()];
+    let (client, mut events) = Client::start(config);
+    let mut got = Vec::new();
+    async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> String {
+        loop {
+            match tokio::time::timeout(WAIT, events.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Event::Message(m) => return format!("message {}", m.seq),
+                Event::Change(e) => return format!("change {}", e.seq()),
+                _ => continue,
+            }
+        }
+    }
+    // The join's history (the default page: the log so far).
+    for _ in 0..2 {
+        got.push(next(&mut events).await);
+    }
+    alice
+        .react("general", a.seq, "👍", true, None)
+        .await
+        .unwrap();
+    let b = alice.send("general", "after", None).await.unwrap();
+    alice.delete("general", b.seq, None).await.unwrap();
+    for _ in 0..3 {
+        got.push(next(&mut events).await);
+    }
+    assert_eq!(
+        got,
+        ["message 1", "change 2", "change 3", "message 4", "change 5"]
+    );
+    client.stop().await;
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use parley_protocol::backoff::Backoff;
 use parley_protocol::{
-    ClientAction, ClientFrame, CloseCode, ErrorCode, Message, PresenceState, ServerFrame,
+    ClientAction, ClientFrame, CloseCode, ErrorCode, Message, PresenceState, RoomEvent, ServerFrame,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -79,6 +79,9 @@ pub enum Event {
     /// A message of a joined room (exactly once, in seq order), or a direct
     /// message pushed for a DM room that was not joined.
     Message(Message),
+    /// An edit, delete or reaction of a joined room (protocol 1.1), exactly
+    /// once and in seq order with the messages: they share one sequence.
+    Change(RoomEvent),
     Acked {
         nonce: String,
         room: String,
@@ -443,8 +446,8 @@ impl Task {
             room: room.to_string(),
             members: joined.members,
         });
-        for m in joined.history {
-            self.accept(m);
+        for e in joined.events {
+            self.accept(e);
         }
         if joined.more && since.is_some() {
             self.fill(conn, room, u64::MAX).await?;
@@ -452,17 +455,23 @@ impl Task {
         Ok(())
     }
 
-    /// Hands out a room message if it is the next one; returns false on a gap.
-    fn accept(&mut self, m: Message) -> bool {
-        let Some(last) = self.rooms.get_mut(&m.room) else {
+    /// Hands out a room event if it is the next one; returns false on a
+    /// gap. Every event counts, not only messages: they share the room's
+    /// sequence, so a message after an edit is the next one, not a gap.
+    fn accept(&mut self, e: RoomEvent) -> bool {
+        let Some(last) = self.rooms.get_mut(e.room()) else {
             return true;
         };
         match *last {
-            Some(l) if m.seq <= l => true,
-            Some(l) if m.seq > l + 1 => false,
+            Some(l) if e.seq() <= l => true,
+            Some(l) if e.seq() > l + 1 => false,
             _ => {
-                *last = Some(m.seq);
-                let _ = self.events.send(Event::Message(m));
+                *last = Some(e.seq());
+                let event = match e {
+                    RoomEvent::Message(m) => Event::Message(m),
+                    other => Event::Change(other),
+                };
+                let _ = self.events.send(event);
                 true
             }
         }
@@ -477,14 +486,15 @@ impl Task {
             if last >= upto {
                 return Ok(());
             }
-            let (messages, more) = match conn.history(room, None, Some(last), Some(500)).await {
+            let page = conn.history_events(room, None, Some(last), Some(500)).await;
+            let (events, more) = match page {
                 Ok(page) => page,
                 Err(ClientError::Server { .. }) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let progressed = !messages.is_empty();
-            for m in messages {
-                self.accept(m);
+            let progressed = !events.is_empty();
+            for e in events {
+                self.accept(e);
             }
             if !more || !progressed {
                 return Ok(());
@@ -492,15 +502,33 @@ impl Task {
         }
     }
 
+    /// Hands out a pushed event of a joined room; after a gap, pages in
+    /// what is missing first.
+    async fn accept_or_fill(&mut self, conn: &mut Connection, e: RoomEvent) -> Result<()> {
+        if !self.accept(e.clone()) {
+            let (room, seq) = (e.room().to_string(), e.seq());
+            self.fill(conn, &room, seq - 1).await?;
+            self.accept(e);
+        }
+        Ok(())
+    }
+
     async fn handle(&mut self, conn: &mut Connection, frame: ServerFrame) -> Result<()> {
         match frame {
+            ServerFrame::Edited(_) | ServerFrame::Deleted(_) | ServerFrame::Reaction(_) => {
+                let event = match frame {
+                    ServerFrame::Edited(e) => RoomEvent::Edited(e),
+                    ServerFrame::Deleted(e) => RoomEvent::Deleted(e),
+                    ServerFrame::Reaction(e) => RoomEvent::Reaction(e),
+                    _ => return Ok(()),
+                };
+                if self.rooms.contains_key(event.room()) {
+                    self.accept_or_fill(conn, event).await?;
+                }
+            }
             ServerFrame::Message(m) => {
                 if self.rooms.contains_key(&m.room) {
-                    let (room, seq) = (m.room.clone(), m.seq);
-                    if !self.accept(m.clone()) {
-                        self.fill(conn, &room, seq - 1).await?;
-                        self.accept(m);
-                    }
+                    self.accept_or_fill(conn, RoomEvent::Message(m)).await?;
                 } else {
                     let seen = self.dm_seen.entry(m.room.clone()).or_insert(0);
                     if m.seq > *seen {

@@ -216,6 +216,9 @@ impl ChatState {
                 self.hold(m.clone());
                 vec![Output::Message(m)]
             }
+            // Edits, deletes and reactions: the terminal shows messages as
+            // they were sent for now (issue 13 leaves /edit and friends open).
+            Event::Change(_) => Vec::new(),
             Event::Acked { nonce, .. } => {
                 self.pending.remove(&nonce);
                 Vec::new()

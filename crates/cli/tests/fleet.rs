@@ -664,3 +664,72 @@ async fn a_read_on_one_node_reaches_the_users_devices_on_others() {
     let j = laptop.join("reads", None).await.unwrap();
     assert_eq!((j.read_seq, j.unread, j.mentions), (m.seq, 0, 0));
 }
+
+/// Edits, reactions and deletes made while Redis is down reach a member on
+/// another node exactly once, in order, through the store (anti-entropy),
+/// like messages do: they share the room's sequence (protocol 1.1 §1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_made_during_a_redis_outage_arrive_exactly_once() {
+    use parley_client::protocol::RoomEvent;
+    let mut fleet = Fleet::start(BIN, 2, &[]).await;
+    let urls = fleet.ws_urls();
+    let (reader, mut events) = client(&urls, 1, "reader", "ev-outage");
+    wait_joined(&mut events).await;
+    let mut alice = connect(&urls[0], "alice").await;
+    alice.join("ev-outage", None).await.unwrap();
+    let mut seqs = Vec::new();
+    for text in ["one", "two", "three"] {
+        seqs.push(alice.send("ev-outage", text, None).await.unwrap().seq);
+    }
+
+    fleet.redis.kill();
+    alice
+        .edit("ev-outage", seqs[0], "one!", None)
+        .await
+        .unwrap();
+    alice
+        .react("ev-outage", seqs[1], "👍", true, None)
+        .await
+        .unwrap();
+    alice.delete("ev-outage", seqs[2], None).await.unwrap();
+    let last = alice.send("ev-outage", "four", None).await.unwrap().seq;
+    fleet.redis.restart();
+
+    let mut got = Vec::new();
+    while got.last().is_none_or(|(seq, _)| *seq < last) {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("every event arrives")
+            .expect("client running");
+        match event {
+            Event::Message(m) => got.push((m.seq, "message")),
+            Event::Change(RoomEvent::Edited(e)) => got.push((e.seq, "edited")),
+            Event::Change(RoomEvent::Reaction(e)) => got.push((e.seq, "reaction")),
+            Event::Change(RoomEvent::Deleted(e)) => got.push((e.seq, "deleted")),
+            _ => {}
+        }
+    }
+    let kinds: Vec<&str> = got.iter().map(|(_, k)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message", "message", "message", "edited", "reaction", "deleted", "message"
+        ]
+    );
+    assert_eq!(
+        got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<u64>>()
+    );
+    // Nothing comes twice.
+    let extra = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            match events.recv().await {
+                Some(Event::Message(_) | Event::Change(_)) | None => return,
+                Some(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(extra.is_err(), "an event was handed out twice");
+    reader.stop().await;
+}

@@ -28,6 +28,8 @@ TEST_DEBS=(
   chromium chromium-driver
   # fleet_clocks.rs: nodes with skewed wall clocks (LD_PRELOAD libfaketime)
   libfaketime
+  # tls.rs: the CA and server certificates of the TLS PostgreSQL and Redis
+  openssl
 )
 
 # need_apt PKG... — installs the Debian packages that are missing (idempotent).
@@ -95,6 +97,7 @@ preflight() {
     missing+=("cargo-fuzz $CARGO_FUZZ_VERSION (need_cargo_fuzz installs it)")
   fi
   _tool redis-server
+  _tool openssl
   for b in initdb pg_ctl postgres pg_basebackup; do _tool "$b" "${pg:+$pg/$b}"; done
   _tool nginx
   _tool tmux

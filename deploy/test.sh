@@ -3,9 +3,13 @@
 # with no cluster and no registry. One command, idempotent, exits non-zero on
 # any failure; ends with a line "N passed, M failed".
 #
-#   1. kubectl kustomize renders base, both overlays and both addons;
+#   1. kubectl kustomize renders base, both overlays and the addons (and
+#      prod with the cloudnativepg and hpa-connections components);
 #   2. kubernetes-validate (strict) validates every rendered object against
-#      pinned Kubernetes versions (CRDs skipped, with the reason);
+#      pinned Kubernetes versions (CRDs skipped, with the reason: their
+#      schemas are not in kubernetes-validate, and the operators' CRDs are
+#      not on a registry reachable here; `crd-refs`/`cnpg` check what they
+#      point at);
 #   3. checkov finds nothing beyond deploy/checkov-skips.yaml (each skip has
 #      a reason);
 #  3b. the Helm chart (deploy/helm/parley), rendered and linted by Helm's own
@@ -272,6 +276,15 @@ resources:
 components:
   - ../../addons/monitoring/hpa-connections
 EOF
+mkdir -p "$COPY/test/prod-cloudnativepg"
+cat >"$COPY/test/prod-cloudnativepg/kustomization.yaml" <<'EOF'
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../overlays/prod
+components:
+  - ../../addons/cloudnativepg/nodes
+EOF
 
 render() {
     local dir=$1 out=$2
@@ -287,7 +300,8 @@ EOF
 
 step "1. kubectl kustomize"
 for t in base:base overlays/dev:dev overlays/prod:prod addons/logging:logging addons/monitoring:monitoring \
-    test/prod-connections:prod-connections; do
+    addons/cloudnativepg:cloudnativepg test/prod-connections:prod-connections \
+    test/prod-cloudnativepg:prod-cloudnativepg; do
     check "render ${t%%:*}" render "${t%%:*}" "${t##*:}"
 done
 
@@ -396,7 +410,8 @@ fi
 # ------------------------------------------------- 4. manifests vs. binary
 
 step "4. manifests vs. the binary"
-K8S_RENDERED=("$RENDERED/base.yaml" "$RENDERED/dev.yaml" "$RENDERED/prod.yaml" "$RENDERED/prod-connections.yaml")
+K8S_RENDERED=("$RENDERED/base.yaml" "$RENDERED/dev.yaml" "$RENDERED/prod.yaml" "$RENDERED/prod-connections.yaml"
+    "$RENDERED/prod-cloudnativepg.yaml")
 check "every PARLEY_* variable in the ConfigMap/Deployment is in \`parley serve --help\`" \
     "$PY" "$LIB" config-vars --help-file "$WORK/serve-help.txt" "${K8S_RENDERED[@]}"
 check "container port = PARLEY_LISTEN port; probes, Services, Ingress, PDB, HPA point at it" \
@@ -410,6 +425,8 @@ check "probe and metrics paths answer 200 on a running node; SIGTERM drains" \
 check "ServiceMonitor and custom-metric HPA reference what exists" \
     "$PY" "$LIB" crd-refs --base "$RENDERED/base.yaml" --monitoring "$RENDERED/monitoring.yaml" \
     --hpa "$RENDERED/prod-connections.yaml"
+check "CloudNativePG: 3 instances, synchronous replication required; the nodes use its -rw Service" \
+    "$PY" "$LIB" cnpg --cluster "$RENDERED/cloudnativepg.yaml" --nodes "$RENDERED/prod-cloudnativepg.yaml"
 check "metric names in dashboard, alerts and adapter exist in the binary" \
     "$PY" "$LIB" metric-names --binary "$HOST_BIN" \
     --require parley_connections parley_messages_received_total parley_messages_delivered_total \

@@ -98,7 +98,7 @@ preflight() {
   fi
   _tool redis-server
   _tool openssl
-  for b in initdb pg_ctl postgres pg_basebackup; do _tool "$b" "${pg:+$pg/$b}"; done
+  for b in initdb pg_ctl postgres pg_basebackup psql; do _tool "$b" "${pg:+$pg/$b}"; done
   _tool nginx
   _tool tmux
   _tool curl

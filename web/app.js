@@ -5,9 +5,10 @@
  * parsed when it runs. The server's CSP forbids inline script, inline handlers
  * and inline styles: every handler is attached here and every look is a class.
  *
- * Sections: constants · pure helpers · state · DOM helpers · HTTP · transport
- * (WebSocket, reconnect, ping) · protocol handlers · actions (send, join,
- * leave) · rendering · UI wiring · start.
+ * Sections: constants · pure helpers · state · read state · DOM helpers · HTTP
+ * · transport (WebSocket, reconnect, ping) · protocol handlers · actions (send,
+ * join, leave) · message actions (edit, delete, react, reply, jump) · search ·
+ * rendering · UI wiring · start.
  *
  * Security rule for this file: user-provided text (messages, names, room
  * names, server error messages) only ever reaches the page through
@@ -33,6 +34,14 @@
   const TYPING_SHOW_MS = 5000;
   const OLDER_PAGE = 50;
   const FORWARD_PAGE = 100;
+  const HISTORY_MAX = 500;                // server's largest history page
+  const UNREAD_CAP = 999;                 // server counts unread up to this; shown as "999+"
+  const READ_DELAY_MS = 250;              // batch read receipts while messages stream in
+  const HIGHLIGHT_MS = 2500;              // a jumped-to message stays highlighted this long
+  const JUMP_CONTEXT = 10;                // older messages loaded beyond a jump target, to show what led to it
+  const SEARCH_PAGE = 20;
+  const MAX_QUERY_BYTES = 256;            // protocol: longer queries are bad_request
+  const REACTION_EMOJI = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
   const EDGE_PX = 80;                     // "near the top/bottom" of the scroller
   const STORE = { token: 'parley.token', user: 'parley.user', rooms: 'parley.rooms', active: 'parley.active' };
 
@@ -199,6 +208,29 @@
     return known ? known.action : 'reconnect_with_backoff';
   }
 
+  function sameUser(a, b) { return String(a).toLowerCase() === String(b).toLowerCase(); }
+
+  // Whether `text` mentions `user` as "@user", any case, not inside a longer
+  // name. The server's rule (parley_protocol::names::mentions), mirrored so
+  // the highlight matches the server's mention count: usernames are ASCII, a
+  // name character before the "@" or after the name makes it another word,
+  // except a trailing "." that ends a sentence ("thanks @bob.").
+  const NAME_CHAR = /[A-Za-z0-9_.-]/;
+  function mentionsUser(text, user) {
+    if (!user || typeof text !== 'string') return false;
+    const lower = text.toLowerCase();
+    const name = '@' + user.toLowerCase();
+    for (let at = lower.indexOf(name); at !== -1; at = lower.indexOf(name, at + 1)) {
+      const before = at === 0 || !NAME_CHAR.test(text[at - 1]);
+      const next = text[at + name.length];
+      const after = next === undefined || (next === '.' ? !NAME_CHAR.test(text[at + name.length + 1] || ' ') : !NAME_CHAR.test(next));
+      if (before && after) return true;
+    }
+    return false;
+  }
+
+  function countText(n) { return n >= UNREAD_CAP ? `${UNREAD_CAP}+` : String(n); }
+
   function typingText(users) {
     if (users.length === 0) return '';
     if (users.length === 1) return `${users[0]} is typing…`;
@@ -243,7 +275,11 @@
       everJoined: false,     // we hold history from a join: re-join with `since`
       members: new Set(),
       typing: new Map(),     // user -> expiry (ms)
-      unread: 0,
+      unread: 0,             // unread messages of others (badge); capped like the server's
+      mentions: 0,           // the unread ones that mention us
+      readSeq: 0,            // our stored read position (0: never read)
+      countedAbove: 0,       // seqs up to here are already in `unread` (or were read)
+      dividerAfter: null,    // the read position when the room was opened: "new messages" goes after it
       loadingOlder: false, olderExhausted: false,
       filling: false,        // forward paging (resume catch-up or gap fill) in flight
       membersOnline: null,
@@ -259,7 +295,7 @@
     connected: false,       // welcome received on the current socket
     halted: false,          // the server closed with a "stop" code: no reconnect
     attempt: 0,             // reconnect attempts since the last welcome
-    timers: { reconnect: null, welcome: null, ping: null, pong: null, rooms: null, roomsSoon: null, sidebar: null, typing: null },
+    timers: { reconnect: null, welcome: null, ping: null, pong: null, rooms: null, roomsSoon: null, sidebar: null, typing: null, read: null },
     nextId: 1,
     pending: new Map(),     // request id -> { kind, room?, nonce?, ... }
     rooms: new Map(),       // name -> room state
@@ -267,6 +303,10 @@
     active: null,           // room name shown in the conversation pane
     outbox: new Map(),      // nonce -> { nonce, room, peer, text, state, error, retries, retryTimer }
     lastTypingSent: new Map(),
+    msgUi: null,            // the one message with an open panel: { room, seq, mode: 'edit'|'react'|'delete', draft }
+    replyTo: null,          // { room, seq } the composer answers
+    jump: null,             // { room, seq } to scroll to once it is loaded
+    search: { q: '', room: null, next: null, generation: 0 },
   };
 
   function getRoom(name) {
@@ -277,9 +317,10 @@
 
   function activeRoom() { return state.active ? state.rooms.get(state.active) || null : null; }
 
-  function roomLabel(room) {
-    if (room.isDm) return '@' + (dmPeer(room.name, state.me) || room.name);
-    return '#' + room.name;
+  function roomLabel(room) { return roomNameLabel(room.name); }
+  function roomNameLabel(name) {
+    if (isDmRoom(name)) return '@' + (dmPeer(name, state.me) || name);
+    return '#' + name;
   }
 
   // sessionStorage: per tab, gone when the tab closes (the brief's choice).
@@ -297,34 +338,107 @@
     storageSet(STORE.active, state.active);
   }
 
-  // Put a merged batch into a room, keeping the derived fields right.
-  // Merges events into a room; returns the new messages (what is shown as
-  // new lines). Edits, deletes and reactions re-render their message.
-  function mergeInto(room, incoming, opts) {
+  // Merges events into a room, keeping the derived fields right; returns the
+  // new messages (what is shown as new lines). Edits, deletes and reactions
+  // re-render their message. Unread counting: everything up to
+  // `countedAbove` is already in the server's count (joined, GET /api/rooms)
+  // or ours, so each message is counted once however often it arrives.
+  function mergeInto(room, incoming) {
     const added = [];
     const changed = new Set();
     for (const m of mergeMessages(room.messages, incoming)) {
       if (room.minSeq === 0 || m.seq < room.minSeq) room.minSeq = m.seq;
       if (m.seq > room.maxSeq) room.maxSeq = m.seq;
+      const fresh = m.seq > room.countedAbove;
+      if (fresh) room.countedAbove = m.seq;
       if (!isMessage(m)) {
-        const target = applyEvent(room.messages, m);
-        if (target) changed.add(target);
+        const target = room.messages.get(m.target);
+        // Deleting an unread message takes it out of the count, as the server does.
+        const uncount = m.type === 'deleted' && target && isMessage(target) && isUnreadFor(room, target) && !isViewing(room);
+        const textBefore = target ? target.text : '';
+        if (applyEvent(room.messages, m)) {
+          if (uncount) forgetUnread(room, textBefore);
+          changed.add(target);
+        }
         continue;
       }
       const t = Date.parse(m.ts);
       if (Number.isFinite(t) && t > room.lastActivity) room.lastActivity = t;
       // Our own message seen via push or history: its pending copy is done.
-      if (m.from === state.me && m.nonce) resolveOutbox(m.nonce, room.name);
-      if (opts && opts.countUnread && m.from !== state.me && room.name !== state.active) room.unread += 1;
+      if (sameUser(m.from, state.me) && m.nonce) resolveOutbox(m.nonce, room.name);
+      if (fresh && isUnreadFor(room, m) && !isViewing(room)) countUnread(room, m.text);
       added.push(m);
     }
     if (room.name === state.active) {
-      for (const m of changed) {
-        const li = dom.messages.querySelector(`li[data-seq="${m.seq}"]:not(.pending)`);
-        if (li) li.replaceWith(messageEl(m, room.name));
-      }
+      for (const m of changed) { rerenderMessage(room.name, m.seq); rerenderReplies(room.name, m.seq); }
     }
     return added;
+  }
+
+  // ===== Read state ========================================================
+
+  // A message of someone else, not deleted, after our read position.
+  function isUnreadFor(room, m) {
+    return !m.deleted && !sameUser(m.from, state.me) && m.seq > room.readSeq;
+  }
+
+  function countUnread(room, text) {
+    room.unread = Math.min(UNREAD_CAP, room.unread + 1);
+    if (mentionsUser(text, state.me)) room.mentions = Math.min(UNREAD_CAP, room.mentions + 1);
+  }
+
+  function forgetUnread(room, text) {
+    room.unread = Math.max(0, room.unread - 1);
+    if (mentionsUser(text, state.me)) room.mentions = Math.max(0, room.mentions - 1);
+  }
+
+  // The user is looking at the room: what arrives is read, not unread.
+  function isViewing(room) { return room.name === state.active && !document.hidden; }
+
+  // Our read position moved (our read, another device's, or the server's
+  // list). When we hold every message after it we can count exactly; when
+  // it covers everything counted, nothing is unread; otherwise the counts
+  // stay until the next joined or GET /api/rooms corrects them.
+  function applyReadPosition(room, seq) {
+    if (!Number.isSafeInteger(seq) || seq <= room.readSeq) return;
+    room.readSeq = seq;
+    if (seq >= room.countedAbove) {
+      room.unread = 0;
+      room.mentions = 0;
+    } else if (room.minSeq > 0 && room.minSeq <= seq + 1) {
+      room.unread = 0;
+      room.mentions = 0;
+      for (const m of room.messages.values()) {
+        if (isMessage(m) && m.seq <= room.countedAbove && isUnreadFor(room, m)) countUnread(room, m.text);
+      }
+    }
+    scheduleSidebar();
+  }
+
+  // Counts from the server (joined, GET /api/rooms) replace ours: they cover
+  // every message up to `upTo`, including those we never held.
+  function setServerUnread(room, readSeq, unread, mentions, upTo) {
+    if (Number.isSafeInteger(readSeq)) room.readSeq = Math.max(room.readSeq, readSeq);
+    if (Number.isSafeInteger(unread)) room.unread = Math.min(UNREAD_CAP, unread);
+    if (Number.isSafeInteger(mentions)) room.mentions = Math.min(UNREAD_CAP, mentions);
+    if (Number.isSafeInteger(upTo)) room.countedAbove = Math.max(room.countedAbove, upTo);
+    scheduleSidebar();
+  }
+
+  // Reads are batched: a burst of messages in the open room sends one.
+  function scheduleRead() {
+    if (state.timers.read) return;
+    state.timers.read = setTimeout(markActiveRead, READ_DELAY_MS);
+  }
+
+  // Marks the open room read up to the newest event shown.
+  function markActiveRead() {
+    clearTimeout(state.timers.read);
+    state.timers.read = null;
+    const room = activeRoom();
+    if (!room || !room.joined || !isViewing(room) || room.maxSeq <= room.readSeq) return;
+    if (request({ type: 'read', room: room.name, seq: room.maxSeq }, { kind: 'read', room: room.name }) === null) return;
+    applyReadPosition(room, room.maxSeq);
   }
 
   // ===== DOM helpers ======================================================
@@ -337,7 +451,17 @@
     'dm-error', 'dm-list', 'room-title', 'room-meta', 'members-toggle', 'leave-btn', 'scroller',
     'load-older-btn', 'history-note', 'messages', 'empty-state', 'new-messages-btn', 'typing',
     'composer-form', 'composer-input', 'send-btn', 'composer-error', 'members-panel', 'members', 'toasts',
+    'reply-bar', 'reply-text', 'reply-cancel', 'search-form', 'search-input', 'search-here', 'search-error',
+    'search-status', 'search-results', 'search-more-btn',
   ].forEach((id) => { dom[id.replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = $(id); });
+
+  // Enter submits; Shift+Enter is a newline; never submit mid IME composition.
+  function isSubmitKey(ev) {
+    return ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229;
+  }
+
+  // Rows for a growing textarea (rows, not an inline style: CSP), up to 6.
+  function textRows(text) { return Math.min(6, Math.max(1, text.split('\n').length)); }
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -460,9 +584,20 @@
       if (isDmRoom(r.room) && dmPeer(r.room, state.me) === null) continue;
       const room = getRoom(r.room);
       if (Number.isFinite(r.members_online)) room.membersOnline = r.members_online;
+      applyRoomInfo(room, r);
     }
     scheduleSidebar();
   }
+
+  // Read state from the room list: a joined room's counts follow its live
+  // stream (the list may be older than it), so only its read position is
+  // taken; any other room takes the server's counts.
+  function applyRoomInfo(room, info) {
+    if (!Number.isSafeInteger(info.read_seq)) return; // never read there: nothing stored
+    if (room.joined) applyReadPosition(room, info.read_seq);
+    else setServerUnread(room, info.read_seq, info.unread, info.mentions, info.last_seq);
+  }
+
   function refreshRoomsSoon() {
     clearTimeout(state.timers.roomsSoon);
     state.timers.roomsSoon = setTimeout(refreshRooms, 300);
@@ -611,6 +746,7 @@
       case 'ack': return onAck(f, ctx);
       case 'presence': return onPresence(f);
       case 'typing': return onTyping(f);
+      case 'read': return onRead(f);
       case 'pong': clearTimeout(state.timers.pong); state.timers.pong = null; return undefined;
       case 'error': return onError(f, ctx);
       default: return undefined; // 'left' and unknown frame types: nothing to do
@@ -644,19 +780,32 @@
     room.joined = true;
     room.members = new Set(Array.isArray(f.members) ? f.members.filter((m) => typeof m === 'string') : []);
     const resumed = !!ctx && ctx.since != null;
-    const added = mergeInto(room, f.history, { countUnread: resumed });
+    const lastSeq = Number.isSafeInteger(f.last_seq) ? f.last_seq : 0;
+    // The first join of the open room (after a reload, say) is when it was
+    // opened: what was unread then gets the divider. A resume does not move it.
+    const opening = !resumed && room.name === state.active && room.dividerAfter === null;
+    if (opening && f.unread > 0 && Number.isSafeInteger(f.read_seq)) room.dividerAfter = f.read_seq;
+    // The server counted the room's unread messages up to last_seq.
+    setServerUnread(room, f.read_seq, f.unread, f.mentions, lastSeq);
+    const added = mergeInto(room, f.history);
     room.everJoined = true;
     if (resumed) {
       // Catch up on everything missed while away, page by page, before
       // trusting the live stream to be gapless.
       const high = contiguousHigh(room.messages, ctx.since);
-      const lastSeq = Number.isSafeInteger(f.last_seq) ? f.last_seq : 0;
       if (f.more === true || high < lastSeq) fetchForward(room, high, 'catchup');
     }
     showAdded(room, added, 'bulk');
     flushOutbox();
     refreshRoomsSoon();
-    if (room.name === state.active) { renderHeader(); renderMembers(); maybeFillViewport(room); }
+    if (room.name === state.active) {
+      renderHeader();
+      renderMembers();
+      renderDivider(room);
+      maybeFillViewport(room);
+      scheduleRead();
+      continueJump();
+    }
     scheduleSidebar();
   }
 
@@ -667,10 +816,10 @@
     if (id === null) room.filling = false;
   }
 
-  function requestOlder(room) {
+  function requestOlder(room, limit = OLDER_PAGE) {
     if (!room || !room.joined || room.loadingOlder || !canLoadOlder(room)) return;
     room.loadingOlder = true;
-    request({ type: 'history', room: room.name, before: room.minSeq, limit: OLDER_PAGE },
+    request({ type: 'history', room: room.name, before: room.minSeq, limit },
       { kind: 'history', room: room.name, purpose: 'older' });
     updateHistoryStatus();
   }
@@ -684,17 +833,17 @@
     const msgs = Array.isArray(f.messages) ? f.messages : [];
     if (ctx.purpose === 'older') {
       room.loadingOlder = false;
-      const added = mergeInto(room, msgs, { countUnread: false });
+      const added = mergeInto(room, msgs);
       if (msgs.length === 0 || f.more === false) room.olderExhausted = true;
       showAdded(room, added, 'older');
       updateHistoryStatus();
-      if (room.name === state.active) maybeFillViewport(room);
+      if (room.name === state.active) { maybeFillViewport(room); continueJump(); }
       return;
     }
     // Forward paging: resume catch-up or a gap fill. Continue while the server
     // says there is more or we still lack seqs below the newest one we hold;
     // stop if a page made no progress so a confused server cannot loop us.
-    const added = mergeInto(room, msgs, { countUnread: true });
+    const added = mergeInto(room, msgs);
     const high = contiguousHigh(room.messages, ctx.after);
     if (high > ctx.after && (f.more === true || high < room.maxSeq)) fetchForward(room, high, ctx.purpose);
     else room.filling = false;
@@ -711,7 +860,7 @@
     if (room.joined && !room.filling && room.maxSeq > 0 && f.seq > room.maxSeq + 1) {
       fetchForward(room, room.maxSeq, 'gap');
     }
-    const added = mergeInto(room, [f], { countUnread: true });
+    const added = mergeInto(room, [f]);
     if (room.typing.delete(f.from) && room.name === state.active) renderTyping();
     showAdded(room, added, 'live');
   }
@@ -726,9 +875,17 @@
     const room = getRoom(roomName);
     const added = mergeInto(room, [{
       type: 'message', room: roomName, seq: f.seq, from: state.me,
-      text: entry.text, ts: f.ts, nonce: entry.nonce,
-    }], { countUnread: false });
+      text: entry.text, ts: f.ts, nonce: entry.nonce, reply_to: entry.replyTo || undefined,
+    }]);
     showAdded(room, added, 'own');
+  }
+
+  // Our read position, as answered to our `read` or pushed because another
+  // device of ours read: the badge follows it.
+  function onRead(f) {
+    if (typeof f.room !== 'string') return;
+    const room = state.rooms.get(f.room);
+    if (room) applyReadPosition(room, f.seq);
   }
 
   function onPresence(f) {
@@ -745,6 +902,8 @@
     room.typing.set(f.user, Date.now() + TYPING_SHOW_MS);
     if (room.name === state.active) renderTyping();
   }
+
+  const ACTION_VERB = { edit: 'edit the message', delete: 'delete the message', react: 'change the reaction' };
 
   function errorText(code) { return ERROR_TEXT[code] || 'Something went wrong.'; }
   function isRetryable(code) { return code === 'rate_limited' || code === 'unavailable' || code === 'internal'; }
@@ -784,7 +943,13 @@
       if (ctx.purpose === 'older') room.loadingOlder = false; else room.filling = false;
       updateHistoryStatus();
     }
-    if (kind === 'ping' || kind === 'leave') return;
+    if (kind === 'edit' || kind === 'delete' || kind === 'react') {
+      toast(`Could not ${ACTION_VERB[kind]}: ${errorText(code)}`, { code, detail });
+      return;
+    }
+    // A failed read receipt only leaves the badge to the next join; a ping
+    // or leave error needs nothing.
+    if (kind === 'ping' || kind === 'leave' || kind === 'read') return;
     toast(errorText(code), { code, key: code, detail: code === 'rate_limited' || code === 'unavailable' ? '' : detail });
   }
 
@@ -800,9 +965,15 @@
   }
 
   function openRoom(name) {
+    if (state.timers.read) markActiveRead(); // the room we leave keeps what was read in it
     const room = getRoom(name);
     room.wanted = true;
-    room.unread = 0;
+    if (state.active !== name) {
+      room.dividerAfter = room.unread > 0 ? room.readSeq : null;
+      state.msgUi = null;
+      state.jump = null;
+      if (state.replyTo && state.replyTo.room !== name) state.replyTo = null;
+    }
     state.active = name;
     saveSession();
     joinRoom(room);
@@ -833,17 +1004,19 @@
     if (!room) return 'Open a room first.';
     const tooLong = validateMessageText(text);
     if (tooLong) return tooLong;
+    const replyTo = state.replyTo && state.replyTo.room === room.name ? state.replyTo.seq : null;
     const entry = {
       nonce: makeNonce(), room: room.name, peer: room.isDm ? dmPeer(room.name, state.me) : null,
-      text, state: 'queued', error: null, retries: 0, retryTimer: null,
+      text, replyTo, state: 'queued', error: null, retries: 0, retryTimer: null,
     };
     // Escaping (quotes, control characters) can push a legal text past the
     // frame limit, and the server would then close the whole socket (1009).
-    const probe = { type: 'send', id: 1e15, room: room.name, to: entry.peer || undefined, text, nonce: entry.nonce };
+    const probe = { type: 'send', id: 1e15, room: room.name, to: entry.peer || undefined, text, nonce: entry.nonce, reply_to: replyTo || undefined };
     if (utf8Length(JSON.stringify(probe)) > MAX_FRAME_BYTES) {
       return 'Message too large to send: it has too many special characters. Shorten it.';
     }
     state.outbox.set(entry.nonce, entry);
+    setReplyTo(null);
     flushOutbox();
     scrollToBottom();
     return null;
@@ -862,6 +1035,7 @@
         else if (room.isDm && e.peer && !room.joinPending) frame = { type: 'send', to: e.peer, text: e.text, nonce: e.nonce };
         else if (!room.wanted && !room.isDm) { e.state = 'failed'; e.error = 'You left this room.'; continue; }
         if (!frame) continue; // waiting for the join reply
+        if (e.replyTo) frame.reply_to = e.replyTo;
         request(frame, { kind: 'send', nonce: e.nonce });
         e.state = 'sent';
       }
@@ -948,6 +1122,7 @@
     for (const r of state.rooms.values()) clearTimeout(r.retryTimer);
     Object.assign(state, {
       token: null, me: null, ws: null, connected: false, halted: false, attempt: 0, active: null, roomList: [],
+      msgUi: null, replyTo: null, jump: null,
     });
     state.pending.clear();
     state.rooms.clear();
@@ -961,6 +1136,176 @@
 
   function sessionExpired() { logout('Your session has expired. Please log in again.'); }
 
+  // ===== Message actions: edit, delete, react, reply, jump ====================
+
+  function heldMessage(roomName, seq) {
+    const room = state.rooms.get(roomName);
+    const m = room ? room.messages.get(seq) : null;
+    return m && isMessage(m) ? m : null;
+  }
+
+  // An edit, delete or react request. Each carries a fresh nonce: the server
+  // then stores it at most once, whatever happens to its ack. The change
+  // shows when its event is pushed back, like everyone else's.
+  function messageRequest(kind, roomName, seq, fields) {
+    const frame = Object.assign({ type: kind, room: roomName, target: seq, nonce: makeNonce() }, fields);
+    if (request(frame, { kind, room: roomName, seq }) !== null) return true;
+    toast(`Could not ${ACTION_VERB[kind]}: not connected. Try again once the connection is back.`, { key: 'not-connected' });
+    return false;
+  }
+
+  // At most one message has an open panel (editor, reaction picker or
+  // delete confirmation); opening another closes the first.
+  function openPanel(roomName, seq, mode) {
+    const m = heldMessage(roomName, seq);
+    if (!m || m.deleted) return;
+    const prev = state.msgUi;
+    state.msgUi = { room: roomName, seq, mode, draft: m.text };
+    if (prev && (prev.room !== roomName || prev.seq !== seq)) rerenderMessage(prev.room, prev.seq);
+    const li = rerenderMessage(roomName, seq);
+    const first = li && li.querySelector('.msg-panel textarea, .msg-panel button');
+    if (first) first.focus();
+  }
+
+  // Closes the open panel; `refocus` puts the keyboard back on its message row.
+  function closePanel(refocus) {
+    const ui = state.msgUi;
+    if (!ui) return;
+    state.msgUi = null;
+    const li = rerenderMessage(ui.room, ui.seq);
+    if (li && refocus) li.focus();
+  }
+
+  function submitEdit() {
+    const ui = state.msgUi;
+    const m = ui && heldMessage(ui.room, ui.seq);
+    if (!m) return;
+    const text = ui.draft;
+    const problem = text.trim() ? validateMessageText(text) : 'A message cannot be empty: delete it instead.';
+    if (problem) { toast(problem, { key: 'edit-invalid' }); return; }
+    if (text === m.text || messageRequest('edit', ui.room, ui.seq, { text })) closePanel(true);
+  }
+
+  function confirmDelete() {
+    const ui = state.msgUi;
+    if (ui && messageRequest('delete', ui.room, ui.seq, {})) closePanel(true);
+  }
+
+  // Adds our reaction, or takes it back if it is already there.
+  function toggleReaction(roomName, seq, emoji) {
+    const m = heldMessage(roomName, seq);
+    if (!m || m.deleted) return;
+    const users = m.reactions && Array.isArray(m.reactions[emoji]) ? m.reactions[emoji] : [];
+    messageRequest('react', roomName, seq, { emoji, on: !users.some((u) => sameUser(u, state.me)) });
+  }
+
+  function setReplyTo(target) {
+    state.replyTo = target;
+    renderReplyBar();
+  }
+
+  function startReply(roomName, seq) {
+    setReplyTo({ room: roomName, seq });
+    dom.composerInput.focus();
+  }
+
+  function jumpTo(roomName, seq) {
+    state.jump = { room: roomName, seq };
+    continueJump();
+  }
+
+  // Moves a pending jump along: once the message is shown, scroll to it;
+  // else page older history back to it (in one page when the server allows).
+  // onJoined and onHistory call this again when what it waits for arrives.
+  function continueJump() {
+    const j = state.jump;
+    if (!j || j.room !== state.active) return;
+    const room = activeRoom();
+    const li = dom.messages.querySelector(`li.msg[data-seq="${j.seq}"]:not(.pending)`);
+    if (li) { state.jump = null; highlightMessage(li); return; }
+    if (!room.joined || room.loadingOlder) return;
+    if (canLoadOlder(room) && j.seq < room.minSeq) {
+      requestOlder(room, Math.min(HISTORY_MAX, room.minSeq - j.seq + JUMP_CONTEXT));
+      return;
+    }
+    state.jump = null;
+    toast('That message is not in the loaded history (it may have been deleted).', { key: 'jump', kind: 'info' });
+  }
+
+  function highlightMessage(li) {
+    for (const other of dom.messages.querySelectorAll('li.highlight')) other.classList.remove('highlight');
+    li.classList.add('highlight');
+    li.scrollIntoView({ block: 'center' });
+    li.focus({ preventScroll: true });
+    const seq = li.dataset.seq;
+    setTimeout(() => {
+      // The row may have been re-rendered meanwhile: look it up again.
+      const now = dom.messages.querySelector(`li.msg[data-seq="${seq}"]`);
+      if (now) now.classList.remove('highlight');
+    }, HIGHLIGHT_MS);
+  }
+
+  // ===== Search ================================================================
+
+  function isSearchHit(h) {
+    return h && typeof h.room === 'string' && Number.isSafeInteger(h.seq) && h.seq > 0
+      && typeof h.from === 'string' && typeof h.text === 'string';
+  }
+
+  function searchProblem(q) {
+    if (!q) return 'Enter words to search for.';
+    if (utf8Length(q) > MAX_QUERY_BYTES) return `Search for at most ${MAX_QUERY_BYTES} bytes of text.`;
+    return null;
+  }
+
+  // A new search (more = false) or its next page. Answers of a search the
+  // user has since replaced are dropped (`generation`).
+  async function runSearch(more) {
+    const s = state.search;
+    if (!more) {
+      const q = dom.searchInput.value.trim();
+      const problem = searchProblem(q);
+      dom.searchError.textContent = problem || '';
+      dom.searchInput.setAttribute('aria-invalid', String(!!problem));
+      if (problem) return;
+      Object.assign(s, { q, room: dom.searchHere.checked ? state.active : null, next: null });
+      dom.searchResults.textContent = '';
+    }
+    const params = new URLSearchParams({ q: s.q, limit: String(SEARCH_PAGE) });
+    if (s.room) params.set('room', s.room);
+    if (more && s.next != null) params.set('before', String(s.next));
+    const generation = ++s.generation;
+    dom.searchStatus.textContent = 'Searching…';
+    dom.searchMoreBtn.hidden = true;
+    const res = await api('GET', `/api/search?${params}`);
+    if (generation !== s.generation || !state.token) return;
+    if (!res.ok) {
+      if (res.status === 401) { sessionExpired(); return; }
+      dom.searchStatus.textContent = '';
+      dom.searchError.textContent = res.status === 0
+        ? 'Cannot reach the server. Try again.'
+        : `Search failed: ${res.message || errorText(res.code)}`;
+      return;
+    }
+    const data = res.data || {};
+    for (const hit of (Array.isArray(data.results) ? data.results : []).filter(isSearchHit)) {
+      dom.searchResults.appendChild(searchHitEl(hit));
+    }
+    s.next = data.next == null ? null : data.next;
+    const n = dom.searchResults.children.length;
+    dom.searchStatus.textContent = n === 0 ? 'No messages found.' : `${n} message${n === 1 ? '' : 's'} found.`;
+    dom.searchMoreBtn.hidden = s.next == null;
+  }
+
+  function clearSearch() {
+    Object.assign(state.search, { q: '', room: null, next: null, generation: state.search.generation + 1 });
+    dom.searchInput.value = '';
+    dom.searchResults.textContent = '';
+    dom.searchStatus.textContent = '';
+    dom.searchError.textContent = '';
+    dom.searchMoreBtn.hidden = true;
+  }
+
   // ===== Rendering ===========================================================
 
   function showAuth(message) {
@@ -973,6 +1318,8 @@
     dom.messages.textContent = '';
     dom.roomList.textContent = '';
     dom.dmList.textContent = '';
+    clearSearch();
+    renderReplyBar();
     showAuthError(message);
     dom.username.focus();
   }
@@ -1010,7 +1357,7 @@
     const li = el('li', 'nav-item');
     const btn = el('button', 'nav-btn');
     btn.type = 'button';
-    btn.append(el('span', 'nav-name'), el('span', 'nav-meta'), el('span', 'badge'));
+    btn.append(el('span', 'nav-name'), el('span', 'nav-meta'), el('span', 'badge mention-badge'), el('span', 'badge'));
     btn.addEventListener('click', () => openRoom(btn.dataset.room));
     li.appendChild(btn);
     return li;
@@ -1018,17 +1365,21 @@
 
   function updateNavItem(li, room, label, meta) {
     const btn = li.firstElementChild;
-    const [nameEl, metaEl, badgeEl] = btn.children;
+    const [nameEl, metaEl, mentionEl, badgeEl] = btn.children;
     btn.dataset.room = room.name;
     btn.dataset.unread = String(room.unread);
+    btn.dataset.mentions = String(room.mentions);
     nameEl.textContent = label;
     metaEl.textContent = meta;
-    badgeEl.textContent = room.unread > 0 ? String(room.unread) : '';
+    mentionEl.textContent = room.mentions > 0 ? `@${countText(room.mentions)}` : '';
+    badgeEl.textContent = room.unread > 0 ? countText(room.unread) : '';
     li.classList.toggle('unread', room.unread > 0);
     li.classList.toggle('active', room.name === state.active);
     li.classList.toggle('joined', room.wanted);
     if (room.name === state.active) btn.setAttribute('aria-current', 'true'); else btn.removeAttribute('aria-current');
-    btn.setAttribute('aria-label', label + (room.unread > 0 ? `, ${room.unread} unread` : '') + (meta ? `, ${meta}` : ''));
+    const unread = room.unread > 0 ? `, ${countText(room.unread)} unread` : '';
+    const mentions = room.mentions > 0 ? `, ${countText(room.mentions)} mentioning you` : '';
+    btn.setAttribute('aria-label', label + unread + mentions + (meta ? `, ${meta}` : ''));
   }
 
   function scheduleSidebar() {
@@ -1068,8 +1419,11 @@
   }
 
   function messageEl(m, roomName) {
+    const own = sameUser(m.from, state.me);
     const li = el('li', 'msg');
-    if (m.from === state.me) li.classList.add('own');
+    if (own) li.classList.add('own');
+    if (!own && !m.deleted && mentionsUser(m.text, state.me)) li.classList.add('mention');
+    li.tabIndex = 0; // a focusable row shows its actions (:focus-within) to keyboard users
     li.dataset.seq = String(m.seq);
     li.dataset.room = roomName;
     li.dataset.from = m.from;
@@ -1084,38 +1438,209 @@
     }
     if (m.edited && !m.deleted) meta.appendChild(el('span', 'edited', '(edited)'));
     li.appendChild(meta);
-    if (Number.isSafeInteger(m.reply_to)) li.appendChild(replyQuote(m.reply_to, roomName));
+    if (Number.isSafeInteger(m.reply_to)) {
+      li.dataset.replyTo = String(m.reply_to);
+      li.appendChild(replyQuote(m.reply_to, roomName));
+    }
     const text = el('div', m.deleted ? 'text deleted' : 'text');
     if (m.deleted) text.textContent = 'message deleted';
     else appendLinkified(text, m.text);
     li.appendChild(text);
+    const ui = state.msgUi;
+    const panel = ui && !m.deleted && ui.room === roomName && ui.seq === m.seq ? ui.mode : null;
+    if (panel === 'edit') { text.hidden = true; li.appendChild(editorEl(ui)); }
     const reactions = m.reactions && typeof m.reactions === 'object' ? Object.entries(m.reactions) : [];
     if (reactions.length > 0 && !m.deleted) {
       const row = el('div', 'reactions');
       for (const [emoji, users] of reactions) {
-        if (!Array.isArray(users) || users.length === 0) continue;
-        const chip = el('span', 'reaction', `${emoji} ${users.length}`);
-        chip.title = users.join(', ');
-        if (users.includes(state.me)) chip.classList.add('mine');
-        row.appendChild(chip);
+        if (Array.isArray(users) && users.length > 0) row.appendChild(reactionChip(roomName, m.seq, emoji, users));
       }
       li.appendChild(row);
+    }
+    if (!m.deleted) li.appendChild(actionsEl(m, roomName, own));
+    if (panel === 'react') li.appendChild(pickerEl(roomName, m.seq));
+    if (panel === 'delete') li.appendChild(deleteConfirmEl());
+    return li;
+  }
+
+  // A button whose keyboard focus survives a re-render of its message
+  // (rerenderMessage finds it again by `focusKey`).
+  function actionButton(className, text, label, focusKey, onClick) {
+    const b = el('button', className, text);
+    b.type = 'button';
+    if (label) b.setAttribute('aria-label', label);
+    b.dataset.focus = focusKey;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  function reactionChip(roomName, seq, emoji, users) {
+    const mine = users.some((u) => sameUser(u, state.me));
+    const who = users.join(', ');
+    const chip = actionButton(mine ? 'reaction mine' : 'reaction', `${emoji} ${users.length}`,
+      `${emoji} from ${who}; ${mine ? 'remove' : 'add'} yours`, `chip-${emoji}`,
+      () => toggleReaction(roomName, seq, emoji));
+    chip.title = who;
+    chip.setAttribute('aria-pressed', String(mine));
+    return chip;
+  }
+
+  // Shown on hover and while focus is in the row (CSS); the server enforces
+  // who may edit and delete, this only spares the others a useless button.
+  function actionsEl(m, roomName, own) {
+    const bar = el('div', 'msg-actions');
+    bar.setAttribute('role', 'group');
+    bar.setAttribute('aria-label', 'Message actions');
+    bar.append(
+      actionButton('msg-action', 'React', `Add a reaction to ${m.from}'s message`, 'react', () => openPanel(roomName, m.seq, 'react')),
+      actionButton('msg-action', 'Reply', `Reply to ${m.from}`, 'reply', () => startReply(roomName, m.seq)));
+    if (own) {
+      bar.append(
+        actionButton('msg-action', 'Edit', 'Edit your message', 'edit', () => openPanel(roomName, m.seq, 'edit')),
+        actionButton('msg-action', 'Delete', 'Delete your message', 'delete', () => openPanel(roomName, m.seq, 'delete')));
+    }
+    return bar;
+  }
+
+  // The container of an open panel: Escape closes it (and only it).
+  function panelEl(className, label) {
+    const box = el('div', `msg-panel ${className}`);
+    box.setAttribute('role', 'group');
+    box.setAttribute('aria-label', label);
+    box.addEventListener('keydown', (ev) => {
+      if (ev.key !== 'Escape') return;
+      ev.preventDefault();
+      ev.stopPropagation();
+      closePanel(true);
+    });
+    return box;
+  }
+
+  function editorEl(ui) {
+    const box = panelEl('msg-editor', 'Edit message');
+    const input = el('textarea', 'editor-input');
+    input.value = ui.draft;
+    input.rows = textRows(ui.draft);
+    input.setAttribute('aria-label', 'Message text: Enter saves, Escape cancels');
+    input.dataset.focus = 'editor';
+    input.addEventListener('input', () => { ui.draft = input.value; input.rows = textRows(input.value); });
+    input.addEventListener('keydown', (ev) => {
+      if (isSubmitKey(ev)) { ev.preventDefault(); submitEdit(); }
+    });
+    const buttons = el('div', 'panel-buttons');
+    buttons.append(
+      actionButton('primary', 'Save', null, 'save', submitEdit),
+      actionButton('', 'Cancel', 'Cancel editing', 'cancel', () => closePanel(true)));
+    box.append(input, buttons);
+    return box;
+  }
+
+  function pickerEl(roomName, seq) {
+    const box = panelEl('reaction-picker', 'Pick a reaction');
+    for (const emoji of REACTION_EMOJI) {
+      box.appendChild(actionButton('pick', emoji, `React with ${emoji}`, `pick-${emoji}`, () => {
+        toggleReaction(roomName, seq, emoji);
+        closePanel(true);
+      }));
+    }
+    box.appendChild(actionButton('pick', '✕', 'Close the reaction picker', 'pick-close', () => closePanel(true)));
+    return box;
+  }
+
+  function deleteConfirmEl() {
+    const box = panelEl('delete-confirm', 'Confirm delete');
+    box.append(el('span', null, 'Delete this message for everyone?'),
+      actionButton('danger', 'Delete', 'Yes, delete the message', 'confirm-delete', confirmDelete),
+      actionButton('', 'Cancel', 'Keep the message', 'cancel', () => closePanel(true)));
+    return box;
+  }
+
+  // The replies shown quoting message `seq` (it changed, or was just loaded).
+  function rerenderReplies(roomName, seq) {
+    for (const li of dom.messages.querySelectorAll(`li.msg[data-reply-to="${seq}"]:not(.pending)`)) {
+      rerenderMessage(roomName, Number(li.dataset.seq));
+    }
+  }
+
+  // Re-renders one shown message in place. Keyboard focus inside it moves to
+  // the control with the same data-focus key (or the row), so an edit or a
+  // reaction arriving from elsewhere does not throw the user out of the list.
+  function rerenderMessage(roomName, seq) {
+    if (roomName !== state.active) return null;
+    const old = dom.messages.querySelector(`li.msg[data-seq="${seq}"]:not(.pending)`);
+    const m = heldMessage(roomName, seq);
+    if (!old || !m) return null;
+    const focused = document.activeElement;
+    const focusKey = old.contains(focused) ? (focused.dataset.focus || '') : null;
+    const li = messageEl(m, roomName);
+    if (old.classList.contains('highlight')) li.classList.add('highlight');
+    old.replaceWith(li);
+    if (focusKey !== null) {
+      const again = focusKey ? li.querySelector(`[data-focus="${CSS.escape(focusKey)}"]`) : null;
+      (again || li).focus({ preventScroll: true });
     }
     return li;
   }
 
-  // The quoted start of the message a reply answers (if we hold it).
+  function messagePreview(m) { return m.deleted ? 'message deleted' : m.text.slice(0, 120); }
+
+  // The quoted start of the message a reply answers (if we hold it); a
+  // button that jumps to it, loading older history when needed.
   function replyQuote(seq, roomName) {
-    const room = state.rooms.get(roomName);
-    const target = room ? room.messages.get(seq) : null;
-    const quote = el('div', 'reply-quote');
-    if (target && isMessage(target)) {
-      const said = target.deleted ? 'message deleted' : target.text.slice(0, 120);
-      quote.textContent = `↪ ${target.from}: ${said}`;
-    } else {
-      quote.textContent = '↪ an earlier message';
-    }
+    const target = heldMessage(roomName, seq);
+    const quote = el('button', 'reply-quote');
+    quote.type = 'button';
+    quote.textContent = target ? `↪ ${target.from}: ${messagePreview(target)}` : '↪ an earlier message';
+    quote.setAttribute('aria-label', `Show the message this replies to${target ? `, by ${target.from}` : ''}`);
+    quote.dataset.focus = 'quote';
+    quote.addEventListener('click', () => jumpTo(roomName, seq));
     return quote;
+  }
+
+  // "New messages" goes before the first message of someone else after the
+  // read position the room had when it was opened. Its data-seq lies between
+  // its neighbours' so insertMessages keeps it in place.
+  function renderDivider(room) {
+    if (room.name !== state.active) return;
+    const old = dom.messages.querySelector('.unread-divider');
+    let first = null;
+    if (room.dividerAfter !== null) {
+      for (const li of dom.messages.querySelectorAll('li.msg[data-seq]:not(.pending)')) {
+        if (Number(li.dataset.seq) > room.dividerAfter && !sameUser(li.dataset.from, state.me)) { first = li; break; }
+      }
+    }
+    if (!first) { if (old) old.remove(); return; }
+    if (old && old.nextElementSibling === first) return;
+    const divider = old || el('li', 'unread-divider', 'New messages');
+    divider.setAttribute('role', 'separator');
+    divider.dataset.seq = String(Number(first.dataset.seq) - 0.5);
+    first.before(divider);
+  }
+
+  // One search result: where and who, then the text; opens the room at it.
+  function searchHitEl(hit) {
+    const li = el('li', 'search-hit');
+    const btn = el('button', 'search-hit-btn');
+    btn.type = 'button';
+    btn.dataset.room = hit.room;
+    btn.dataset.seq = String(hit.seq);
+    const date = new Date(hit.ts);
+    const when = Number.isNaN(date.getTime()) ? '' : ` · ${formatTime(date, new Date())}`;
+    btn.append(el('span', 'hit-meta', `${roomNameLabel(hit.room)} · ${hit.from}${when}`),
+      el('span', 'hit-text', hit.text.slice(0, 200)));
+    btn.addEventListener('click', () => {
+      openRoom(hit.room);
+      jumpTo(hit.room, hit.seq);
+    });
+    li.appendChild(btn);
+    return li;
+  }
+
+  function renderReplyBar() {
+    const r = state.replyTo;
+    const m = r && r.room === state.active ? heldMessage(r.room, r.seq) : null;
+    dom.replyBar.hidden = !m;
+    dom.replyText.textContent = m ? `Replying to ${m.from}: ${messagePreview(m)}` : '';
   }
 
   function pendingEl(e) {
@@ -1131,9 +1656,11 @@
     else if (e.retryTimer) status = 'Retrying soon…';
     else status = 'Sending…';
     meta.appendChild(el('span', 'status', status));
+    li.appendChild(meta);
+    if (e.replyTo) li.appendChild(replyQuote(e.replyTo, e.room));
     const text = el('div', 'text');
     appendLinkified(text, e.text);
-    li.append(meta, text);
+    li.appendChild(text);
     if (e.state === 'failed') {
       const actions = el('div', 'pending-actions');
       const retry = el('button', 'link-btn', 'Retry');
@@ -1184,6 +1711,7 @@
       // Keep what the user is reading in place while content grows above it.
       const fromBottom = s.scrollHeight - s.scrollTop;
       insertMessages(room, added);
+      for (const m of added) rerenderReplies(room.name, m.seq); // they can quote it now
       s.scrollTop = s.scrollHeight - fromBottom;
     } else {
       const atBottom = isNearBottom();
@@ -1191,8 +1719,10 @@
       if (atBottom || kind === 'own') scrollToBottom();
       else if (added.some((m) => m.from !== state.me)) dom.newMessagesBtn.hidden = false;
     }
+    renderDivider(room);
     updateHistoryStatus();
     updateEmptyState();
+    scheduleRead();
   }
 
   // A short history that does not fill the pane leaves nothing to scroll, so
@@ -1208,7 +1738,6 @@
     list.setAttribute('aria-busy', 'true');
     list.textContent = '';
     if (room) {
-      room.unread = 0;
       const frag = document.createDocumentFragment();
       for (const seq of [...room.messages.keys()].sort((a, b) => a - b)) {
         const m = room.messages.get(seq);
@@ -1217,6 +1746,7 @@
       list.appendChild(frag);
     }
     renderPending();
+    if (room) renderDivider(room);
     list.removeAttribute('aria-busy');
     dom.composerInput.disabled = dom.sendBtn.disabled = !room;
     dom.composerError.textContent = '';
@@ -1226,8 +1756,10 @@
     renderTyping();
     updateHistoryStatus();
     updateEmptyState();
+    renderReplyBar();
     scrollToBottom();
     if (room && room.joined) maybeFillViewport(room);
+    scheduleRead();
   }
 
   function renderHeader() {
@@ -1350,8 +1882,13 @@
   });
 
   dom.composerInput.addEventListener('keydown', (ev) => {
-    // Enter sends; Shift+Enter is a newline; never send mid IME composition.
-    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+    if (ev.key === 'Escape' && state.replyTo) {
+      ev.preventDefault();
+      ev.stopPropagation();
+      setReplyTo(null);
+      return;
+    }
+    if (isSubmitKey(ev)) {
       ev.preventDefault();
       if (dom.composerForm.requestSubmit) dom.composerForm.requestSubmit();
       else dom.composerForm.dispatchEvent(new Event('submit', { cancelable: true }));
@@ -1360,8 +1897,7 @@
 
   dom.composerInput.addEventListener('input', () => {
     const text = dom.composerInput.value;
-    // Grow with the text up to 6 lines (rows, not inline style: CSP).
-    dom.composerInput.rows = Math.min(6, Math.max(1, text.split('\n').length));
+    dom.composerInput.rows = textRows(text);
     const problem = validateMessageText(text);
     dom.composerError.textContent = problem || '';
     dom.composerInput.setAttribute('aria-invalid', String(!!problem));
@@ -1374,6 +1910,9 @@
   }, { passive: true });
 
   dom.loadOlderBtn.addEventListener('click', () => requestOlder(activeRoom()));
+  dom.replyCancel.addEventListener('click', () => { setReplyTo(null); dom.composerInput.focus(); });
+  dom.searchForm.addEventListener('submit', (ev) => { ev.preventDefault(); runSearch(false); });
+  dom.searchMoreBtn.addEventListener('click', () => runSearch(true));
   dom.newMessagesBtn.addEventListener('click', () => {
     scrollToBottom();
     dom.newMessagesBtn.hidden = true;
@@ -1401,6 +1940,7 @@
   window.addEventListener('offline', () => { if (state.token && !state.connected) setConn('offline', '(no network)'); });
   document.addEventListener('visibilitychange', () => {
     if (document.hidden || !state.token) return;
+    scheduleRead(); // what arrived while hidden is read once the tab is seen
     refreshRooms();
     if (!state.ws) connect();
   });

@@ -1,6 +1,12 @@
 //! Exact loss accounting.
 //!
-//! Every room keeps the set of `seq`s whose send was acked; every member
+//! It keys on `(room, seq)` of every room event, whatever its type: a
+//! message, a reply, an edit, a delete and a reaction each take the room's
+//! next `seq` and are pushed to every member alike (protocol 1.1 §1), so
+//! "acked" and "received" below mean any event; the per-type counts live
+//! in [`crate::mix`].
+//!
+//! Every room keeps the set of `seq`s whose request was acked; every member
 //! keeps the set of `seq`s it received above its *base* (the room's
 //! `last_seq` when it first joined). After the run:
 //!

@@ -4,8 +4,11 @@
 //!
 //! A connection: dials (bound to its source address), authenticates with a
 //! bearer token at upgrade time, waits for `welcome`, joins its room, then
-//! loops: it records every pushed message and ack, and — if it is a sender,
-//! in the run phase — sends one message every MSG_INTERVAL.
+//! loops: it records every pushed room event and ack, and — if it is a
+//! sender, in the run phase — sends one operation every MSG_INTERVAL: a
+//! message, or as `--mix` says a reply (to the room's latest message), an
+//! edit, a delete or a reaction (to one of its own messages, which only it
+//! may edit or delete, so no other sender's delete can make it fail).
 //!
 //! In `resume` a lost connection comes back as its close code's
 //! [`ClientAction`] says — at once after 1001/4408, with backoff after a
@@ -13,7 +16,11 @@
 //! `--url`, picked at random (as a load balancer moves the clients of a
 //! draining node to the others), re-joins with `since` = the last seq seen,
 //! pages forward with `history` while `more`, and resends unacked sends with
-//! their nonce.
+//! their nonce. A send answered `unavailable` (the database is out of reach:
+//! a failover) is resent too, with its nonce, after [`RETRY_UNAVAILABLE`],
+//! as the protocol asks of a client: the node may not know whether a commit
+//! cut short by a lost database connection was stored, and the nonce makes
+//! the resend safe. It still counts in `send_errors` each time it is refused.
 //! In `hold` and `chat` a lost connection stays lost, and a lost member stops
 //! expecting messages from then on (see [`crate::accounting`]).
 
@@ -35,11 +42,14 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, header::AUTHORIZATION};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
+use std::collections::{HashSet, VecDeque};
+
 use crate::accounting::MemberLog;
+use crate::mix::Kind;
 use crate::plan::Scenario;
 use crate::report::Counters;
 use crate::shared::{Phase, Shared};
-use crate::wire::{self, Frame};
+use crate::wire::{self, Frame, Op};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -49,6 +59,11 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a polite close may take at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Own messages a sender remembers as targets of its edits, deletes and
+/// reactions (the newest).
+const OWN_TARGETS: usize = 64;
+/// Wait before resending sends refused with `unavailable` (`resume`).
+const RETRY_UNAVAILABLE: Duration = Duration::from_millis(500);
 
 /// Who this connection is.
 #[derive(Debug, Clone)]
@@ -114,8 +129,8 @@ impl From<&str> for Why {
 struct Pending {
     id: u64,
     sent_at: Instant,
-    /// Kept for a resend (`resume` only).
-    text: String,
+    /// What was asked, kept for a resend (a text only in `resume`).
+    op: Op,
     nonce: Option<String>,
 }
 
@@ -131,11 +146,21 @@ struct Client {
     done: bool,
     settled: bool,
     pending: Vec<Pending>,
-    /// Unacked sends of a lost session, to resend with their nonce.
+    /// Unacked sends of a lost session, or refused `unavailable`, to
+    /// resend with their nonce.
     retry: Vec<Pending>,
+    /// When to resend the sends refused with `unavailable`.
+    retry_at: Option<Instant>,
     next_id: u64,
     sent_n: u64,
     next_send: Option<Instant>,
+    /// Own messages acked and not deleted (nor asked to be): what edits,
+    /// deletes and reactions target.
+    own: VecDeque<u64>,
+    /// Own messages that carry this connection's reaction now.
+    reacted: HashSet<u64>,
+    /// The room's latest message seen: what replies answer.
+    last_message: Option<u64>,
     /// Offset of this connection's target: the session after a loss dials another node.
     hops: usize,
     out: Outcome,
@@ -155,9 +180,13 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Outcome {
         settled: false,
         pending: Vec::new(),
         retry: Vec::new(),
+        retry_at: None,
         next_id: 0,
         sent_n: 0,
         next_send: None,
+        own: VecDeque::new(),
+        reacted: HashSet::new(),
+        last_message: None,
         hops: 0,
         out: Outcome::default(),
     };
@@ -365,8 +394,8 @@ impl Client {
             return Ok(());
         };
         let mut cursor = since;
-        for &(seq, sent_us) in &history {
-            self.deliver(seq, sent_us, false);
+        for &(seq, sent_us, kind) in &history {
+            self.deliver(seq, sent_us, kind, false);
             cursor = cursor.max(seq);
         }
         if !more {
@@ -383,8 +412,8 @@ impl Client {
             else {
                 return Err(End::Lost("unexpected reply".into()));
             };
-            for &(seq, sent_us) in &messages {
-                self.deliver(seq, sent_us, false);
+            for &(seq, sent_us, kind) in &messages {
+                self.deliver(seq, sent_us, kind, false);
                 cursor = cursor.max(seq);
             }
             if !more || messages.is_empty() {
@@ -398,9 +427,13 @@ impl Client {
         let Some(room) = self.room_name.clone() else {
             return Ok(());
         };
-        for mut p in std::mem::take(&mut self.retry) {
+        let mut retry = std::mem::take(&mut self.retry);
+        // In the order first sent: an edit must not overtake the delete
+        // of its message, nor a message the edit of it.
+        retry.sort_by_key(|p| p.id);
+        for mut p in retry {
             p.id = self.id();
-            let frame = wire::send(p.id, &room, &p.text, p.nonce.as_deref());
+            let frame = wire::request(p.id, &room, &p.op, p.nonce.as_deref());
             self.pending.push(p);
             send_text(ws, frame).await?;
         }
@@ -479,6 +512,12 @@ impl Client {
                     }
                     self.next_send = Some(next);
                 }
+                _ = sleep_until_opt(self.retry_at) => {
+                    self.retry_at = None;
+                    if let Err(end) = self.resend(ws).await {
+                        return end;
+                    }
+                }
                 _ = drain_tick.tick(), if now_phase == Phase::Drain => {}
             }
         }
@@ -504,16 +543,62 @@ impl Client {
         let nonce = self
             .resume
             .then(|| format!("{}-{}-{}", shared.plan.run_id, self.spec.conn, self.sent_n));
-        let frame = wire::send(id, &room, &text, nonce.as_deref());
+        let op = self.next_op(text);
+        let frame = wire::request(id, &room, &op, nonce.as_deref());
+        shared.by_kind.sent(op.kind());
         self.pending.push(Pending {
             id,
             sent_at: Instant::now(),
-            text: if self.resume { text } else { String::new() },
+            op: if self.resume { op } else { op.without_text() },
             nonce,
         });
         Counters::bump(&shared.counters.sent);
         self.out.first_send_us.get_or_insert(now_us);
         send_text(ws, frame).await
+    }
+
+    /// The next operation, as the mix says: one that needs a target it
+    /// does not have (no own message yet) is a plain message instead.
+    fn next_op(&mut self, text: String) -> Op {
+        let mix = self.shared.plan.mix;
+        if mix.is_none() {
+            return Op::Send {
+                text,
+                reply_to: None,
+            };
+        }
+        let mut rng = rand::thread_rng();
+        let own = (!self.own.is_empty()).then(|| rng.gen_range(0..self.own.len()));
+        match (mix.choose(rng.gen_range(0..100)), own) {
+            (Kind::Reply, _) if self.last_message.is_some() => Op::Send {
+                text,
+                reply_to: self.last_message,
+            },
+            (Kind::Edit, Some(i)) => Op::Edit {
+                target: self.own[i],
+                text,
+            },
+            (Kind::Delete, Some(i)) => {
+                // Forgotten at once: nothing later may target it.
+                let target = self.own.remove(i).unwrap_or_default();
+                self.reacted.remove(&target);
+                Op::Delete { target }
+            }
+            (Kind::React, Some(i)) => {
+                let target = self.own[i];
+                // A toggle, so that every reaction changes something and
+                // stores an event (one that changes nothing stores none).
+                let on = self.reacted.insert(target);
+                if !on {
+                    self.reacted.remove(&target);
+                }
+                Op::React { target, on }
+            }
+            _ => Op::Send {
+                text,
+                reply_to: None,
+            },
+        }
     }
 
     fn take_pending(&mut self, re: Option<u64>) -> Option<Pending> {
@@ -524,7 +609,7 @@ impl Client {
 
     fn on_frame(&mut self, frame: Frame) {
         match frame {
-            Frame::Message { seq, sent_us } => self.deliver(seq, sent_us, true),
+            Frame::Message { seq, sent_us, kind } => self.deliver(seq, sent_us, kind, true),
             Frame::Ack { re, seq } => {
                 let Some(p) = self.take_pending(re) else {
                     return;
@@ -537,15 +622,33 @@ impl Client {
                     && shared.rooms[room].ack(seq)
                 {
                     Counters::bump(&shared.counters.acked);
+                    let kind = p.op.kind();
+                    shared.by_kind.acked(kind);
+                    // A new message of one's own: a target from now on.
+                    if matches!(kind, Kind::Message | Kind::Reply) && !shared.plan.mix.is_none() {
+                        self.own.push_back(seq);
+                        if self.own.len() > OWN_TARGETS
+                            && let Some(old) = self.own.pop_front()
+                        {
+                            self.reacted.remove(&old);
+                        }
+                    }
                 }
                 // After the ack is recorded, so max_acked is final when this hits 0.
                 shared.inflight.fetch_sub(1, Ordering::SeqCst);
             }
             Frame::Error { re, code } => match self.take_pending(re) {
-                Some(_) => {
+                Some(p) => {
                     Counters::bump(&self.shared.counters.send_errors);
                     self.shared.error(&format!("send: {code}"));
-                    self.shared.inflight.fetch_sub(1, Ordering::SeqCst);
+                    if self.resume && code == "unavailable" {
+                        // Still in flight: the drain waits for its ack.
+                        self.retry.push(p);
+                        self.retry_at
+                            .get_or_insert(Instant::now() + RETRY_UNAVAILABLE);
+                    } else {
+                        self.shared.inflight.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
                 None => self.shared.error(&format!("error: {code}")),
             },
@@ -554,8 +657,11 @@ impl Client {
         }
     }
 
-    /// A message of the room arrived (pushed live, or from history).
-    fn deliver(&mut self, seq: u64, sent_us: Option<u64>, live: bool) {
+    /// An event of the room arrived (pushed live, or from history).
+    fn deliver(&mut self, seq: u64, sent_us: Option<u64>, kind: Kind, live: bool) {
+        if matches!(kind, Kind::Message | Kind::Reply) {
+            self.last_message = self.last_message.max(Some(seq));
+        }
         let Some(member) = self.member.as_mut() else {
             return;
         };
@@ -576,6 +682,7 @@ impl Client {
         }
         if member.receive(seq) {
             Counters::bump(&counters.received);
+            self.shared.by_kind.received(kind);
             let now = parley_protocol::time::now_us();
             if let Some(sent) = sent_us {
                 self.shared

@@ -9,7 +9,10 @@
 //! and the distribution of connections over nodes (`welcome.node`).
 //!
 //! Scenarios ([`plan::Scenario`]): `hold` (idle connections), `chat` (rooms
-//! with senders), `resume` (chat that survives node restarts).
+//! with senders), `resume` (chat that survives node restarts). `--mix`
+//! ([`mix`]) makes a share of the operations replies, edits, deletes and
+//! reactions: every one is a room event with its own `seq`, accounted for
+//! exactly like a message, and the report counts them by type.
 //!
 //! Reading order: [`plan`] (who does what) → [`runner`] (phases of one
 //! process) → [`conn`] (one connection) → [`accounting`] (loss) →
@@ -19,6 +22,7 @@
 pub mod accounting;
 pub mod conn;
 pub mod ips;
+pub mod mix;
 pub mod plan;
 pub mod report;
 pub mod runner;
@@ -92,6 +96,14 @@ pub struct BenchArgs {
     /// Bytes of text per message (its header — send time, sender — included).
     #[arg(long, default_value_t = 100)]
     pub msg_size: usize,
+
+    /// Share of the operations, in percent, that are other room events
+    /// than plain messages: e.g. `edit=5,react=10,delete=1,reply=5`.
+    /// Edits, deletes and reactions go to the sender's own messages
+    /// (reactions toggle on and off), replies to the room's latest message.
+    /// Every event counts in the loss accounting like a message.
+    #[arg(long, default_value = "none", value_parser = mix::Mix::parse)]
+    pub mix: mix::Mix,
 
     /// Source addresses to bind, e.g. 127.0.0.1-127.0.0.8 (each has ~28k
     /// ephemeral ports); connections use them round-robin.
@@ -233,6 +245,7 @@ impl BenchArgs {
             duration: Duration::from_secs_f64(self.duration),
             msg_interval: Duration::from_millis(self.msg_interval),
             msg_size: self.msg_size,
+            mix: self.mix,
             drain: Duration::from_secs_f64(self.drain),
             connect_timeout: Duration::from_secs_f64(self.connect_timeout.max(0.1)),
             threads,
@@ -401,6 +414,22 @@ mod tests {
         assert_eq!(q.run_id, p.run_id);
         assert_eq!(q.rooms, p.rooms);
         assert_eq!(q.scenario, Scenario::Resume);
+        assert!(q.mix.is_none());
+        let a = parse(&[
+            "--connections",
+            "100",
+            "--workers",
+            "2",
+            "--mix",
+            "edit=5,react=10",
+        ])
+        .unwrap();
+        let p = a.plan().unwrap();
+        let w = workers::worker_args(&a, &p, 0);
+        let again = parse(&w[1..].iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(again.plan().unwrap().mix, p.mix);
+        assert_eq!(p.mix.percent(mix::Kind::React), 10);
+        assert!(parse(&["--mix", "edit=80,react=80"]).is_err());
         assert!(again.json);
         assert!(!w.iter().any(|s| s.contains("secret")), "{w:?}");
     }

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mix::Mix;
+
 /// What the connections do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +65,9 @@ pub struct Plan {
     pub duration: Duration,
     pub msg_interval: Duration,
     pub msg_size: usize,
+    /// Which share of the operations are replies, edits, deletes and
+    /// reactions instead of plain messages.
+    pub mix: Mix,
     pub drain: Duration,
     pub connect_timeout: Duration,
     pub threads: usize,
@@ -233,6 +238,7 @@ mod tests {
             duration: Duration::from_secs(1),
             msg_interval: Duration::from_millis(500),
             msg_size: 64,
+            mix: Mix::default(),
             drain: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             threads: 1,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mix::KindCounts;
 use crate::plan::{Plan, Scenario};
 use crate::stats::{self, Summary, fmt_ms, group_thousands};
 
@@ -97,6 +98,10 @@ pub struct WorkerOutput {
     /// Connections per node (`welcome.node` of each connection's last session).
     pub nodes: BTreeMap<String, u64>,
     pub error_kinds: BTreeMap<String, u64>,
+    /// Sent, acked and received per operation type (`message`, `reply`,
+    /// `edit`, `delete`, `react`).
+    #[serde(default)]
+    pub by_type: BTreeMap<String, KindCounts>,
     /// Unix µs of the first send and of the last delivery.
     pub first_send_us: Option<u64>,
     pub last_delivery_us: Option<u64>,
@@ -146,6 +151,11 @@ pub struct Report {
     pub delivered_per_s: f64,
     pub nodes: BTreeMap<String, u64>,
     pub error_kinds: BTreeMap<String, u64>,
+    /// `--mix` as run (`none`: plain messages only).
+    pub mix: String,
+    /// Sent, acked and received per operation type; the loss accounting
+    /// (`expected`, `lost`, …) covers every type alike.
+    pub by_type: BTreeMap<String, KindCounts>,
     pub phases_s: Phases,
 }
 
@@ -162,6 +172,7 @@ pub fn finish(plan: &Plan, outputs: &[WorkerOutput]) -> anyhow::Result<Report> {
     let mut e2e = stats::histogram()?;
     let mut nodes = BTreeMap::new();
     let mut error_kinds = BTreeMap::new();
+    let mut by_type: BTreeMap<String, KindCounts> = BTreeMap::new();
     let mut phases = Phases::default();
     let mut first_send: Option<u64> = None;
     let mut last_delivery: Option<u64> = None;
@@ -171,6 +182,9 @@ pub fn finish(plan: &Plan, outputs: &[WorkerOutput]) -> anyhow::Result<Report> {
         stats::add_pairs(&mut e2e, &out.e2e_us);
         add_map(&mut nodes, &out.nodes);
         add_map(&mut error_kinds, &out.error_kinds);
+        for (kind, counts) in &out.by_type {
+            by_type.entry(kind.clone()).or_default().add(counts);
+        }
         phases.ramp = phases.ramp.max(out.ramp_s);
         phases.run = phases.run.max(out.run_s);
         phases.drain = phases.drain.max(out.drain_s);
@@ -216,6 +230,8 @@ pub fn finish(plan: &Plan, outputs: &[WorkerOutput]) -> anyhow::Result<Report> {
         delivered_per_s: per_s(tally.received, window_s),
         nodes,
         error_kinds,
+        mix: plan.mix.flag(),
+        by_type,
         phases_s: phases,
     })
 }
@@ -280,6 +296,23 @@ pub fn render(r: &Report) -> String {
             "delivered/s",
             n(r.delivered_per_s.round() as u64)
         );
+        if !r.by_type.is_empty() {
+            let _ = writeln!(s, "By type  (mix {})", r.mix);
+            let _ = writeln!(
+                s,
+                "  {:<14}{:>14} {:>10} {:>12}",
+                "", "sent", "acked", "received"
+            );
+            for (kind, c) in &r.by_type {
+                let _ = writeln!(
+                    s,
+                    "  {kind:<14}{:>14} {:>10} {:>12}",
+                    n(c.sent),
+                    n(c.acked),
+                    n(c.received)
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "Latency (ms)  {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -343,6 +376,7 @@ mod tests {
             duration: Duration::from_secs(10),
             msg_interval: Duration::from_millis(1000),
             msg_size: 64,
+            mix: crate::mix::Mix::default(),
             drain: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             threads: 1,
@@ -363,6 +397,14 @@ mod tests {
             e2e_us: vec![(lat_us * 2, acked * 20)],
             nodes: BTreeMap::from([(node.to_string(), 100)]),
             error_kinds: BTreeMap::from([("closed: 4408".to_string(), 1)]),
+            by_type: BTreeMap::from([(
+                "edit".to_string(),
+                KindCounts {
+                    sent: 1,
+                    acked: 1,
+                    received: 20,
+                },
+            )]),
             first_send_us: Some(1_000_000),
             last_delivery_us: Some(11_000_000),
             ramp_s: 1.0,
@@ -396,6 +438,9 @@ mod tests {
         assert_eq!(r.delivered_per_s, 2000.0);
         assert_eq!(r.senders, 100);
         assert_eq!(r.offered_per_s, 100.0);
+        assert_eq!(r.by_type["edit"].received, 40);
+        assert_eq!(r.mix, "none");
+        assert!(render(&r).contains("By type"));
     }
 
     #[test]

@@ -162,6 +162,7 @@ fn account_all(
         e2e_us: stats::to_pairs(&shared.e2e_latency.merged()?),
         nodes,
         error_kinds: shared.error_kinds(),
+        by_type: shared.by_kind.snapshot(),
         first_send_us: outcomes.iter().filter_map(|o| o.first_send_us).min(),
         last_delivery_us: outcomes.iter().filter_map(|o| o.last_delivery_us).max(),
         ramp_s,

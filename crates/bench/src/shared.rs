@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::accounting::SeqSet;
+use crate::mix::KindCounters;
 use crate::plan::Plan;
 use crate::report::Counters;
 use crate::stats::Recorder;
@@ -72,6 +73,8 @@ impl RoomAcks {
 pub struct Shared {
     pub plan: Arc<Plan>,
     pub counters: Counters,
+    /// Sent, acked and received per operation type.
+    pub by_kind: KindCounters,
     /// Indexed by room number (rooms of other workers stay empty).
     pub rooms: Vec<RoomAcks>,
     pub ack_latency: Recorder,
@@ -95,6 +98,7 @@ impl Shared {
         Ok(Self {
             plan,
             counters: Counters::default(),
+            by_kind: KindCounters::default(),
             rooms,
             ack_latency: Recorder::new()?,
             e2e_latency: Recorder::new()?,

@@ -9,18 +9,27 @@
 //!
 //! A message's text starts with the Unix time of its send in microseconds:
 //! `"<sent_us> <conn>-<n> xxxx…"`, so any receiver, in any worker process on
-//! the machine, can compute its end-to-end latency.
+//! the machine, can compute its end-to-end latency (an edit's new text
+//! too; a delete or a reaction has no text, and no latency sample).
 
-use parley_protocol::{ClientFrame, ServerFrame, parse_server_frame};
+use parley_protocol::{ClientFrame, RoomEvent, ServerFrame, parse_server_frame};
 use serde::Deserialize;
+
+use crate::mix::Kind;
+
+/// One event of a history list: its seq, the send time in its text, and
+/// its kind.
+pub type Item = (u64, Option<u64>, Kind);
 
 /// What the bench needs of one server frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// A pushed message: its seq and the send time embedded in its text.
+    /// A pushed room event (message, reply, edit, delete, reaction): its
+    /// seq, the send time embedded in its text, and its kind.
     Message {
         seq: u64,
         sent_us: Option<u64>,
+        kind: Kind,
     },
     Ack {
         re: Option<u64>,
@@ -33,12 +42,12 @@ pub enum Frame {
         re: Option<u64>,
         last_seq: u64,
         more: bool,
-        history: Vec<(u64, Option<u64>)>,
+        history: Vec<Item>,
     },
     History {
         re: Option<u64>,
         more: bool,
-        messages: Vec<(u64, Option<u64>)>,
+        messages: Vec<Item>,
     },
     Error {
         re: Option<u64>,
@@ -61,6 +70,7 @@ struct Raw<'a> {
     #[serde(borrow)]
     code: Option<&'a str>,
     last_seq: Option<u64>,
+    reply_to: Option<u64>,
     more: Option<bool>,
     #[serde(borrow)]
     history: Option<Vec<RawItem<'a>>>,
@@ -72,15 +82,25 @@ struct Raw<'a> {
 /// or reaction event has no text).
 #[derive(Deserialize)]
 struct RawItem<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a str>,
     seq: u64,
     #[serde(borrow)]
     text: Option<&'a str>,
+    reply_to: Option<u64>,
 }
 
-fn items(list: Option<Vec<RawItem<'_>>>) -> Vec<(u64, Option<u64>)> {
+fn items(list: Option<Vec<RawItem<'_>>>) -> Vec<Item> {
     list.unwrap_or_default()
         .iter()
-        .map(|m| (m.seq, m.text.and_then(sent_us_of)))
+        .map(|m| {
+            let kind = Kind::of_event(m.kind.unwrap_or("message"), m.reply_to);
+            (
+                m.seq,
+                m.text.and_then(sent_us_of),
+                kind.unwrap_or(Kind::Message),
+            )
+        })
         .collect()
 }
 
@@ -94,11 +114,14 @@ pub fn parse(text: &str) -> Result<Frame, String> {
 
 fn from_raw(raw: Raw<'_>) -> Result<Frame, String> {
     let missing = |field: &str| format!("{} frame without {field}", raw.kind);
-    Ok(match raw.kind {
-        "message" => Frame::Message {
+    if let Some(kind) = Kind::of_event(raw.kind, raw.reply_to) {
+        return Ok(Frame::Message {
             seq: raw.seq.ok_or_else(|| missing("seq"))?,
             sent_us: raw.text.and_then(sent_us_of),
-        },
+            kind,
+        });
+    }
+    Ok(match raw.kind {
         "ack" => Frame::Ack {
             re: raw.re,
             seq: raw.seq.ok_or_else(|| missing("seq"))?,
@@ -134,17 +157,12 @@ fn parse_slow(text: &str) -> Result<Frame, String> {
         Err(_) if is_json_object_with_type(text) => return Ok(Frame::Other),
         Err(e) => return Err(format!("unparseable frame: {e}")),
     };
-    let list = |events: &[parley_protocol::RoomEvent]| {
-        events
-            .iter()
-            .map(|e| (e.seq(), e.as_message().and_then(|m| sent_us_of(&m.text))))
-            .collect::<Vec<_>>()
-    };
+    let list = |events: &[RoomEvent]| events.iter().map(item_of).collect::<Vec<_>>();
     Ok(match frame {
-        ServerFrame::Message(m) => Frame::Message {
-            seq: m.seq,
-            sent_us: sent_us_of(&m.text),
-        },
+        ServerFrame::Message(m) => frame_of(&RoomEvent::Message(m)),
+        ServerFrame::Edited(e) => frame_of(&RoomEvent::Edited(e)),
+        ServerFrame::Deleted(e) => frame_of(&RoomEvent::Deleted(e)),
+        ServerFrame::Reaction(e) => frame_of(&RoomEvent::Reaction(e)),
         ServerFrame::Ack { re, seq, .. } => Frame::Ack { re, seq },
         ServerFrame::Welcome { node, .. } => Frame::Welcome { node },
         ServerFrame::Joined {
@@ -172,6 +190,29 @@ fn parse_slow(text: &str) -> Result<Frame, String> {
         },
         _ => Frame::Other,
     })
+}
+
+/// A room event as a history item.
+fn item_of(e: &RoomEvent) -> Item {
+    match e {
+        RoomEvent::Message(m) => (
+            m.seq,
+            sent_us_of(&m.text),
+            if m.reply_to.is_some() {
+                Kind::Reply
+            } else {
+                Kind::Message
+            },
+        ),
+        RoomEvent::Edited(e) => (e.seq, sent_us_of(&e.text), Kind::Edit),
+        RoomEvent::Deleted(e) => (e.seq, None, Kind::Delete),
+        RoomEvent::Reaction(e) => (e.seq, None, Kind::React),
+    }
+}
+
+fn frame_of(e: &RoomEvent) -> Frame {
+    let (seq, sent_us, kind) = item_of(e);
+    Frame::Message { seq, sent_us, kind }
 }
 
 fn is_json_object_with_type(text: &str) -> bool {
@@ -220,13 +261,103 @@ pub fn history_after(id: u64, room: &str, after: u64, limit: u32) -> String {
 }
 
 pub fn send(id: u64, room: &str, text: &str, nonce: Option<&str>) -> String {
-    to_json(&ClientFrame::Send {
-        id: Some(id),
-        room: Some(room.to_string()),
-        to: None,
-        text: text.to_string(),
-        nonce: nonce.map(str::to_string),
-        reply_to: None,
+    request(
+        id,
+        room,
+        &Op::Send {
+            text: text.to_string(),
+            reply_to: None,
+        },
+        nonce,
+    )
+}
+
+/// The emoji of the bench's reactions.
+pub const EMOJI: &str = "👍";
+
+/// One operation of a sender (see [`crate::mix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A message, or with `reply_to` a reply.
+    Send {
+        text: String,
+        reply_to: Option<u64>,
+    },
+    Edit {
+        target: u64,
+        text: String,
+    },
+    Delete {
+        target: u64,
+    },
+    /// Adds (`on`) or removes the bench's [`EMOJI`] on `target`.
+    React {
+        target: u64,
+        on: bool,
+    },
+}
+
+impl Op {
+    /// The same operation without its text: what a `chat` sender keeps of
+    /// an operation in flight (it never resends).
+    pub fn without_text(self) -> Op {
+        match self {
+            Op::Send { reply_to, .. } => Op::Send {
+                text: String::new(),
+                reply_to,
+            },
+            Op::Edit { target, .. } => Op::Edit {
+                target,
+                text: String::new(),
+            },
+            other => other,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Op::Send { reply_to: None, .. } => Kind::Message,
+            Op::Send { .. } => Kind::Reply,
+            Op::Edit { .. } => Kind::Edit,
+            Op::Delete { .. } => Kind::Delete,
+            Op::React { .. } => Kind::React,
+        }
+    }
+}
+
+/// The request frame of an operation.
+pub fn request(id: u64, room: &str, op: &Op, nonce: Option<&str>) -> String {
+    let (id, room, nonce) = (Some(id), room.to_string(), nonce.map(str::to_string));
+    to_json(&match op.clone() {
+        Op::Send { text, reply_to } => ClientFrame::Send {
+            id,
+            room: Some(room),
+            to: None,
+            text,
+            nonce,
+            reply_to,
+        },
+        Op::Edit { target, text } => ClientFrame::Edit {
+            id,
+            room,
+            target,
+            text,
+            nonce,
+        },
+        Op::Delete { target } => ClientFrame::Delete {
+            id,
+            room,
+            target,
+            nonce,
+        },
+        Op::React { target, on } => ClientFrame::React {
+            id,
+            room,
+            target,
+            emoji: EMOJI.to_string(),
+            on,
+            nonce,
+        },
     })
 }
 
@@ -244,7 +375,8 @@ mod tests {
             f,
             Frame::Message {
                 seq: 58,
-                sent_us: Some(1_700_000_000_123_456)
+                sent_us: Some(1_700_000_000_123_456),
+                kind: Kind::Message,
             }
         );
     }
@@ -259,7 +391,8 @@ mod tests {
             f,
             Frame::Message {
                 seq: 3,
-                sent_us: Some(12)
+                sent_us: Some(12),
+                kind: Kind::Message,
             }
         );
         let f = parse(r#"{"type":"error","re":4,"code":"forbidden","message":"join \"r\" first"}"#)
@@ -298,7 +431,7 @@ mod tests {
                 re: Some(1),
                 last_seq: 9,
                 more: true,
-                history: vec![(9, Some(5))]
+                history: vec![(9, Some(5), Kind::Message)]
             }
         );
         let f =
@@ -318,6 +451,108 @@ mod tests {
         );
         assert!(parse("not json").is_err());
         assert!(parse(r#"{"type":"ack","re":1}"#).is_err());
+    }
+
+    #[test]
+    fn every_event_type_is_a_room_event() {
+        let f = |text: &str| parse(text).unwrap();
+        assert_eq!(
+            f(
+                r#"{"type":"message","room":"r","seq":4,"from":"a","text":"9 x","ts":"t","reply_to":2}"#
+            ),
+            Frame::Message {
+                seq: 4,
+                sent_us: Some(9),
+                kind: Kind::Reply
+            }
+        );
+        assert_eq!(
+            f(
+                r#"{"type":"edited","room":"r","seq":5,"from":"a","target":2,"text":"10 x","ts":"t"}"#
+            ),
+            Frame::Message {
+                seq: 5,
+                sent_us: Some(10),
+                kind: Kind::Edit
+            }
+        );
+        assert_eq!(
+            f(r#"{"type":"deleted","room":"r","seq":6,"from":"a","target":2,"ts":"t"}"#),
+            Frame::Message {
+                seq: 6,
+                sent_us: None,
+                kind: Kind::Delete
+            }
+        );
+        // Escaped: the full parser gives the same answer.
+        assert_eq!(
+            f(
+                r#"{"type":"reaction","room":"r","seq":7,"from":"a\u0062","target":2,"emoji":"\ud83d\udc4d","on":true,"ts":"t"}"#
+            ),
+            Frame::Message {
+                seq: 7,
+                sent_us: None,
+                kind: Kind::React
+            }
+        );
+        let h = f(
+            r#"{"type":"history","re":2,"room":"g","more":false,"messages":[
+                {"type":"message","room":"g","seq":1,"from":"a","text":"","ts":"t","deleted":true},
+                {"type":"message","room":"g","seq":2,"from":"a","text":"3 x","ts":"t","reply_to":1},
+                {"type":"edited","room":"g","seq":3,"from":"a","target":1,"text":"","ts":"t"},
+                {"type":"reaction","room":"g","seq":4,"from":"a","target":2,"emoji":"x","on":false,"ts":"t"},
+                {"type":"deleted","room":"g","seq":5,"from":"a","target":1,"ts":"t"}]}"#,
+        );
+        assert_eq!(
+            h,
+            Frame::History {
+                re: Some(2),
+                more: false,
+                messages: vec![
+                    (1, None, Kind::Message),
+                    (2, Some(3), Kind::Reply),
+                    (3, None, Kind::Edit),
+                    (4, None, Kind::React),
+                    (5, None, Kind::Delete),
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn operations_are_protocol_requests() {
+        let v = |op: Op| -> serde_json::Value {
+            serde_json::from_str(&request(9, "r", &op, Some("n9"))).unwrap()
+        };
+        let reply = v(Op::Send {
+            text: "1 x".into(),
+            reply_to: Some(4),
+        });
+        assert_eq!(reply["type"], "send");
+        assert_eq!(reply["reply_to"], 4);
+        let edit = v(Op::Edit {
+            target: 4,
+            text: "2 y".into(),
+        });
+        assert_eq!(edit["type"], "edit");
+        assert_eq!(edit["target"], 4);
+        assert_eq!(v(Op::Delete { target: 4 })["type"], "delete");
+        let react = v(Op::React {
+            target: 4,
+            on: false,
+        });
+        assert_eq!(react["type"], "react");
+        assert_eq!(react["emoji"], EMOJI);
+        assert_eq!(react["on"], false);
+        assert_eq!(react["nonce"], "n9");
+        assert_eq!(
+            Op::React {
+                target: 1,
+                on: true
+            }
+            .kind(),
+            Kind::React
+        );
     }
 
     #[test]

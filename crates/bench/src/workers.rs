@@ -37,6 +37,8 @@ pub fn worker_args(args: &BenchArgs, plan: &Plan, index: usize) -> Vec<String> {
         plan.msg_interval.as_millis().to_string(),
         "--msg-size".into(),
         plan.msg_size.to_string(),
+        "--mix".into(),
+        plan.mix.flag(),
         "--drain".into(),
         plan.drain.as_secs_f64().to_string(),
         "--connect-timeout".into(),

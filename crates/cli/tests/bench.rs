@@ -291,3 +291,53 @@ async fn resume_loses_nothing_across_a_node_restart() {
         "{r}"
     );
 }
+
+/// `--mix`: replies, edits, deletes and reactions besides messages. Every
+/// acked event of every type reaches every member exactly once (the
+/// accounting keys on (room, seq), whatever the type), and the report
+/// counts each type.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mix_of_event_types_is_delivered_exactly_once() {
+    let node = NodeProcess::start(BIN, NODE_ENV).await;
+    let r = bench(
+        &node.ws_url(),
+        &[
+            "--connections",
+            "40",
+            "--rooms",
+            "4",
+            "--ramp-up",
+            "1",
+            "--duration",
+            "4",
+            "--msg-interval",
+            "100",
+            "--mix",
+            "edit=15,react=20,delete=10,reply=15",
+        ],
+    )
+    .await;
+    assert_eq!(n(&r, "connected"), 40, "{r}");
+    assert_eq!(n(&r, "errors"), 0, "{r}");
+    assert_exact(&r);
+    // 4 rooms of 10: every acked event is expected by 10 members.
+    assert_eq!(n(&r, "expected"), n(&r, "acked") * 10, "{r}");
+    assert_eq!(r["mix"], "reply=15,edit=15,delete=10,react=20", "{r}");
+    let by_type = &r["by_type"];
+    let mut acked = 0;
+    let mut received = 0;
+    for kind in ["message", "reply", "edit", "delete", "react"] {
+        let count = |field: &str| {
+            by_type[kind][field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {kind}.{field}: {r}"))
+        };
+        assert!(count("acked") > 0, "no {kind} acked: {r}");
+        assert_eq!(count("acked"), count("sent"), "{kind}: {r}");
+        assert_eq!(count("received"), count("acked") * 10, "{kind}: {r}");
+        acked += count("acked");
+        received += count("received");
+    }
+    assert_eq!(acked, n(&r, "acked"), "{r}");
+    assert_eq!(received, n(&r, "received"), "{r}");
+}

@@ -450,3 +450,59 @@ async fn the_resilient_client_hands_out_every_event_in_order() {
     );
     client.stop().await;
 }
+
+/// A reply in a DM, sent with `to` (no join needed, like any DM send),
+/// answers a message of that DM; a seq that is not one of its messages is
+/// `not_found`, as in a room.
+#[tokio::test]
+async fn a_dm_reply_by_to_answers_a_message_of_that_dm() {
+    let node = TestNode::start().await;
+    let mut alice = node.connect("alice").await;
+    let mut bob = node.connect("bob").await;
+    let first = alice.send_dm("Bob", "lunch?", None).await.unwrap();
+    assert_eq!(first.room, "dm:alice:bob");
+    let dm_reply = |id: u64, reply_to: u64| parley_client::protocol::ClientFrame::Send {
+        id: Some(id),
+        room: None,
+        to: Some("alice".into()),
+        text: "yes!".into(),
+        nonce: None,
+        reply_to: Some(reply_to),
+    };
+    let id = bob.next_id();
+    match bob.request(id, &dm_reply(id, first.seq)).await.unwrap() {
+        ServerFrame::Ack { room, seq, .. } => assert_eq!((room.as_str(), seq), ("dm:alice:bob", 2)),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    let id = bob.next_id();
+    match bob.request(id, &dm_reply(id, 99)).await {
+        Err(e) => assert_eq!(code(e), ErrorCode::NotFound),
+        Ok(other) => panic!("expected not_found, got {other:?}"),
+    }
+    let events = http::messages(
+        &node.http(),
+        &token("alice"),
+        "dm:alice:bob",
+        None,
+        None,
+        None,
+    )
+    .await
+    .unwrap()
+    .messages;
+    assert_eq!(kinds(&events), ["message 1", "message 2"]);
+    match &events[1] {
+        RoomEvent::Message(m) => assert_eq!((m.from.as_str(), m.reply_to), ("bob", Some(1))),
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    // Alice got it live, with its reply_to.
+    loop {
+        match alice.next_event(WAIT).await.unwrap() {
+            RoomEvent::Message(m) if m.seq == 2 => {
+                assert_eq!(m.reply_to, Some(1));
+                break;
+            }
+            _ => {}
+        }
+    }
+}

@@ -5,7 +5,7 @@ use hyper::Request;
 use hyper::body::Bytes;
 use parley_protocol::Message;
 use parley_protocol::rest::{
-    AuthReply, Credentials, ErrorBody, MessagesPage, PostMessage, RoomInfo,
+    AuthReply, Credentials, ErrorBody, MessagesPage, PostMessage, RoomInfo, SearchPage,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -166,6 +166,31 @@ pub async fn messages(
         encode_path(room),
         query.join("&")
     );
+    json_call::<(), _>(base, "GET", &path, Some(token), None).await
+}
+
+/// `GET /api/search`: messages whose current text holds every word of
+/// `q`, newest first, over the rooms the caller may read; `room` narrows it
+/// to one room, `before` is the `next` of the previous page.
+pub async fn search(
+    base: &str,
+    token: &str,
+    q: &str,
+    room: Option<&str>,
+    limit: Option<u32>,
+    before: Option<&str>,
+) -> Result<SearchPage> {
+    let mut query = vec![format!("q={}", encode_path(q))];
+    if let Some(r) = room {
+        query.push(format!("room={}", encode_path(r)));
+    }
+    if let Some(l) = limit {
+        query.push(format!("limit={l}"));
+    }
+    if let Some(b) = before {
+        query.push(format!("before={}", encode_path(b)));
+    }
+    let path = format!("/api/search?{}", query.join("&"));
     json_call::<(), _>(base, "GET", &path, Some(token), None).await
 }
 

@@ -7,16 +7,21 @@
 //!   pushes that arrive meanwhile.
 //! - [`Client`]: a connection that survives: it reconnects with backoff,
 //!   re-joins every room with `since`, fills gaps from history, retries
-//!   unacknowledged sends with their nonce, and hands the application each
-//!   message exactly once, in `seq` order.
+//!   unacknowledged requests (sends, replies, edits, deletes, reactions)
+//!   with their nonce and read positions until stored, and hands the
+//!   application each room event exactly once, in `seq` order.
+//! - [`RoomState`]: a room folded from its event log, each message in its
+//!   current state (edits, deletes, reactions, replies).
 
 pub mod connection;
 pub mod http;
 pub mod resilient;
+pub mod room_state;
 
 pub use connection::{Ack, ConnectOptions, Connection, Joined, Welcome, messages_of};
 pub use parley_protocol as protocol;
 pub use resilient::{Client, ClientConfig, Event};
+pub use room_state::{Applied, RoomState};
 
 use parley_protocol::{ClientAction, CloseCode, ErrorCode};
 

@@ -8,16 +8,21 @@
 //! all (4401, a refused token; 1002–1009, a frame the server refuses) — and
 //! on reconnecting re-joins every room with `since` = the last `seq` it handed
 //! out, pages forward while `more` is true, and fills any gap it sees in the
-//! live stream from history. Unacknowledged sends are sent again with the
-//! same nonce, which the server de-duplicates. The application therefore sees
-//! every message of a joined room exactly once and in `seq` order.
+//! live stream from history. Unacknowledged requests — sends, replies,
+//! edits, deletes, reactions — are sent again with the same nonce, which the
+//! server de-duplicates (one nonce namespace for every kind, protocol 1.1
+//! §1), so a retry after a reconnect never applies twice. Read positions
+//! are resent too: `read` only moves forward, so a repeat is harmless. The
+//! application therefore sees every event of a joined room exactly once and
+//! in `seq` order, and every request it queued is carried out once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use parley_protocol::backoff::Backoff;
 use parley_protocol::{
-    ClientAction, ClientFrame, CloseCode, ErrorCode, Message, PresenceState, RoomEvent, ServerFrame,
+    ClientAction, ClientFrame, CloseCode, ErrorCode, MAX_EMOJI_BYTES, Message, PresenceState,
+    RoomEvent, ServerFrame, valid_emoji,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -72,6 +77,13 @@ pub enum Event {
     Joined {
         room: String,
         members: Vec<String>,
+        /// The room's last seq at the join.
+        last_seq: u64,
+        /// The user's stored read position (0: never read), and what is
+        /// unread after it (protocol 1.1 §2).
+        read_seq: u64,
+        unread: u64,
+        mentions: u64,
     },
     Left {
         room: String,
@@ -82,12 +94,15 @@ pub enum Event {
     /// An edit, delete or reaction of a joined room (protocol 1.1), exactly
     /// once and in seq order with the messages: they share one sequence.
     Change(RoomEvent),
+    /// A queued request (send, reply, edit, delete, reaction) was stored:
+    /// `seq` is its event's (or, for a reaction that changed nothing, the
+    /// event that set the current state).
     Acked {
         nonce: String,
         room: String,
         seq: u64,
     },
-    /// A send the server refused for good (not retried).
+    /// A queued request the server refused for good (not retried).
     SendFailed {
         nonce: String,
         code: ErrorCode,
@@ -102,6 +117,12 @@ pub enum Event {
         room: String,
         user: String,
     },
+    /// The user's read position in `room` is now `seq`: the answer to
+    /// [`Client::read`], or a push because another device of the user read.
+    Read {
+        room: String,
+        seq: u64,
+    },
     /// Any other error reply.
     Error {
         code: ErrorCode,
@@ -113,6 +134,7 @@ enum Command {
     Join(String),
     Leave(String),
     Send(Outgoing),
+    Read { room: String, seq: u64 },
     Typing(String),
     Stop,
 }
@@ -121,12 +143,106 @@ enum Command {
 /// fail at once instead of being retried forever.
 pub const MAX_TEXT_BYTES: usize = 4096;
 
+/// A queued request, kept until the server answers it for good.
 #[derive(Debug, Clone)]
 struct Outgoing {
     nonce: String,
-    room: Option<String>,
-    to: Option<String>,
-    text: String,
+    request: Request,
+}
+
+/// What a queued request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Request {
+    Send {
+        room: Option<String>,
+        to: Option<String>,
+        text: String,
+        reply_to: Option<u64>,
+    },
+    Edit {
+        room: String,
+        target: u64,
+        text: String,
+    },
+    Delete {
+        room: String,
+        target: u64,
+    },
+    React {
+        room: String,
+        target: u64,
+        emoji: String,
+        on: bool,
+    },
+}
+
+impl Outgoing {
+    fn frame(&self, id: u64) -> ClientFrame {
+        let nonce = Some(self.nonce.clone());
+        match self.request.clone() {
+            Request::Send {
+                room,
+                to,
+                text,
+                reply_to,
+            } => ClientFrame::Send {
+                id: Some(id),
+                room,
+                to,
+                text,
+                nonce,
+                reply_to,
+            },
+            Request::Edit { room, target, text } => ClientFrame::Edit {
+                id: Some(id),
+                room,
+                target,
+                text,
+                nonce,
+            },
+            Request::Delete { room, target } => ClientFrame::Delete {
+                id: Some(id),
+                room,
+                target,
+                nonce,
+            },
+            Request::React {
+                room,
+                target,
+                emoji,
+                on,
+            } => ClientFrame::React {
+                id: Some(id),
+                room,
+                target,
+                emoji,
+                on,
+                nonce,
+            },
+        }
+    }
+
+    /// Why the server would refuse it on every retry, if it would.
+    fn refused(&self) -> Option<(ErrorCode, String)> {
+        match &self.request {
+            Request::Send { text, .. } | Request::Edit { text, .. }
+                if text.len() > MAX_TEXT_BYTES =>
+            {
+                Some((
+                    ErrorCode::TooLarge,
+                    format!(
+                        "text is {} bytes; the limit is {MAX_TEXT_BYTES}",
+                        text.len()
+                    ),
+                ))
+            }
+            Request::React { emoji, .. } if !valid_emoji(emoji) => Some((
+                ErrorCode::BadRequest,
+                format!("{emoji:?} is not a reaction (1–{MAX_EMOJI_BYTES} bytes, no spaces)"),
+            )),
+            _ => None,
+        }
+    }
 }
 
 pub struct Client {
@@ -151,6 +267,8 @@ impl Client {
             dm_seen: HashMap::new(),
             unacked: Vec::new(),
             inflight: HashMap::new(),
+            reads: BTreeMap::new(),
+            reads_inflight: HashMap::new(),
             retry_at: None,
             attempt: 0,
         };
@@ -181,15 +299,71 @@ impl Client {
 
     /// Queues a message for a room; returns its nonce (reported in `Acked`).
     pub fn send(&self, room: &str, text: &str) -> String {
-        self.queue(Some(room.to_string()), None, text)
+        self.send_to(Some(room.to_string()), None, text)
     }
 
     /// Queues a direct message to a user; returns its nonce.
     pub fn send_dm(&self, to: &str, text: &str) -> String {
-        self.queue(None, Some(to.to_string()), text)
+        self.send_to(None, Some(to.to_string()), text)
     }
 
-    fn queue(&self, room: Option<String>, to: Option<String>, text: &str) -> String {
+    /// Queues a reply to message `reply_to` of a room; returns its nonce.
+    pub fn reply(&self, room: &str, reply_to: u64, text: &str) -> String {
+        self.queue(Request::Send {
+            room: Some(room.to_string()),
+            to: None,
+            text: text.into(),
+            reply_to: Some(reply_to),
+        })
+    }
+
+    /// Queues an edit of one's message `target`; returns its nonce.
+    pub fn edit(&self, room: &str, target: u64, text: &str) -> String {
+        self.queue(Request::Edit {
+            room: room.to_string(),
+            target,
+            text: text.into(),
+        })
+    }
+
+    /// Queues the delete of message `target`; returns its nonce.
+    pub fn delete(&self, room: &str, target: u64) -> String {
+        self.queue(Request::Delete {
+            room: room.to_string(),
+            target,
+        })
+    }
+
+    /// Queues adding (`on`) or removing a reaction; returns its nonce.
+    pub fn react(&self, room: &str, target: u64, emoji: &str, on: bool) -> String {
+        self.queue(Request::React {
+            room: room.to_string(),
+            target,
+            emoji: emoji.to_string(),
+            on,
+        })
+    }
+
+    /// Moves the user's read position in `room` to `seq` (never back); the
+    /// stored position comes back as [`Event::Read`]. Kept until answered,
+    /// and sent again after a reconnect.
+    pub fn read(&self, room: &str, seq: u64) {
+        let _ = self.commands.send(Command::Read {
+            room: room.to_string(),
+            seq,
+        });
+    }
+
+    fn send_to(&self, room: Option<String>, to: Option<String>, text: &str) -> String {
+        self.queue(Request::Send {
+            room,
+            to,
+            text: text.into(),
+            reply_to: None,
+        })
+    }
+
+    fn queue(&self, request: Request) -> String {
         let n = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -197,9 +371,7 @@ impl Client {
         let nonce = format!("{}-{n}", self.prefix);
         let _ = self.commands.send(Command::Send(Outgoing {
             nonce: nonce.clone(),
-            room,
-            to,
-            text: text.into(),
+            request,
         }));
         nonce
     }
@@ -223,6 +395,12 @@ struct Task {
     unacked: Vec<Outgoing>,
     /// Request id → nonce of sends on the current connection.
     inflight: HashMap<u64, String>,
+    /// Read positions asked for and not answered yet, per room (the
+    /// highest asked).
+    reads: BTreeMap<String, u64>,
+    /// Request id → (room, seq asked) of `read` requests on the current
+    /// connection.
+    reads_inflight: HashMap<u64, (String, u64)>,
     retry_at: Option<tokio::time::Instant>,
     /// Connection attempts that failed or ended: picks the next URL.
     attempt: usize,
@@ -263,6 +441,7 @@ impl Task {
                 action,
             });
             self.inflight.clear();
+            self.reads_inflight.clear();
             let wait = match action {
                 // A bad token or a refused frame does not get better by retrying.
                 ClientAction::Stop => return,
@@ -295,6 +474,7 @@ impl Task {
                             self.unacked.push(out);
                         }
                     }
+                    Some(Command::Read { room, seq }) => self.want_read(room, seq),
                     Some(Command::Typing(_)) => {}
                 },
             }
@@ -316,6 +496,9 @@ impl Task {
         }
         for out in self.unacked.clone() {
             self.transmit(&mut conn, &out).await?;
+        }
+        for (room, seq) in self.reads.clone() {
+            self.transmit_read(&mut conn, &room, seq).await?;
         }
         Ok(conn)
     }
@@ -356,6 +539,16 @@ impl Task {
                                 Ok(())
                             }
                         }
+                        Some(Command::Read { room, seq }) => {
+                            self.want_read(room.clone(), seq);
+                            // One read in flight per room: a busy room read
+                            // as it scrolls by asks again when it is answered.
+                            if self.read_inflight(&room) {
+                                Ok(())
+                            } else {
+                                self.transmit_read(&mut conn, &room, seq).await
+                            }
+                        }
                         Some(Command::Typing(room)) => {
                             conn.typing(&room).await
                         }
@@ -386,6 +579,17 @@ impl Task {
                             return Ended::Lost(e);
                         }
                     }
+                    let reads: Vec<(String, u64)> = self
+                        .reads
+                        .iter()
+                        .filter(|(room, _)| !self.read_inflight(room))
+                        .map(|(r, s)| (r.clone(), *s))
+                        .collect();
+                    for (room, seq) in reads {
+                        if let Err(e) = self.transmit_read(&mut conn, &room, seq).await {
+                            return Ended::Lost(e);
+                        }
+                    }
                 }
             }
         }
@@ -393,14 +597,11 @@ impl Task {
 
     /// Refuses at once what the server would refuse for good on every retry.
     fn accept_send(&self, out: &Outgoing) -> bool {
-        if out.text.len() > MAX_TEXT_BYTES {
+        if let Some((code, message)) = out.refused() {
             self.emit(Event::SendFailed {
                 nonce: out.nonce.clone(),
-                code: ErrorCode::TooLarge,
-                message: format!(
-                    "text is {} bytes; the limit is {MAX_TEXT_BYTES}",
-                    out.text.len()
-                ),
+                code,
+                message,
             });
             return false;
         }
@@ -410,13 +611,26 @@ impl Task {
     async fn transmit(&mut self, conn: &mut Connection, out: &Outgoing) -> Result<()> {
         let id = conn.next_id();
         self.inflight.insert(id, out.nonce.clone());
-        conn.send_frame(&ClientFrame::Send {
+        conn.send_frame(&out.frame(id)).await
+    }
+
+    fn read_inflight(&self, room: &str) -> bool {
+        self.reads_inflight.values().any(|(r, _)| r == room)
+    }
+
+    /// Notes a read position to store; only the highest asked matters.
+    fn want_read(&mut self, room: String, seq: u64) {
+        let at = self.reads.entry(room).or_insert(seq);
+        *at = (*at).max(seq);
+    }
+
+    async fn transmit_read(&mut self, conn: &mut Connection, room: &str, seq: u64) -> Result<()> {
+        let id = conn.next_id();
+        self.reads_inflight.insert(id, (room.to_string(), seq));
+        conn.send_frame(&ClientFrame::Read {
             id: Some(id),
-            room: out.room.clone(),
-            to: out.to.clone(),
-            text: out.text.clone(),
-            nonce: Some(out.nonce.clone()),
-            reply_to: None,
+            room: room.to_string(),
+            seq,
         })
         .await
     }
@@ -445,6 +659,10 @@ impl Task {
         self.emit(Event::Joined {
             room: room.to_string(),
             members: joined.members,
+            last_seq: joined.last_seq,
+            read_seq: joined.read_seq,
+            unread: joined.unread,
+            mentions: joined.mentions,
         });
         for e in joined.events {
             self.accept(e);
@@ -569,6 +787,47 @@ impl Task {
                     });
                 }
             }
+            ServerFrame::Read {
+                re: Some(id),
+                room,
+                seq,
+            } if self.reads_inflight.contains_key(&id) => {
+                // Answered for the highest position asked: done (the
+                // answer may be lower, capped at the room's last seq).
+                let asked = self.reads_inflight.remove(&id).map_or(0, |(_, s)| s);
+                match self.reads.get(&room).copied() {
+                    Some(want) if want <= asked.max(seq) => {
+                        self.reads.remove(&room);
+                    }
+                    // Asked further meanwhile.
+                    Some(want) => self.transmit_read(conn, &room, want).await?,
+                    None => {}
+                }
+                self.emit(Event::Read { room, seq });
+            }
+            // Another device of the user read further.
+            ServerFrame::Read {
+                re: None,
+                room,
+                seq,
+            } => self.emit(Event::Read { room, seq }),
+            ServerFrame::Error {
+                re: Some(id),
+                code,
+                message,
+            } if self.reads_inflight.contains_key(&id) => {
+                let (room, _) = self.reads_inflight.remove(&id).unwrap_or_default();
+                if matches!(
+                    code,
+                    ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
+                ) {
+                    self.retry_at
+                        .get_or_insert(tokio::time::Instant::now() + Duration::from_secs(1));
+                } else {
+                    self.reads.remove(&room);
+                    self.emit(Event::Error { code, message });
+                }
+            }
             ServerFrame::Error { code, message, .. } => self.emit(Event::Error { code, message }),
             ServerFrame::Presence { room, user, state } => {
                 self.emit(Event::Presence { room, user, state })
@@ -577,5 +836,99 @@ impl Task {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(request: Request) -> Outgoing {
+        Outgoing {
+            nonce: "c-1".into(),
+            request,
+        }
+    }
+
+    #[test]
+    fn every_request_carries_its_nonce() {
+        let requests = [
+            Request::Send {
+                room: Some("general".into()),
+                to: None,
+                text: "yes".into(),
+                reply_to: Some(4),
+            },
+            Request::Edit {
+                room: "general".into(),
+                target: 4,
+                text: "yes!".into(),
+            },
+            Request::Delete {
+                room: "general".into(),
+                target: 4,
+            },
+            Request::React {
+                room: "general".into(),
+                target: 4,
+                emoji: "👍".into(),
+                on: true,
+            },
+        ];
+        let kinds: Vec<String> = requests
+            .into_iter()
+            .map(|r| {
+                let v = serde_json::to_value(out(r).frame(7)).unwrap();
+                assert_eq!(v["nonce"], "c-1", "{v}");
+                assert_eq!(v["id"], 7, "{v}");
+                assert_eq!(v["room"], "general", "{v}");
+                v["type"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(kinds, ["send", "edit", "delete", "react"]);
+        let v = serde_json::to_value(
+            out(Request::Send {
+                room: Some("general".into()),
+                to: None,
+                text: "yes".into(),
+                reply_to: Some(4),
+            })
+            .frame(1),
+        )
+        .unwrap();
+        assert_eq!(v["reply_to"], 4);
+    }
+
+    #[test]
+    fn hopeless_requests_are_refused_before_sending() {
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        let edit = out(Request::Edit {
+            room: "r".into(),
+            target: 1,
+            text: long,
+        });
+        assert_eq!(edit.refused().map(|r| r.0), Some(ErrorCode::TooLarge));
+        let react = |emoji: &str| {
+            out(Request::React {
+                room: "r".into(),
+                target: 1,
+                emoji: emoji.into(),
+                on: true,
+            })
+        };
+        assert_eq!(
+            react("a b").refused().map(|r| r.0),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            react("").refused().map(|r| r.0),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(react("👍").refused(), None);
+        let delete = out(Request::Delete {
+            room: "r".into(),
+            target: 1,
+        });
+        assert_eq!(delete.refused(), None);
     }
 }

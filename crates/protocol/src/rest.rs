@@ -58,6 +58,30 @@ pub struct MessagesPage {
     pub more: bool,
 }
 
+/// One hit of `GET /api/search` (protocol 1.1 §4): a message, by its
+/// current text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub text: String,
+    /// RFC 3339 UTC with millisecond precision, as in messages.
+    pub ts: String,
+}
+
+/// `GET /api/search`: newest first; `next` is the cursor of the following
+/// page (`before=`), `null` on the last one. The cursor is opaque.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchPage {
+    pub results: Vec<SearchResult>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// The largest `q` of `GET /api/search`, in bytes.
+pub const MAX_SEARCH_QUERY_BYTES: usize = 256;
+
 /// `POST /api/rooms/{room}/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PostMessage {

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::runtime;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -36,6 +37,8 @@ use parley_server::commit::Appender;
 use parley_server::hub::Hub;
 use parley_server::store::{self, NewMessage, Store};
 use tokio::runtime::Runtime;
+
+mod common;
 
 const ROOMS: u64 = 20;
 /// The node's default `commit_batch`.
@@ -73,14 +76,6 @@ fn message_without_nonce(sender: u64) -> NewMessage {
         nonce: None,
         ..message(sender)
     }
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// The backends to measure: SQLite always, PostgreSQL when asked for.

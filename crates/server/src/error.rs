@@ -45,6 +45,7 @@ impl From<StoreError> for ChatError {
                 )
             }
             StoreError::Conflict(what) => ChatError::new(ErrorCode::Conflict, what),
+            StoreError::Invalid(what) => ChatError::bad_request(what),
             StoreError::Internal(_) => {
                 tracing::error!(error = %err, "storage error");
                 ChatError::new(ErrorCode::Internal, "internal storage error")

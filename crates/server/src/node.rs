@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use parley_protocol::rest::MAX_SEARCH_QUERY_BYTES;
 use parley_protocol::{
     ErrorCode, dm_members, dm_room, is_dm_room, same_user, valid_room, valid_username,
 };
@@ -21,6 +22,7 @@ use crate::error::ChatError;
 use crate::hub::Hub;
 use crate::ratelimit::RateLimiter;
 use crate::shutdown::Drain;
+use crate::store::search::{SearchPage, SearchQuery};
 use crate::store::{AppendOutcome, Change, NewMessage, Refusal, Store, StoredMessage};
 
 /// Longest accepted nonce, in bytes.
@@ -281,6 +283,47 @@ impl Node {
     pub async fn unread(&self, user: &str, room: &str) -> Result<crate::store::Unread, ChatError> {
         let key = parley_protocol::fold_username(user);
         Ok(self.store.unread(&key, room).await?)
+    }
+
+    /// Searches the messages `user` may read (protocol 1.1 §4): `q` must
+    /// hold 1–256 bytes a store can hold; `room`, if given, must be one the
+    /// user may read and that exists; `limit` follows history's rules.
+    pub async fn search(
+        &self,
+        user: &str,
+        q: &str,
+        room: Option<&str>,
+        before: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<SearchPage, ChatError> {
+        if q.trim().is_empty() || q.len() > MAX_SEARCH_QUERY_BYTES {
+            return Err(ChatError::bad_request(format!(
+                "q must hold 1–{MAX_SEARCH_QUERY_BYTES} bytes of words"
+            )));
+        }
+        parley_protocol::text::storable(q).map_err(|e| ChatError::bad_request(format!("q {e}")))?;
+        if let Some(room) = room {
+            self.check_read(user, room)?;
+            self.existing_room(room).await?;
+        }
+        if limit == Some(0) {
+            return Err(ChatError::bad_request(format!(
+                "limit must be 1 or more (at most {} results are returned)",
+                self.config.history_max.max(1)
+            )));
+        }
+        let limit = limit
+            .unwrap_or(self.config.history_page)
+            .clamp(1, self.config.history_max.max(1));
+        let key = parley_protocol::fold_username(user);
+        let query = SearchQuery {
+            user_key: &key,
+            q,
+            room,
+            before,
+            limit,
+        };
+        Ok(self.store.search(&query).await?)
     }
 
     /// Whether `user` is a server admin (`parley admin user promote`).

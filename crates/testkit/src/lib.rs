@@ -377,6 +377,7 @@ pub mod faulty {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use parley_server::store::search::{SearchPage, SearchQuery};
     use parley_server::store::{
         Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, Store, StoreError,
         StoredMessage, Unread,
@@ -452,6 +453,10 @@ pub mod faulty {
         async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError> {
             self.check()?;
             self.inner.unread(user_key, room).await
+        }
+        async fn search(&self, query: &SearchQuery<'_>) -> Result<SearchPage, StoreError> {
+            self.check()?;
+            self.inner.search(query).await
         }
         async fn range_forward(
             &self,
@@ -595,6 +600,8 @@ pub struct Fleet {
     // Dropped in this order: the nodes first, then what they use.
     pub nodes: Vec<NodeProcess>,
     pub postgres: services::Postgres,
+    /// The synchronous standby of `postgres` ([`Fleet::start_replicated`]).
+    pub standby: Option<services::Postgres>,
     pub redis: services::Redis,
     binary: String,
     env: Vec<(String, String)>,
@@ -619,14 +626,33 @@ pub fn skewed_clock(offset: &str) -> [(&'static str, String); 3] {
 impl Fleet {
     /// Starts PostgreSQL, Redis and `n` nodes with the fleet settings plus `env`.
     pub async fn start(binary: &str, n: usize, env: &[(&str, &str)]) -> Fleet {
-        let postgres = tokio::task::spawn_blocking(services::Postgres::start)
-            .await
-            .expect("postgres task");
+        Self::start_on(binary, n, env, false).await
+    }
+
+    /// Like [`Fleet::start`], on a PostgreSQL primary with a synchronous
+    /// standby; the nodes get both hosts in one URL
+    /// ([`Fleet::database_url`]) and write to whichever is the primary.
+    pub async fn start_replicated(binary: &str, n: usize, env: &[(&str, &str)]) -> Fleet {
+        Self::start_on(binary, n, env, true).await
+    }
+
+    async fn start_on(binary: &str, n: usize, env: &[(&str, &str)], replicated: bool) -> Fleet {
+        let (postgres, standby) = tokio::task::spawn_blocking(move || {
+            if !replicated {
+                return (services::Postgres::start(), None);
+            }
+            let primary = services::Postgres::start_primary();
+            let standby = services::Postgres::start_standby_of(&primary);
+            (primary, Some(standby))
+        })
+        .await
+        .expect("postgres task");
         let redis = tokio::task::spawn_blocking(services::Redis::start)
             .await
             .expect("redis task");
         let mut fleet = Fleet {
             postgres,
+            standby,
             redis,
             nodes: Vec::new(),
             binary: binary.to_string(),
@@ -644,12 +670,24 @@ impl Fleet {
 
     fn node_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
-            ("PARLEY_DATABASE_URL".to_string(), self.postgres.url()),
+            ("PARLEY_DATABASE_URL".to_string(), self.database_url()),
             ("PARLEY_REDIS_URL".to_string(), self.redis.url()),
             ("PARLEY_ANTI_ENTROPY".to_string(), "1s".to_string()),
         ];
         env.extend(self.env.iter().cloned());
         env
+    }
+
+    /// The nodes' `PARLEY_DATABASE_URL`: with a standby, both hosts in
+    /// libpq's multi-host syntax, primary first.
+    pub fn database_url(&self) -> String {
+        match &self.standby {
+            None => self.postgres.url(),
+            Some(standby) => format!(
+                "postgres://parley@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+                self.postgres.port, standby.port
+            ),
+        }
     }
 
     /// Starts one more node (on `port`, or a free one).

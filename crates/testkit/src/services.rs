@@ -42,6 +42,26 @@ fn find_binary(name: &str, extra_dirs: &[PathBuf]) -> PathBuf {
     panic!("{name} not found: install it (scripts/test installs the Debian packages it needs)");
 }
 
+/// The processes whose parent is `pid` (`/proc/N/stat`, field 4).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // After the command name, which may hold spaces: ") S PPID".
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -152,6 +172,8 @@ pub struct Postgres {
     as_postgres: bool,
     /// With TLS (`ssl=on`): its certificate and key, inside `dir`.
     tls: Option<(PathBuf, PathBuf)>,
+    /// More `-c name=value` settings of this server (replication).
+    settings: Vec<String>,
 }
 
 fn pg_bin_dirs() -> Vec<PathBuf> {
@@ -178,16 +200,16 @@ fn is_root() -> bool {
 
 impl Postgres {
     pub fn start() -> Postgres {
-        Self::start_with(None)
+        Self::start_with(None, Vec::new())
     }
 
     /// A PostgreSQL with `ssl=on` and the server certificate of `certs`;
     /// clients choose with `sslmode` whether to use and verify it.
     pub fn start_tls(certs: &TestCerts) -> Postgres {
-        Self::start_with(Some(certs))
+        Self::start_with(Some(certs), Vec::new())
     }
 
-    fn start_with(certs: Option<&TestCerts>) -> Postgres {
+    fn start_with(certs: Option<&TestCerts>, settings: Vec<String>) -> Postgres {
         let dirs = pg_bin_dirs();
         let initdb = find_binary("initdb", &dirs);
         let bin = initdb.parent().expect("bin dir").to_path_buf();
@@ -225,9 +247,129 @@ impl Postgres {
             bin,
             as_postgres,
             tls,
+            settings,
         };
         pg.run();
         pg
+    }
+
+    /// A primary that acks a commit only once a synchronous standby has it
+    /// (`synchronous_standby_names = '*'`, `synchronous_commit = on`): start
+    /// its standby with [`Postgres::start_standby_of`]. Until one is
+    /// connected, commits wait.
+    pub fn start_primary() -> Postgres {
+        Self::start_with(
+            None,
+            vec![
+                "synchronous_standby_names=*".into(),
+                "synchronous_commit=on".into(),
+                // initdb's defaults already allow it (wal_level=replica,
+                // walsenders, replication from 127.0.0.1 trusted); said
+                // here because the failover tests depend on them.
+                "wal_level=replica".into(),
+                "max_wal_senders=5".into(),
+            ],
+        )
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`: a copy of its
+    /// data plus `standby.signal` and `primary_conninfo`), running and
+    /// confirmed by the primary as its synchronous standby. It has no
+    /// synchronous standby of its own: promoted, it writes alone.
+    pub fn start_standby_of(primary: &Postgres) -> Postgres {
+        let dir = TempDir::new().expect("temp dir");
+        if primary.as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status();
+            assert!(
+                status.map(|s| s.success()).unwrap_or(false),
+                "chown of the standby's dir failed"
+            );
+        }
+        let data = dir.path().join("data");
+        let out = Self::command(primary.as_postgres, &primary.bin.join("pg_basebackup"))
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args(["-U", "parley", "-R", "-X", "stream", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("pg_basebackup runs");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut standby = Postgres {
+            child: None,
+            port: free_port(),
+            dir,
+            bin: primary.bin.clone(),
+            as_postgres: primary.as_postgres,
+            tls: None,
+            // The walreceiver's application_name (what the primary's
+            // synchronous_standby_names and pg_stat_replication show).
+            settings: vec!["cluster_name=standby".into()],
+        };
+        standby.run();
+        eventually_blocking(
+            "the standby to be the primary's synchronous standby",
+            Duration::from_secs(20),
+            || (primary.psql("SELECT sync_state FROM pg_stat_replication") == "sync").then_some(()),
+        );
+        standby
+    }
+
+    /// Whether the server is a standby (in recovery).
+    pub fn in_recovery(&self) -> bool {
+        self.psql("SELECT pg_is_in_recovery()") == "t"
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`, waiting until it
+    /// accepts writes), as an operator or Patroni/CloudNativePG does.
+    pub fn promote(&self) {
+        let data = self.dir.path().join("data");
+        let out = Self::command(self.as_postgres, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-w", "-t", "30", "promote"])
+            .output()
+            .expect("pg_ctl promote runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Kills the server like a lost machine: SIGKILL to the postmaster and
+    /// to every process it started (no shutdown checkpoint, connections
+    /// reset). [`Postgres::restart`] starts it again (crash recovery).
+    pub fn kill9(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+        if let Some(pid) = postmaster {
+            // Its children too (by id, from /proc), so none outlives it.
+            let children = children_of(pid);
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .args(children.iter().map(u32::to_string))
+                .status();
+        }
+        kill(&mut child);
+        // The ports and the socket are free once the processes are gone.
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let _ = poll_until_blocking(Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100))
+                .is_err()
+                .then_some(())
+        });
     }
 
     fn command(as_postgres: bool, bin: &Path) -> Command {
@@ -257,6 +399,7 @@ impl Postgres {
                 self.dir.path().display()
             ))
             .args(["-c", "max_connections=200", "-c", "shared_buffers=64MB"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .args(self.tls.iter().flat_map(|(cert, key)| {
                 [
                     "-c".to_string(),

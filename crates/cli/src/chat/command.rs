@@ -2,7 +2,8 @@
 //!
 //! Pure parsing; [`super::session`] carries the commands out.
 
-use parley_client::protocol::{valid_room, valid_username};
+use parley_client::protocol::rest::MAX_SEARCH_QUERY_BYTES;
+use parley_client::protocol::{MAX_EMOJI_BYTES, valid_emoji, valid_room, valid_username};
 
 /// The largest message text sent (bytes of UTF-8): the protocol's default
 /// limit. A larger one would be refused by the node; one over the frame
@@ -18,6 +19,11 @@ pub const HELP: &[&str] = &[
     "/dm USER        talk to USER in private",
     "/history        show again what this client holds of the current room",
     "/history N      fetch the N messages before the oldest one shown",
+    "/reply SEQ TEXT answer message #SEQ of the current room",
+    "/edit SEQ TEXT  replace the text of your message #SEQ",
+    "/delete SEQ     delete message #SEQ",
+    "/react SEQ EMOJI  add your EMOJI to message #SEQ, or take it back",
+    "/search WORDS   find messages with every word, in every room you may read",
     "/quit           leave the chat (also Ctrl-C in the TUI)",
     "//text          send text that starts with a slash",
 ];
@@ -41,6 +47,15 @@ pub enum Command {
     Dm(String),
     /// `None`: re-print the local buffer; `Some(n)`: fetch n older messages.
     History(Option<u32>),
+    /// Answer message `seq` of the current room.
+    Reply(u64, String),
+    /// Replace the text of one's message `seq`.
+    Edit(u64, String),
+    Delete(u64),
+    /// Toggle one's reaction `emoji` on message `seq`.
+    React(u64, String),
+    /// Full-text search over the rooms one may read.
+    Search(String),
     Help,
     Quit,
 }
@@ -61,7 +76,45 @@ pub fn parse_input(line: &str) -> Result<Input, String> {
     let mut words = rest.split_whitespace();
     let name = words.next().unwrap_or_default().to_ascii_lowercase();
     let args: Vec<&str> = words.collect();
+    // The text after `/name SEQ`, as typed (inner spacing kept).
+    let after_seq = || {
+        let rest = rest.trim_start();
+        let rest = rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..].trim_start();
+        let text = &rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..];
+        text.trim_start().to_string()
+    };
     let command = match (name.as_str(), args.as_slice()) {
+        ("reply" | "re", [seq, _, ..]) => {
+            Command::Reply(parse_seq(seq, "reply")?, message_text(after_seq())?)
+        }
+        ("reply" | "re", _) => return Err("usage: /reply SEQ TEXT".into()),
+        ("edit", [seq, _, ..]) => {
+            Command::Edit(parse_seq(seq, "edit")?, message_text(after_seq())?)
+        }
+        ("edit", _) => return Err("usage: /edit SEQ TEXT".into()),
+        ("delete" | "del", [seq]) => Command::Delete(parse_seq(seq, "delete")?),
+        ("delete" | "del", _) => return Err("usage: /delete SEQ".into()),
+        ("react", [seq, emoji]) => {
+            let seq = parse_seq(seq, "react")?;
+            if !valid_emoji(emoji) {
+                return Err(format!(
+                    "{emoji:?} is not a reaction (1–{MAX_EMOJI_BYTES} bytes, no spaces)"
+                ));
+            }
+            Command::React(seq, emoji.to_string())
+        }
+        ("react", _) => return Err("usage: /react SEQ EMOJI".into()),
+        ("search" | "find", [_, ..]) => {
+            let q = args.join(" ");
+            if q.len() > MAX_SEARCH_QUERY_BYTES {
+                return Err(format!(
+                    "search words are {} bytes; the limit is {MAX_SEARCH_QUERY_BYTES}",
+                    q.len()
+                ));
+            }
+            Command::Search(q)
+        }
+        ("search" | "find", []) => return Err("usage: /search WORDS".into()),
         ("join" | "j", [room]) => {
             let room = room.to_string();
             if !valid_room(&room) {
@@ -104,13 +157,28 @@ pub fn parse_input(line: &str) -> Result<Input, String> {
 }
 
 fn text_input(text: String) -> Result<Input, String> {
+    message_text(text).map(Input::Text)
+}
+
+/// A message text within the limit.
+fn message_text(text: String) -> Result<String, String> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(format!(
             "message not sent: {} bytes, the limit is {MAX_TEXT_BYTES}",
             text.len()
         ));
     }
-    Ok(Input::Text(text))
+    Ok(text)
+}
+
+/// A message's seq as shown (`12` or `#12`).
+fn parse_seq(word: &str, command: &str) -> Result<u64, String> {
+    match word.strip_prefix('#').unwrap_or(word).parse::<u64>() {
+        Ok(seq) if seq > 0 => Ok(seq),
+        _ => Err(format!(
+            "/{command}: {word:?} is not a message number (the #SEQ shown before it)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +236,32 @@ mod tests {
     }
 
     #[test]
+    fn message_commands_keep_the_text_as_typed() {
+        assert_eq!(
+            cmd("/edit 12 fixed  the   typo "),
+            Command::Edit(12, "fixed  the   typo ".into())
+        );
+        assert_eq!(cmd("/edit #12 x"), Command::Edit(12, "x".into()));
+        assert_eq!(
+            cmd("/reply  7   sounds good: yes"),
+            Command::Reply(7, "sounds good: yes".into())
+        );
+        assert_eq!(cmd("/re 7 ok"), Command::Reply(7, "ok".into()));
+        assert_eq!(cmd("/delete 3"), Command::Delete(3));
+        assert_eq!(cmd("/del #3"), Command::Delete(3));
+        assert_eq!(cmd("/react 3 👍"), Command::React(3, "👍".into()));
+        assert_eq!(cmd("/REACT #3 :+1:"), Command::React(3, ":+1:".into()));
+        assert_eq!(
+            cmd("/search  lunch   plans"),
+            Command::Search("lunch plans".into())
+        );
+        assert_eq!(cmd("/find x"), Command::Search("x".into()));
+        // A reply or edit text over the limit is refused like a message.
+        let long = format!("/edit 1 {}", "x".repeat(MAX_TEXT_BYTES + 1));
+        assert!(parse_input(&long).unwrap_err().contains("limit"));
+    }
+
+    #[test]
     fn bad_commands_say_why() {
         for (line, wanted) in [
             ("/join", "usage: /join ROOM"),
@@ -180,6 +274,22 @@ mod tests {
             ("/history many", "usage: /history"),
             ("/who me", "no arguments"),
             ("/teleport", "unknown command /teleport"),
+            ("/edit", "usage: /edit SEQ TEXT"),
+            ("/edit 3", "usage: /edit SEQ TEXT"),
+            ("/edit three x", "not a message number"),
+            ("/edit 0 x", "not a message number"),
+            ("/reply 5", "usage: /reply SEQ TEXT"),
+            ("/reply -1 x", "not a message number"),
+            ("/delete", "usage: /delete SEQ"),
+            ("/delete 1 2", "usage: /delete SEQ"),
+            ("/react 3", "usage: /react SEQ EMOJI"),
+            ("/react 3 👍 👎", "usage: /react SEQ EMOJI"),
+            ("/react x 👍", "not a message number"),
+            (
+                "/react 3 0123456789012345678901234567890123",
+                "not a reaction",
+            ),
+            ("/search", "usage: /search WORDS"),
             ("/", "unknown command /"),
         ] {
             let err = parse_input(line).unwrap_err();

@@ -1,20 +1,85 @@
-//! The text the client shows: message lines, status lines, clock times.
+//! The text the client shows: message lines (with their edits, deletes,
+//! reactions and quoted replies), status lines, clock times.
 //!
 //! Pure functions; both the line mode and the TUI build on them.
 
 use parley_client::protocol::Message;
+use parley_client::room_state::reaction_counts;
 
-/// One message as a line of line mode: `[room] #seq from: text`.
+use super::state::{Quote, Shown};
+
+/// Characters of a quoted message shown under a reply.
+const QUOTE_CHARS: usize = 40;
+
+/// One message as a line of line mode: `[room] #seq from: ` and its
+/// [`body`].
 ///
 /// Control characters of any field are escaped (see [`escape`]), so the line
 /// is always exactly one line and a peer cannot send terminal escapes.
-pub fn message_line(m: &Message) -> String {
+pub fn message_line(shown: &Shown) -> String {
+    let m = &shown.message;
     format!(
         "[{}] #{} {}: {}",
         escape(&m.room),
         m.seq,
         escape(&m.from),
+        body(shown)
+    )
+}
+
+/// What follows `from: `: the text (`[deleted]` once deleted), then
+/// ` (edited)`, the quoted message of a reply ` (↪ #4 alice: lunch?)`,
+/// and the reactions ` · 👍 2 🎉 1`. A message never changed and not a
+/// reply is its text alone.
+pub fn body(shown: &Shown) -> String {
+    let m = &shown.message;
+    let mut out = if m.deleted {
+        "[deleted]".to_string()
+    } else {
         escape(&m.text)
+    };
+    if m.edited.is_some() && !m.deleted {
+        out.push_str(" (edited)");
+    }
+    if let Some(q) = &shown.quote {
+        out.push_str(&format!(" (↪ {})", quote(q)));
+    }
+    if let Some(r) = reactions(m) {
+        out.push_str(" · ");
+        out.push_str(&r);
+    }
+    out
+}
+
+/// A quoted message: `#4 alice: lunch?`, shortened; `#4` alone when the
+/// client does not hold it.
+pub fn quote(q: &Quote) -> String {
+    let Some(from) = &q.from else {
+        return format!("#{}", q.seq);
+    };
+    let text = if q.deleted {
+        "[deleted]".to_string()
+    } else if q.text.chars().count() > QUOTE_CHARS {
+        let cut: String = q.text.chars().take(QUOTE_CHARS - 1).collect();
+        format!("{}…", escape(cut.trim_end()))
+    } else {
+        escape(&q.text)
+    };
+    format!("#{} {}: {text}", q.seq, escape(from))
+}
+
+/// The reactions of a message, `👍 2 🎉 1`; None without any.
+pub fn reactions(m: &Message) -> Option<String> {
+    let counts = reaction_counts(m);
+    if counts.is_empty() {
+        return None;
+    }
+    Some(
+        counts
+            .iter()
+            .map(|r| format!("{} {}", escape(r.emoji), r.count))
+            .collect::<Vec<_>>()
+            .join(" "),
     )
 }
 
@@ -67,7 +132,7 @@ pub fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn msg(text: &str) -> Message {
+    fn message(text: &str) -> Message {
         Message {
             room: "general".into(),
             seq: 58,
@@ -77,6 +142,60 @@ mod tests {
             nonce: None,
             ..Default::default()
         }
+    }
+
+    fn msg(text: &str) -> Shown {
+        Shown {
+            message: message(text),
+            quote: None,
+        }
+    }
+
+    #[test]
+    fn edits_deletes_reactions_and_replies_decorate_the_text() {
+        let mut m = message("lunch?");
+        m.edited = Some("t".into());
+        m.reactions
+            .insert("👍".into(), vec!["bob".into(), "carol".into()]);
+        m.reactions.insert("🎉".into(), vec!["bob".into()]);
+        let mut shown = Shown {
+            message: m,
+            quote: None,
+        };
+        assert_eq!(
+            message_line(&shown),
+            "[general] #58 alice: lunch? (edited) · 🎉 1 👍 2"
+        );
+        shown.quote = Some(Quote {
+            seq: 4,
+            from: Some("bob".into()),
+            text: "where\nto go for lunch today, any ideas at all?".into(),
+            deleted: false,
+        });
+        assert_eq!(
+            body(&shown),
+            "lunch? (edited) (↪ #4 bob: where\\nto go for lunch today, any ideas…) · 🎉 1 👍 2"
+        );
+        shown.message.deleted = true;
+        shown.message.text.clear();
+        shown.message.reactions.clear();
+        shown.quote = Some(Quote {
+            seq: 4,
+            from: None,
+            text: String::new(),
+            deleted: false,
+        });
+        assert_eq!(
+            message_line(&shown),
+            "[general] #58 alice: [deleted] (↪ #4)"
+        );
+        let q = Quote {
+            seq: 2,
+            from: Some("bob".into()),
+            text: String::new(),
+            deleted: true,
+        };
+        assert_eq!(quote(&q), "#2 bob: [deleted]");
     }
 
     #[test]

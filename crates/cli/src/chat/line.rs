@@ -25,7 +25,9 @@ impl<W: Write> Lines<W> {
 /// The line of an output.
 pub fn render(out: &Output) -> String {
     match out {
-        Output::Message(m) => message_line(m),
+        Output::Message(shown) => message_line(shown),
+        // A status line, so that message lines stay once per seq.
+        Output::Changed { what, shown } => status_line(&format!("{what}: {}", message_line(shown))),
         Output::Status(s) => status_line(s),
     }
 }
@@ -101,7 +103,7 @@ mod tests {
         lines
             .show(
                 &state,
-                vec![Output::Status("joined general".into()), Output::Message(m)],
+                vec![Output::Status("joined general".into()), Output::message(m)],
             )
             .unwrap();
         assert_eq!(

@@ -17,10 +17,15 @@
 //! room's history and then live messages, and sends each typed line to the
 //! current room or DM. The connection is the resilient
 //! [`parley_client::Client`]: it reconnects, resumes every room with `since`
-//! and delivers every message exactly once, in order. Commands: `/join ROOM`,
-//! `/leave [ROOM]`, `/rooms`, `/who`, `/dm USER`, `/history` (what this client
-//! holds of the current room), `/history N` (N older ones, over REST),
-//! `/help`, `/quit`; `//text` sends text that starts with a slash.
+//! and delivers every event exactly once, in order. Commands: `/join ROOM`,
+//! `/leave [ROOM]`, `/rooms` (with unread messages and mentions), `/who`,
+//! `/dm USER`, `/history` (what this client holds of the current room),
+//! `/history N` (N older ones, over REST), `/reply SEQ TEXT`, `/edit SEQ
+//! TEXT` (one's own messages), `/delete SEQ`, `/react SEQ EMOJI` (adds
+//! one's reaction, or takes it back), `/search WORDS` (over every room one
+//! may read), `/help`, `/quit`; `//text` sends text that starts with a
+//! slash. The room being looked at is read: its read position follows its
+//! last event, so the user's other devices and `/rooms` show it as read.
 //!
 //! # Two modes
 //!
@@ -36,6 +41,15 @@
 //!                             as the server pushes them back), exactly once per seq
 //! * STATUS                    anything else
 //! ```
+//!
+//! TEXT is the message in its current state: its text, or `[deleted]`;
+//! then ` (edited)` once edited, ` (↪ #N FROM: QUOTE)` for a reply (the
+//! start of the message it answers; `(↪ #N)` when not held), and ` · 👍 2
+//! 🎉 1` for its reactions. A plain message is its text alone. When a
+//! message shown changes, a status line shows it again:
+//! `* bob edited: [general] #4 bob: lunch at 1? (edited)` (also `deleted`,
+//! `reacted 👍`, `took back 👍`). `/search` answers with status lines
+//! `* found [ROOM] #SEQ FROM: TEXT`, newest first.
 //!
 //! Control characters in any field are escaped (`\n`, `\r`, `\t`,
 //! `\u{1b}`, …), so a message is always exactly one line; a DM shows its DM

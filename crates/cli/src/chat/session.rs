@@ -1,10 +1,12 @@
 //! The loop both front ends share: client events, background results and
 //! user input in, [`Output`]s out; typed lines carried out against the
-//! [`Client`] and the REST API.
+//! [`Client`] (messages, replies, edits, deletes, reactions, read
+//! positions) and the REST API (room list, older history, search).
 
 use std::time::Duration;
 
 use anyhow::bail;
+use parley_client::protocol::same_user;
 use parley_client::{Client, Event, http};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
@@ -15,6 +17,18 @@ use super::state::{ChatState, Notice, Output, Target};
 /// How long quitting (or EOF on stdin) waits for sends to be acknowledged
 /// and joins to be answered.
 pub const ACK_WAIT: Duration = Duration::from_secs(3);
+
+/// Results `/search` shows.
+const SEARCH_LIMIT: u32 = 20;
+
+/// The room typed commands act on, or why there is none.
+fn current_room(state: &ChatState) -> Result<String, String> {
+    match &state.target {
+        None => Err("not in a room; /join ROOM or /dm USER".into()),
+        Some(t) if !state.is_joined(t.room()) => Err(format!("not joined to {} (yet)", t.room())),
+        Some(t) => Ok(t.room().to_string()),
+    }
+}
 
 /// How long stopping the client may take before the process just ends.
 const STOP_WAIT: Duration = Duration::from_secs(2);
@@ -143,6 +157,64 @@ impl Session {
                 Vec::new()
             }
             Input::Command(Command::History(None)) => state.history(),
+            Input::Command(Command::Reply(seq, text)) => match current_room(state) {
+                Err(why) => status(why),
+                Ok(room) => {
+                    let nonce = self.client.reply(&room, seq, &text);
+                    state.request(nonce, "reply");
+                    Vec::new()
+                }
+            },
+            Input::Command(Command::Edit(seq, text)) => match current_room(state) {
+                Err(why) => status(why),
+                Ok(room) => {
+                    let held = state.room(&room).and_then(|r| r.get(seq));
+                    match held {
+                        Some(m) if !same_user(&m.from, &state.me) => status(format!(
+                            "#{seq} is {}'s message; you can edit only your own",
+                            m.from
+                        )),
+                        Some(m) if m.deleted => status(format!("#{seq} is deleted")),
+                        _ => {
+                            let nonce = self.client.edit(&room, seq, &text);
+                            state.request(nonce, "edit");
+                            Vec::new()
+                        }
+                    }
+                }
+            },
+            Input::Command(Command::Delete(seq)) => match current_room(state) {
+                Err(why) => status(why),
+                Ok(room) => {
+                    let deleted = state
+                        .room(&room)
+                        .and_then(|r| r.get(seq))
+                        .is_some_and(|m| m.deleted);
+                    if deleted {
+                        status(format!("#{seq} is deleted already"))
+                    } else {
+                        let nonce = self.client.delete(&room, seq);
+                        state.request(nonce, "delete");
+                        Vec::new()
+                    }
+                }
+            },
+            Input::Command(Command::React(seq, emoji)) => match current_room(state) {
+                Err(why) => status(why),
+                Ok(room) => {
+                    // A toggle: take back a reaction one has, add one one has not.
+                    let on = !state
+                        .room(&room)
+                        .is_some_and(|r| r.has_reacted(seq, &emoji, &state.me));
+                    let nonce = self.client.react(&room, seq, &emoji, on);
+                    state.request(nonce, "reaction");
+                    Vec::new()
+                }
+            },
+            Input::Command(Command::Search(words)) => {
+                self.search(words);
+                Vec::new()
+            }
             Input::Command(Command::History(Some(limit))) => match &state.target {
                 None => status("not in a room; /join ROOM or /dm USER".into()),
                 Some(target) => {
@@ -165,10 +237,20 @@ impl Session {
                     let n = rooms.len();
                     let mut lines = vec![format!("{n} room{}:", if n == 1 { "" } else { "s" })];
                     lines.extend(rooms.iter().map(|r| {
-                        format!(
+                        let mut line = format!(
                             "room {}: {} online, {} messages",
                             r.room, r.members_online, r.last_seq
-                        )
+                        );
+                        // Only for rooms the user has read in (protocol 1.1 §2).
+                        if let Some(unread) = r.unread {
+                            line.push_str(&format!(", {unread} unread"));
+                            match r.mentions.unwrap_or(0) {
+                                0 => {}
+                                1 => line.push_str(", 1 mention"),
+                                n => line.push_str(&format!(", {n} mentions")),
+                            }
+                        }
+                        line
                     }));
                     lines
                 }
@@ -176,6 +258,45 @@ impl Session {
             };
             let _ = notices.send(Notice::Status(lines));
         });
+    }
+
+    /// `GET /api/search?q=…` in the background: one status line per hit,
+    /// `[room] #seq from: text`, newest first.
+    fn search(&self, words: String) {
+        let (base, token, notices) = (self.http.clone(), self.token.clone(), self.notices.clone());
+        tokio::spawn(async move {
+            let lines =
+                match http::search(&base, &token, &words, None, Some(SEARCH_LIMIT), None).await {
+                    Ok(page) if page.results.is_empty() => {
+                        vec![format!("search {words:?}: nothing found")]
+                    }
+                    Ok(page) => {
+                        let n = page.results.len();
+                        let mut lines = vec![format!(
+                            "search {words:?}: {n}{} result{}, newest first:",
+                            if page.next.is_some() { "+" } else { "" },
+                            if n == 1 { "" } else { "s" }
+                        )];
+                        lines.extend(page.results.iter().map(|r| {
+                            format!("found [{}] #{} {}: {}", r.room, r.seq, r.from, r.text)
+                        }));
+                        if page.next.is_some() {
+                            lines.push("more results exist: add words to narrow it".into());
+                        }
+                        lines
+                    }
+                    Err(e) => vec![format!("search failed: {e}")],
+                };
+            let _ = notices.send(Notice::Status(lines));
+        });
+    }
+
+    /// Sends the `read` requests the state says are due (the room looked
+    /// at has new events).
+    pub fn flush_reads(&self, state: &mut ChatState) {
+        for (room, seq) in state.take_reads() {
+            self.client.read(&room, seq);
+        }
     }
 
     /// `GET /api/rooms/{room}/messages?before=…` in the background.
@@ -228,6 +349,7 @@ pub async fn drive<F: Frontend>(
                 if let Some(why) = &state.fatal {
                     bail!("{why}");
                 }
+                session.flush_reads(state);
             }
             Some(notice) = notices.recv() => {
                 let out = state.apply_notice(notice);
@@ -244,6 +366,8 @@ pub async fn drive<F: Frontend>(
                     Some(Action::Submit(line)) => {
                         let (out, quit) = session.submit(state, &line);
                         frontend.show(state, out)?;
+                        // Switching rooms reads the one switched to.
+                        session.flush_reads(state);
                         quit
                     }
                 };

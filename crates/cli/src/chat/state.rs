@@ -1,16 +1,22 @@
 //! What the chat client knows: connection state, rooms, members, the
-//! messages it holds, who is typing, sends not yet acknowledged.
+//! messages it holds (each room folded from its event log by
+//! [`RoomState`]: edits, deletes, reactions, replies), unread counts and
+//! read positions, who is typing, requests not yet acknowledged.
 //!
 //! Pure state updates: [`ChatState::apply`] turns a client [`Event`] into the
-//! [`Output`]s to show; no I/O happens here.
+//! [`Output`]s to show; no I/O happens here. What must be sent because of
+//! the state (a `read` for the room being looked at) is handed out by
+//! [`ChatState::take_reads`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use parley_client::Event;
 use parley_client::protocol::{
-    ClientAction, CloseCode, Message, PresenceState, dm_members, dm_room, same_user,
+    ClientAction, CloseCode, Message, PresenceState, RoomEvent, UNREAD_CAP, dm_members, dm_room,
+    same_user,
 };
+use parley_client::room_state::{Applied, RoomState};
 
 /// How long "bob is typing…" stays after bob's last typing push.
 pub const TYPING_SHOWN: Duration = Duration::from_secs(5);
@@ -72,12 +78,53 @@ pub enum Conn {
     Reconnecting { reason: String },
 }
 
+/// A message as shown: its current state, and for a reply the message it
+/// answers (when held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub message: Message,
+    pub quote: Option<Quote>,
+}
+
+/// The message a reply answers, as quoted under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub seq: u64,
+    /// None when the client does not hold it (older than what it holds).
+    pub from: Option<String>,
+    pub text: String,
+    pub deleted: bool,
+}
+
 /// Something to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Message(Message),
+    /// A message new to the client: shown once per seq.
+    Message(Box<Shown>),
+    /// A message shown before changed (edited, deleted, reacted to): `what`
+    /// says who did what (`bob reacted 👍`); the TUI redraws the message in
+    /// place, line mode prints a status line.
+    Changed { what: String, shown: Box<Shown> },
     /// A status line (shown as `* text` in line mode).
     Status(String),
+}
+
+impl Output {
+    /// A message shown without a quote (an older page's message the
+    /// client cannot hold).
+    pub fn message(message: Message) -> Output {
+        Output::Message(Box::new(Shown {
+            message,
+            quote: None,
+        }))
+    }
+}
+
+/// Unread messages of a room, as the room list shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    pub unread: u64,
+    pub mentions: u64,
 }
 
 /// Results of background work (REST calls), handed back to the state.
@@ -107,11 +154,18 @@ pub struct ChatState {
     /// Rooms joined when the connection broke: their next `Joined` is a resume.
     resuming: BTreeSet<String>,
     members: BTreeMap<String, BTreeSet<String>>,
-    logs: BTreeMap<String, BTreeMap<u64, Message>>,
-    /// The last seq shown live per room.
-    shown: BTreeMap<String, u64>,
+    /// Every room's messages in their current state.
+    rooms: BTreeMap<String, RoomState>,
+    /// Unread counts per joined room (0 for the one being looked at).
+    unread: BTreeMap<String, Unread>,
+    /// The read position stored (or asked for) per room.
+    read: BTreeMap<String, u64>,
+    /// Per room, the last seq the unread counts of its join covered.
+    counted: BTreeMap<String, u64>,
     typing: BTreeMap<(String, String), Instant>,
-    pending: BTreeSet<String>,
+    /// Requests waiting for their ack: nonce → what it is ("message",
+    /// "edit", …), for the status line if it fails.
+    pending: BTreeMap<String, &'static str>,
     /// Rooms asked to join and not joined yet.
     awaiting: BTreeSet<String>,
 }
@@ -127,10 +181,12 @@ impl ChatState {
             joined: BTreeSet::new(),
             resuming: BTreeSet::new(),
             members: BTreeMap::new(),
-            logs: BTreeMap::new(),
-            shown: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            unread: BTreeMap::new(),
+            read: BTreeMap::new(),
+            counted: BTreeMap::new(),
             typing: BTreeMap::new(),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             awaiting: BTreeSet::new(),
         }
     }
@@ -182,9 +238,23 @@ impl ChatState {
                     Vec::new()
                 }
             }
-            Event::Joined { room, members } => {
+            Event::Joined {
+                room,
+                members,
+                last_seq,
+                read_seq,
+                unread,
+                mentions,
+            } => {
+                // The join's counts cover everything up to its last seq,
+                // including the history that follows it.
+                self.counted.insert(room.clone(), last_seq);
                 self.members
                     .insert(room.clone(), members.into_iter().collect());
+                self.unread
+                    .insert(room.clone(), Unread { unread, mentions });
+                let read = self.read.entry(room.clone()).or_default();
+                *read = (*read).max(read_seq);
                 self.joined.insert(room.clone());
                 self.awaiting.remove(&room);
                 if self.target.is_none() {
@@ -201,24 +271,29 @@ impl ChatState {
                 self.awaiting.remove(&room);
                 self.resuming.remove(&room);
                 self.members.remove(&room);
+                self.unread.remove(&room);
                 status(format!("left {room}"))
             }
             Event::Message(m) => {
                 // The client hands out each message once per room, in order,
                 // except that a DM pushed before its room was joined comes
-                // again in the join's history: show each seq once.
-                let last = self.shown.entry(m.room.clone()).or_insert(0);
-                if m.seq <= *last {
-                    return Vec::new();
-                }
-                *last = m.seq;
+                // again in the join's history: the room state shows each seq
+                // once.
                 self.typing.remove(&(m.room.clone(), m.from.clone()));
-                self.hold(m.clone());
-                vec![Output::Message(m)]
+                let room = m.room.clone();
+                let (from, text) = (m.from.clone(), m.text.clone());
+                match self.room_mut(&room).apply(&RoomEvent::Message(m)) {
+                    Applied::Message(seq) => {
+                        self.count_unread(&room, seq, &from, &text);
+                        self.shown(&room, seq)
+                            .map(Output::Message)
+                            .into_iter()
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                }
             }
-            // Edits, deletes and reactions: the terminal shows messages as
-            // they were sent for now (issue 13 leaves /edit and friends open).
-            Event::Change(_) => Vec::new(),
+            Event::Change(event) => self.change(event),
             Event::Acked { nonce, .. } => {
                 self.pending.remove(&nonce);
                 Vec::new()
@@ -228,8 +303,14 @@ impl ChatState {
                 code,
                 message,
             } => {
-                self.pending.remove(&nonce);
-                status(format!("message not sent ({code}): {message}"))
+                let what = self.pending.remove(&nonce).unwrap_or("message");
+                status(format!("{what} not sent ({code}): {message}"))
+            }
+            Event::Read { room, seq } => {
+                let read = self.read.entry(room.clone()).or_default();
+                *read = (*read).max(seq);
+                self.recount(&room);
+                Vec::new()
             }
             Event::Presence { room, user, state } => {
                 let members = self.members.entry(room.clone()).or_default();
@@ -272,8 +353,12 @@ impl ChatState {
                     messages.len()
                 ))];
                 for m in messages {
-                    self.hold(m.clone());
-                    out.push(Output::Message(m));
+                    let (room, seq) = (m.room.clone(), m.seq);
+                    self.room_mut(&room).insert_older(m.clone());
+                    out.push(match self.shown(&room, seq) {
+                        Some(shown) => Output::Message(shown),
+                        None => Output::message(m),
+                    });
                 }
                 out.push(Output::Status(if more {
                     format!("end of page; /history N fetches more of {room}")
@@ -285,17 +370,159 @@ impl ChatState {
         }
     }
 
-    fn hold(&mut self, m: Message) {
-        let log = self.logs.entry(m.room.clone()).or_default();
-        log.insert(m.seq, m);
-        while log.len() > LOG_LIMIT {
-            log.pop_first();
+    fn room_mut(&mut self, room: &str) -> &mut RoomState {
+        self.rooms
+            .entry(room.to_string())
+            .or_insert_with(|| RoomState::with_limit(room, LOG_LIMIT))
+    }
+
+    /// The folded state of `room`, if the client holds any of it.
+    pub fn room(&self, room: &str) -> Option<&RoomState> {
+        self.rooms.get(room)
+    }
+
+    /// Message `seq` of `room` as shown, with its quote.
+    fn shown(&self, room: &str, seq: u64) -> Option<Box<Shown>> {
+        let state = self.rooms.get(room)?;
+        let message = state.get(seq)?.clone();
+        let quote = message.reply_to.map(|target| match state.get(target) {
+            Some(q) => Quote {
+                seq: target,
+                from: Some(q.from.clone()),
+                text: q.text.clone(),
+                deleted: q.deleted,
+            },
+            None => Quote {
+                seq: target,
+                from: None,
+                text: String::new(),
+                deleted: false,
+            },
+        });
+        Some(Box::new(Shown { message, quote }))
+    }
+
+    /// An edit, delete or reaction: the message it changed, shown again.
+    fn change(&mut self, event: RoomEvent) -> Vec<Output> {
+        let what = match &event {
+            RoomEvent::Message(_) => return Vec::new(),
+            RoomEvent::Edited(e) => format!("{} edited", e.from),
+            RoomEvent::Deleted(e) => format!("{} deleted", e.from),
+            RoomEvent::Reaction(r) if r.on => format!("{} reacted {}", r.from, r.emoji),
+            RoomEvent::Reaction(r) => format!("{} took back {}", r.from, r.emoji),
+        };
+        let room = event.room().to_string();
+        let deleted = matches!(event, RoomEvent::Deleted(_));
+        match self.room_mut(&room).apply(&event) {
+            Applied::Changed(seq) => {
+                if deleted {
+                    // A deleted message no longer counts as unread.
+                    self.recount(&room);
+                }
+                self.shown(&room, seq)
+                    .map(|shown| Output::Changed { what, shown })
+                    .into_iter()
+                    .collect()
+            }
+            _ => Vec::new(),
         }
+    }
+
+    /// A new message of `room` counts as unread unless it is one's own or
+    /// the room is the one being looked at (it is read at once).
+    fn count_unread(&mut self, room: &str, seq: u64, from: &str, text: &str) {
+        if same_user(from, &self.me)
+            || self.looking_at(room)
+            || seq <= self.read.get(room).copied().unwrap_or(0)
+            || seq <= self.counted.get(room).copied().unwrap_or(0)
+        {
+            return;
+        }
+        let mention = mentions(text, &self.me);
+        let unread = self.unread.entry(room.to_string()).or_default();
+        unread.unread = (unread.unread + 1).min(UNREAD_CAP);
+        if mention {
+            unread.mentions = (unread.mentions + 1).min(UNREAD_CAP);
+        }
+    }
+
+    /// Counts again what is unread in `room` after its read position moved
+    /// (or a message was deleted), from the messages held — when they reach
+    /// back to the read position; otherwise only "all read" is certain.
+    fn recount(&mut self, room: &str) {
+        let read = self.read.get(room).copied().unwrap_or(0);
+        let Some(state) = self.rooms.get(room) else {
+            return;
+        };
+        if read >= state.last_seq() {
+            self.unread.insert(room.to_string(), Unread::default());
+            return;
+        }
+        if state.oldest().is_some_and(|oldest| oldest <= read + 1) {
+            let mut counted = Unread::default();
+            for m in state.messages().filter(|m| m.seq > read) {
+                if m.deleted || same_user(&m.from, &self.me) {
+                    continue;
+                }
+                counted.unread += 1;
+                if mentions(&m.text, &self.me) {
+                    counted.mentions += 1;
+                }
+            }
+            self.unread.insert(room.to_string(), counted);
+        }
+    }
+
+    /// Whether `room` is the one being looked at (where typed text goes).
+    fn looking_at(&self, room: &str) -> bool {
+        self.target.as_ref().is_some_and(|t| t.room() == room)
+    }
+
+    /// The `read` requests due: the room being looked at, read up to its
+    /// last event, when that is past the position stored. Noted as read
+    /// at once, so each position is asked for once.
+    pub fn take_reads(&mut self) -> Vec<(String, u64)> {
+        let Some(room) = self.target.as_ref().map(|t| t.room().to_string()) else {
+            return Vec::new();
+        };
+        if !self.is_joined(&room) {
+            return Vec::new();
+        }
+        let last = self.rooms.get(&room).map_or(0, RoomState::last_seq);
+        let read = self.read.entry(room.clone()).or_default();
+        if last <= *read {
+            return Vec::new();
+        }
+        *read = last;
+        self.unread.insert(room.clone(), Unread::default());
+        vec![(room, last)]
+    }
+
+    /// The unread counts of a joined room.
+    pub fn unread(&self, room: &str) -> Unread {
+        self.unread.get(room).copied().unwrap_or_default()
+    }
+
+    /// The joined rooms with what is unread in each, for the room list.
+    pub fn room_list(&self) -> Vec<(String, Unread)> {
+        self.joined
+            .iter()
+            .map(|room| {
+                let label = Target::of_room(room, &self.me).label();
+                (label, self.unread(room))
+            })
+            .collect()
     }
 
     /// Notes a send that waits for its ack.
     pub fn sent(&mut self, nonce: String) {
-        self.pending.insert(nonce);
+        self.request(nonce, "message");
+    }
+
+    /// Notes a request (`what`: "message", "reply", "edit", "delete",
+    /// "reaction") that waits for its ack.
+    pub fn request(&mut self, nonce: String, what: &'static str) {
+        self.pending.insert(nonce, what);
     }
 
     /// Sends not acknowledged (nor refused) yet.
@@ -362,24 +589,26 @@ impl ChatState {
             )];
         };
         let room = target.room();
-        let held: Vec<&Message> = self
-            .logs
+        let held: Vec<u64> = self
+            .rooms
             .get(room)
-            .map(|log| log.values().collect())
+            .map(|state| state.messages().map(|m| m.seq).collect())
             .unwrap_or_default();
         let mut out = vec![Output::Status(format!(
             "{} messages of {room} held here (/history N fetches older ones):",
             held.len()
         ))];
-        out.extend(held.into_iter().cloned().map(Output::Message));
+        out.extend(
+            held.into_iter()
+                .filter_map(|seq| self.shown(room, seq))
+                .map(Output::Message),
+        );
         out
     }
 
     /// The oldest seq held for `room`.
     pub fn oldest(&self, room: &str) -> Option<u64> {
-        self.logs
-            .get(room)
-            .and_then(|log| log.keys().next().copied())
+        self.rooms.get(room).and_then(RoomState::oldest)
     }
 
     /// Who is typing in `room` now (most recent last), without `me`.
@@ -405,6 +634,43 @@ pub fn stopped_because(code: Option<u16>, reason: &str) -> String {
             format!("the server refused the token ({reason}); log in again")
         }
         _ => format!("the server ended the session for good ({reason}); not reconnecting"),
+    }
+}
+
+/// Whether `text` mentions `user` as `@user`, a whole name in any case
+/// (`@bob.` counts; `@bobby` and `bob@example.org` do not), as the server
+/// counts mentions.
+pub fn mentions(text: &str, user: &str) -> bool {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let bytes = text.as_bytes();
+    text.match_indices('@').any(|(at, _)| {
+        let before_ok = at == 0 || !name_char(char::from(bytes[at - 1]));
+        let rest = &text[at + 1..];
+        let name_len = rest.find(|c: char| !name_char(c)).unwrap_or(rest.len());
+        // A trailing dot ends a sentence, not the name.
+        let name = rest[..name_len].trim_end_matches('.');
+        before_ok && same_user(name, user)
+    })
+}
+
+/// A room in the room list: `general`, `random 3`, `@bob 2 (1@)`.
+pub fn room_label(label: &str, unread: Unread) -> String {
+    let count = |n: u64| {
+        if n >= UNREAD_CAP {
+            format!("{UNREAD_CAP}+")
+        } else {
+            n.to_string()
+        }
+    };
+    match unread {
+        Unread { unread: 0, .. } => label.to_string(),
+        Unread {
+            unread,
+            mentions: 0,
+        } => format!("{label} {}", count(unread)),
+        Unread { unread, mentions } => {
+            format!("{label} {} ({}@)", count(unread), count(mentions))
+        }
     }
 }
 
@@ -450,7 +716,10 @@ mod tests {
         out.into_iter()
             .map(|o| match o {
                 Output::Status(s) => s,
-                Output::Message(m) => format!("message #{}", m.seq),
+                Output::Message(m) => format!("message #{}", m.message.seq),
+                Output::Changed { what, shown } => {
+                    format!("{what} #{}", shown.message.seq)
+                }
             })
             .collect()
     }
@@ -459,6 +728,10 @@ mod tests {
         Event::Joined {
             room: room.into(),
             members: members.iter().map(|m| m.to_string()).collect(),
+            last_seq: 0,
+            read_seq: 0,
+            unread: 0,
+            mentions: 0,
         }
     }
 
@@ -560,7 +833,7 @@ mod tests {
         let mut s = ChatState::new("alice", Some(Target::Room("general".into())));
         for seq in [1, 2, 3] {
             let out = s.apply(Event::Message(msg("general", seq, "bob")), now);
-            assert_eq!(out, vec![Output::Message(msg("general", seq, "bob"))]);
+            assert_eq!(out, vec![Output::message(msg("general", seq, "bob"))]);
         }
         s.apply(Event::Message(msg("other", 9, "bob")), now);
         // A repeat (a DM pushed, then in the history of its room) is not shown again.
@@ -749,5 +1022,197 @@ mod tests {
         // The first room joined becomes the target when there is none.
         s.apply(joined("c", &[]), now);
         assert_eq!(s.target, Some(Target::Room("c".into())));
+    }
+
+    fn change(event: RoomEvent) -> Event {
+        Event::Change(event)
+    }
+
+    fn edited(seq: u64, target: u64, text: &str) -> RoomEvent {
+        RoomEvent::Edited(parley_client::protocol::Edited {
+            room: "general".into(),
+            seq,
+            from: "bob".into(),
+            target,
+            text: text.into(),
+            ts: "t".into(),
+            nonce: None,
+        })
+    }
+
+    fn reaction(seq: u64, target: u64, from: &str, on: bool) -> RoomEvent {
+        RoomEvent::Reaction(parley_client::protocol::Reaction {
+            room: "general".into(),
+            seq,
+            from: from.into(),
+            target,
+            emoji: "👍".into(),
+            on,
+            ts: "t".into(),
+            nonce: None,
+        })
+    }
+
+    #[test]
+    fn changes_show_the_message_again_in_its_new_state() {
+        let now = Instant::now();
+        let mut s = ChatState::new("alice", Some(Target::Room("general".into())));
+        s.apply(Event::Message(msg("general", 1, "bob")), now);
+        let mut reply = msg("general", 2, "alice");
+        reply.reply_to = Some(1);
+        let out = s.apply(Event::Message(reply), now);
+        let Output::Message(shown) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            shown.quote,
+            Some(Quote {
+                seq: 1,
+                from: Some("bob".into()),
+                text: "text 1".into(),
+                deleted: false
+            })
+        );
+        assert_eq!(
+            statuses(s.apply(change(edited(3, 1, "fixed")), now)),
+            ["bob edited #1"]
+        );
+        assert_eq!(
+            statuses(s.apply(change(reaction(4, 1, "alice", true)), now)),
+            ["alice reacted 👍 #1"]
+        );
+        let held = s.room("general").unwrap().get(1).unwrap();
+        assert_eq!(held.text, "fixed");
+        assert!(held.edited.is_some());
+        assert!(s.room("general").unwrap().has_reacted(1, "👍", "alice"));
+        assert_eq!(
+            statuses(s.apply(change(reaction(5, 1, "alice", false)), now)),
+            ["alice took back 👍 #1"]
+        );
+        let deleted = RoomEvent::Deleted(parley_client::protocol::Deleted {
+            room: "general".into(),
+            seq: 6,
+            from: "bob".into(),
+            target: 1,
+            ts: "t".into(),
+            nonce: None,
+        });
+        assert_eq!(statuses(s.apply(change(deleted), now)), ["bob deleted #1"]);
+        // The reply quotes what is left of it; /history shows the state.
+        let history = s.history();
+        let Output::Message(reply) = &history[2] else {
+            panic!("{history:?}")
+        };
+        assert!(reply.quote.as_ref().unwrap().deleted);
+        let Output::Message(first) = &history[1] else {
+            panic!("{history:?}")
+        };
+        assert!(first.message.deleted);
+        // A change of a message not held shows nothing.
+        assert!(s.apply(change(edited(7, 99, "x")), now).is_empty());
+        // A failed edit says what failed.
+        s.request("n1".into(), "edit");
+        let out = s.apply(
+            Event::SendFailed {
+                nonce: "n1".into(),
+                code: ErrorCode::Forbidden,
+                message: "not yours".into(),
+            },
+            now,
+        );
+        assert_eq!(statuses(out), ["edit not sent (forbidden): not yours"]);
+    }
+
+    #[test]
+    fn unread_counts_and_reading_the_current_room() {
+        let now = Instant::now();
+        let mut s = ChatState::new("alice", Some(Target::Room("general".into())));
+        let join = |room: &str, last_seq, read_seq, unread, mentions| Event::Joined {
+            room: room.into(),
+            members: vec![],
+            last_seq,
+            read_seq,
+            unread,
+            mentions,
+        };
+        s.apply(join("general", 4, 1, 3, 0), now);
+        s.apply(join("random", 10, 8, 2, 1), now);
+        // The history of the join is counted by the join already.
+        for seq in 1..=4 {
+            s.apply(Event::Message(msg("general", seq, "bob")), now);
+        }
+        assert_eq!(s.unread("general").unread, 3);
+        // Looking at general reads it up to its last event, once.
+        assert_eq!(s.take_reads(), [("general".to_string(), 4)]);
+        assert!(s.take_reads().is_empty());
+        assert_eq!(s.unread("general"), Unread::default());
+        // New messages elsewhere count; one's own and those of the current
+        // room do not.
+        let mut hey = msg("random", 11, "bob");
+        hey.text = "hey @Alice.".into();
+        s.apply(Event::Message(hey), now);
+        s.apply(Event::Message(msg("random", 12, "alice")), now);
+        s.apply(Event::Message(msg("general", 5, "bob")), now);
+        assert_eq!(
+            s.unread("random"),
+            Unread {
+                unread: 3,
+                mentions: 2
+            }
+        );
+        assert_eq!(s.unread("general"), Unread::default());
+        assert_eq!(s.take_reads(), [("general".to_string(), 5)]);
+        assert_eq!(
+            s.room_list(),
+            [
+                ("general".to_string(), Unread::default()),
+                (
+                    "random".to_string(),
+                    Unread {
+                        unread: 3,
+                        mentions: 2
+                    }
+                )
+            ]
+        );
+        // Another device read random.
+        s.apply(
+            Event::Read {
+                room: "random".into(),
+                seq: 12,
+            },
+            now,
+        );
+        assert_eq!(s.unread("random"), Unread::default());
+        // Switching to random reads nothing new; its next message is read.
+        s.target = Some(Target::Room("random".into()));
+        assert!(s.take_reads().is_empty());
+        s.apply(Event::Message(msg("random", 13, "bob")), now);
+        assert_eq!(s.take_reads(), [("random".to_string(), 13)]);
+        assert_eq!(room_label("random", Unread::default()), "random");
+        assert_eq!(
+            room_label(
+                "@bob",
+                Unread {
+                    unread: 999,
+                    mentions: 1
+                }
+            ),
+            "@bob 999+ (1@)"
+        );
+    }
+
+    #[test]
+    fn mentions_are_whole_names() {
+        assert!(mentions("hi @bob", "bob"));
+        assert!(mentions("@BOB: look", "bob"));
+        assert!(mentions("thanks @bob.", "bob"));
+        assert!(mentions("(@bob)", "bob"));
+        assert!(!mentions("hi @bobby", "bob"));
+        assert!(!mentions("mail bob@example.org", "bob"));
+        assert!(!mentions("hi bob", "bob"));
+        assert!(mentions("@bob.smith here", "bob.smith"));
+        assert!(!mentions("@bob.smith here", "bob"));
+        assert!(mentions("é@bob", "bob"));
     }
 }

@@ -1,6 +1,9 @@
 //! The full-screen terminal UI (ratatui + crossterm): a message pane with
-//! UTC timestamps, a status bar (user, connection state, room, who is
-//! typing) and an input line.
+//! UTC timestamps and each message's `#seq` (what `/reply`, `/edit`,
+//! `/delete` and `/react` take), where a message that is edited, deleted or
+//! reacted to is redrawn in place; a room list with unread messages and
+//! mentions; a status bar (user, connection state, room, who is typing)
+//! and an input line.
 //!
 //! Keys: Enter sends, ←/→/Home/End/Backspace/Delete edit (Ctrl-A, Ctrl-E,
 //! Ctrl-U, Ctrl-W too), ↑/↓ recall earlier lines, PgUp/PgDn scroll the pane
@@ -23,9 +26,9 @@ use ratatui::widgets::Paragraph;
 use ratatui::{Frame, Terminal};
 use tokio::sync::mpsc;
 
-use super::format::{clock, escape};
+use super::format::{clock, escape, quote, reactions};
 use super::session::{Action, Frontend};
-use super::state::{ChatState, Conn, Output, typing_text};
+use super::state::{ChatState, Conn, Output, room_label, typing_text};
 
 /// Entries kept in the message pane (the oldest are dropped first).
 const PANE_LIMIT: usize = 5000;
@@ -43,7 +46,23 @@ pub struct View {
 
 impl View {
     pub fn push(&mut self, out: Vec<Output>) {
-        self.entries.extend(out);
+        for o in out {
+            match o {
+                // A changed message is redrawn where it is, if the pane
+                // still shows it.
+                Output::Changed { what, shown } => {
+                    let (room, seq) = (&shown.message.room, shown.message.seq);
+                    let at = self.entries.iter().rposition(|e| {
+                        matches!(e, Output::Message(s) if s.message.room == *room && s.message.seq == seq)
+                    });
+                    match at {
+                        Some(i) => self.entries[i] = Output::Message(shown),
+                        None => self.entries.push_back(Output::Changed { what, shown }),
+                    }
+                }
+                o => self.entries.push_back(o),
+            }
+        }
         while self.entries.len() > PANE_LIMIT {
             self.entries.pop_front();
         }
@@ -85,8 +104,9 @@ impl View {
 
     /// Draws the whole screen.
     pub fn render(&mut self, frame: &mut Frame, state: &ChatState, now: Instant) {
-        let [pane, bar, input] = Layout::vertical([
+        let [pane, rooms, bar, input] = Layout::vertical([
             Constraint::Min(1),
+            Constraint::Length(1),
             Constraint::Length(1),
             Constraint::Length(1),
         ])
@@ -94,6 +114,7 @@ impl View {
         self.page = pane.height as usize;
         let rows = self.rows(pane.width as usize, pane.height as usize, &state.me);
         frame.render_widget(Paragraph::new(rows), pane);
+        frame.render_widget(Paragraph::new(room_list(state)), rooms);
 
         frame.render_widget(
             Paragraph::new(status_bar(state, now, self.scroll > 0))
@@ -152,24 +173,39 @@ impl View {
 /// The spans of one pane entry, before wrapping.
 fn entry_spans(entry: &Output, me: &str) -> Vec<(String, Style)> {
     match entry {
-        Output::Message(m) => {
+        Output::Message(shown) | Output::Changed { shown, .. } => {
+            let m = &shown.message;
             let mut name = Style::default().fg(name_color(&m.from));
             if m.from == me {
                 name = name.add_modifier(Modifier::BOLD);
             }
-            vec![
-                (
-                    format!("{} ", clock(&m.ts)),
-                    Style::default().fg(Color::DarkGray),
-                ),
+            let dim = Style::default().fg(Color::DarkGray);
+            let mut spans = vec![
+                (format!("{} ", clock(&m.ts)), dim),
+                // The seq, for /reply, /edit, /delete and /react.
+                (format!("#{} ", m.seq), dim),
                 (
                     format!("[{}] ", escape(&m.room)),
                     Style::default().fg(Color::Blue),
                 ),
                 (escape(&m.from), name),
                 (": ".into(), Style::default()),
-                (escape(&m.text), Style::default()),
-            ]
+            ];
+            if m.deleted {
+                spans.push(("[deleted]".into(), dim.add_modifier(Modifier::ITALIC)));
+            } else {
+                spans.push((escape(&m.text), Style::default()));
+            }
+            if m.edited.is_some() && !m.deleted {
+                spans.push((" (edited)".into(), dim));
+            }
+            if let Some(q) = &shown.quote {
+                spans.push((format!(" (↪ {})", quote(q)), dim));
+            }
+            if let Some(r) = reactions(m) {
+                spans.push((format!(" · {r}"), Style::default().fg(Color::Yellow)));
+            }
+            spans
         }
         Output::Status(s) => vec![(
             format!("* {}", escape(s)),
@@ -192,6 +228,33 @@ fn name_color(name: &str) -> Color {
         .bytes()
         .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b));
     COLORS[hash as usize % COLORS.len()]
+}
+
+/// The room list: every joined room with its unread messages and mentions
+/// (`random 3 (1@)`), the current one bold.
+fn room_list(state: &ChatState) -> Line<'static> {
+    let current = state.target.as_ref().map(|t| t.label());
+    let mut spans = vec![Span::styled(
+        "rooms: ",
+        Style::default().fg(Color::DarkGray),
+    )];
+    for (i, (label, unread)) in state.room_list().into_iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw("  "));
+        }
+        let mut style = Style::default();
+        if current.as_deref() == Some(label.as_str()) {
+            style = style.add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
+        } else if unread.mentions > 0 {
+            style = style.fg(Color::LightRed);
+        } else if unread.unread > 0 {
+            style = style.fg(Color::White).add_modifier(Modifier::BOLD);
+        } else {
+            style = style.fg(Color::DarkGray);
+        }
+        spans.push(Span::styled(escape(&room_label(&label, unread)), style));
+    }
+    Line::from(spans)
 }
 
 /// The status bar: user, connection state, target, typing, scroll state.
@@ -657,7 +720,7 @@ mod tests {
     }
 
     fn message(seq: u64, from: &str, text: &str) -> Output {
-        Output::Message(Message {
+        Output::message(Message {
             room: "general".into(),
             seq,
             from: from.into(),
@@ -704,7 +767,8 @@ mod tests {
         typed(&mut view, "draft");
         let rows = screen(&mut view, &state, 60, 6);
         assert_eq!(rows[0], "* joined general");
-        assert_eq!(rows[1], "21:07:09 [general] bob: hi alice");
+        assert_eq!(rows[1], "21:07:09 #1 [general] bob: hi alice");
+        assert_eq!(rows[3], "rooms:");
         assert!(rows[4].contains("alice"), "{}", rows[4]);
         assert!(rows[4].contains("● online (n1)"), "{}", rows[4]);
         assert!(rows[4].contains("general"), "{}", rows[4]);
@@ -719,21 +783,76 @@ mod tests {
         for i in 1..=10 {
             view.push(vec![Output::Status(format!("line {i}"))]);
         }
-        // 5 rows: 3 for the pane, then the status bar and the input line.
-        let rows = screen(&mut view, &state, 60, 5);
+        // 6 rows: 3 for the pane, then the room list, the status bar and
+        // the input line.
+        let rows = screen(&mut view, &state, 60, 6);
         assert_eq!(rows[..3], ["* line 8", "* line 9", "* line 10"]);
         view.key(press(KeyCode::PageUp));
-        let rows = screen(&mut view, &state, 60, 5);
+        let rows = screen(&mut view, &state, 60, 6);
         assert_eq!(rows[..3], ["* line 6", "* line 7", "* line 8"]);
-        assert!(rows[3].contains("scrolled up"));
+        assert!(rows[4].contains("scrolled up"));
         // Scrolling stops at the top.
         for _ in 0..20 {
             view.key(press(KeyCode::PageUp));
         }
-        let rows = screen(&mut view, &state, 60, 5);
+        let rows = screen(&mut view, &state, 60, 6);
         assert_eq!(rows[..3], ["* line 1", "* line 2", "* line 3"]);
         view.key(press(KeyCode::Esc));
-        let rows = screen(&mut view, &state, 60, 5);
+        let rows = screen(&mut view, &state, 60, 6);
         assert_eq!(rows[2], "* line 10");
+    }
+
+    #[test]
+    fn changed_messages_are_redrawn_in_place_and_rooms_show_unread() {
+        use parley_client::protocol::{Edited, Reaction, RoomEvent};
+        let now = Instant::now();
+        let mut state = ChatState::new("alice", Some(Target::Room("general".into())));
+        let joined = |room: &str, unread, mentions| parley_client::Event::Joined {
+            room: room.into(),
+            members: vec![],
+            last_seq: 9,
+            read_seq: 0,
+            unread,
+            mentions,
+        };
+        state.apply(joined("general", 0, 0), now);
+        state.apply(joined("random", 3, 1), now);
+        let mut view = View::default();
+        let Output::Message(m) = message(1, "bob", "hi alice") else {
+            unreachable!()
+        };
+        let out = state.apply(parley_client::Event::Message(m.message.clone()), now);
+        view.push(out);
+        view.push(vec![Output::Status("after".into())]);
+        let edit = RoomEvent::Edited(Edited {
+            room: "general".into(),
+            seq: 2,
+            from: "bob".into(),
+            target: 1,
+            text: "hi all".into(),
+            ts: "t".into(),
+            nonce: None,
+        });
+        view.push(state.apply(parley_client::Event::Change(edit), now));
+        let react = RoomEvent::Reaction(Reaction {
+            room: "general".into(),
+            seq: 3,
+            from: "carol".into(),
+            target: 1,
+            emoji: "👍".into(),
+            on: true,
+            ts: "t".into(),
+            nonce: None,
+        });
+        view.push(state.apply(parley_client::Event::Change(react), now));
+        let rows = screen(&mut view, &state, 70, 6);
+        // The emoji is two columns wide: the test screen shows its second
+        // cell as a space.
+        assert_eq!(
+            rows[0],
+            "21:07:09 #1 [general] bob: hi all (edited) · 👍  1"
+        );
+        assert_eq!(rows[1], "* after");
+        assert_eq!(rows[3], "rooms: general  random 3 (1@)");
     }
 }

@@ -14,7 +14,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parley_protocol::rest::{
-    AuthReply, Credentials, MessagesPage, PasswordChange, PostMessage, RoomInfo, UserInfo,
+    AuthReply, Credentials, MessagesPage, PasswordChange, PostMessage, RoomInfo, SearchPage,
+    SearchResult, UserInfo,
 };
 use parley_protocol::{
     ErrorCode, dm_members, fold_username, is_dm_room, same_user, valid_username,
@@ -308,6 +309,41 @@ pub async fn messages(
         room,
         messages: page.messages.into_iter().map(|m| m.into_wire()).collect(),
         more: page.more,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchParams {
+    q: String,
+    room: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/search`: messages by their current text, newest first, in the
+/// rooms the caller may read (protocol 1.1 §4).
+pub async fn search(
+    State(node): State<Arc<Node>>,
+    AuthUser(user): AuthUser,
+    query: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SearchPage>, ChatError> {
+    let Query(p) = query.map_err(|e| ChatError::bad_request(e.body_text()))?;
+    let page = node
+        .search(&user, &p.q, p.room.as_deref(), p.before.as_deref(), p.limit)
+        .await?;
+    Ok(Json(SearchPage {
+        results: page
+            .hits
+            .into_iter()
+            .map(|h| SearchResult {
+                ts: parley_protocol::time::format_millis(h.ts_ms),
+                room: h.room,
+                seq: h.seq,
+                from: h.from,
+                text: h.text,
+            })
+            .collect(),
+        next: page.next,
     }))
 }
 

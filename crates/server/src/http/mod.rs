@@ -111,6 +111,7 @@ fn table() -> Vec<Route> {
             &["POST"],
             post(server_api::revoke),
         ),
+        route("/api/search", &["GET"], get(api::search)),
         route("/api/openapi.json", &["GET"], get(openapi::document)),
         route("/ws", &["GET"], get(ws::upgrade)),
         route("/healthz", &["GET"], get(health::healthz)),

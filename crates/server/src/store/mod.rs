@@ -11,7 +11,9 @@
 //! re-serialises.
 
 mod events;
+pub mod pg_hosts;
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 
 pub(crate) use events::{EventTx, append_event, event_of, runs, with_reactions};
@@ -20,6 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parley_protocol::{Deleted, Edited, Message, Reaction, RoomEvent};
+use search::{SearchPage, SearchQuery};
 
 /// What an append asks of its room (protocol 1.1 §1: every change to a
 /// room is an event with the room's next `seq`).
@@ -253,6 +256,10 @@ pub enum StoreError {
     /// A uniqueness rule was violated (e.g. a taken username).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The request names something the store cannot read (a cursor it did
+    /// not hand out): the caller's mistake, answered `bad_request`.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// Anything else: corrupt data, a bug.
     #[error("storage error: {0}")]
     Internal(String),
@@ -342,6 +349,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new user (role `user`, enabled) under the spelling given,
     /// with [`parley_protocol::fold_username`] of it as its key; `Conflict`
     /// if the name, or another that differs from it only in case, is taken.
+    /// Messages whose current text holds every word of the query, newest
+    /// first, in the rooms the caller may read (protocol 1.1 §4); a deleted
+    /// message is never found, an edited one by its current text only.
+    async fn search(&self, query: &SearchQuery<'_>) -> Result<SearchPage, StoreError>;
+
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
 
     /// The password hash of the user named exactly `name`, or `None`.
@@ -752,6 +764,9 @@ pub(crate) fn classify(err: sqlx::Error) -> StoreError {
             let code = db.code().unwrap_or_default();
             let transient = matches!(code.as_ref(), "5" | "6" | "10" | "13" | "261" | "517")
                 || code.starts_with("08")
+                // read_only_sql_transaction: the server turned standby (a
+                // failover); another host takes the writes.
+                || code.as_ref() == "25006"
                 || code.starts_with("57P")
                 || code.starts_with("53");
             if transient {

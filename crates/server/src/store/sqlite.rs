@@ -18,6 +18,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use std::collections::HashMap;
 
+use super::search::{self, SearchHit, SearchPage, SearchQuery};
 use super::{
     Account, AppendOutcome, AuthChanges, EventKind, EventTx, LoginAttempt, NewMessage,
     REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, Unread, append_event, apply_plan,
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_read_state.sql"),
     ),
+    (6, include_str!("../../migrations/sqlite/0006_search.sql")),
 ];
 
 /// The columns [`row_to_message`] reads.
@@ -625,6 +627,53 @@ impl Store for SqliteStore {
                 .await
                 .map_err(classify)?;
         Ok(rows.into_iter().map(|(r, s)| (r, s as u64)).collect())
+    }
+
+    async fn search(&self, query: &SearchQuery<'_>) -> Result<SearchPage, StoreError> {
+        let Some(terms) = search::fts5_match(query.q) else {
+            return Ok(SearchPage::default());
+        };
+        let before = query
+            .before
+            .map(search::parse_rowid_cursor)
+            .transpose()?
+            .unwrap_or(i64::MAX);
+        let (dm_prefix, dm_suffix) = search::dm_bounds(query.user_key);
+        // FTS5 walks the matches in rowid order from `before` down, and
+        // stops once a page is found: a page costs the rows it skips, not
+        // every match.
+        let rows: Vec<(i64, String, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT k.id, k.room, k.seq, m.sender, m.body, m.ts_ms \
+             FROM search_text f \
+             JOIN search_keys k ON k.id = f.rowid \
+             JOIN messages m ON m.room = k.room AND m.seq = k.seq \
+             WHERE search_text MATCH ?1 AND f.rowid < ?2 \
+               AND (?3 IS NULL OR k.room = ?3) \
+               AND (substr(k.room, 1, 3) <> 'dm:' \
+                    OR substr(k.room, 1, length(?4)) = ?4 \
+                    OR substr(k.room, -length(?5)) = ?5) \
+             ORDER BY f.rowid DESC LIMIT ?6",
+        )
+        .bind(terms)
+        .bind(before)
+        .bind(query.room)
+        .bind(dm_prefix)
+        .bind(dm_suffix)
+        .bind(i64::from(query.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        let (rows, more) = search::take_page(rows, query.limit);
+        let next = more
+            .then(|| rows.last().map(|r| search::rowid_cursor(r.0)))
+            .flatten();
+        let hits = rows
+            .into_iter()
+            .map(|(_, room, seq, from, text, ts_ms)| {
+                SearchHit::from((room, seq, from, text, ts_ms))
+            })
+            .collect();
+        Ok(SearchPage { hits, next })
     }
 
     async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError> {

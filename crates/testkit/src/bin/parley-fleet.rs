@@ -13,6 +13,12 @@
 //! and is started again on the same port; `--roll-gap SECS` pauses between
 //! two nodes. Run `parley bench --scenario resume` against the nodes at the
 //! same time to check that the restarts lose and duplicate nothing.
+//! `--sync-standby` puts PostgreSQL on a primary plus a synchronous standby
+//! (`pg_basebackup -R`; every commit, so every ack, waits for the standby)
+//! and gives the nodes both hosts in one multi-host URL
+//! (`target_session_attrs=read-write`): what docs/benchmarks.md compares
+//! with one PostgreSQL, and a place to rehearse a failover by hand
+//! (docs/operations.md, "Losing a database server").
 //! Nodes inherit the launcher's environment (e.g. `PARLEY_DRAIN_SPREAD`);
 //! with `PARLEY_NODE_LOGS=DIR` each node logs to `DIR/node-PORT.log`.
 
@@ -23,7 +29,7 @@ use parley_testkit::{Fleet, SECRET};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: parley-fleet [--nodes N] [--parley PATH_TO_PARLEY_BINARY] [--roll-after SECS [--roll-gap SECS]]"
+        "usage: parley-fleet [--nodes N] [--parley PATH_TO_PARLEY_BINARY] [--sync-standby] [--roll-after SECS [--roll-gap SECS]]"
     );
     std::process::exit(2)
 }
@@ -34,6 +40,7 @@ async fn main() {
     let mut binary: Option<String> = None;
     let mut roll_after: Option<f64> = None;
     let mut roll_gap = 0.0f64;
+    let mut sync_standby = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -46,6 +53,7 @@ async fn main() {
             "--parley" => binary = Some(args.next().unwrap_or_else(|| usage())),
             "--roll-after" => roll_after = Some(seconds(args.next())),
             "--roll-gap" => roll_gap = seconds(args.next()),
+            "--sync-standby" => sync_standby = true,
             _ => usage(),
         }
     }
@@ -69,13 +77,16 @@ async fn main() {
             std::process::exit(1)
         });
 
-    eprintln!("starting PostgreSQL, Redis and {nodes} nodes …");
-    let fleet = Fleet::start(
-        &binary,
-        nodes,
-        &[("PARLEY_LOG", "info"), ("PARLEY_LOG_FORMAT", "text")],
-    )
-    .await;
+    let env = [("PARLEY_LOG", "info"), ("PARLEY_LOG_FORMAT", "text")];
+    let fleet = if sync_standby {
+        eprintln!(
+            "starting a PostgreSQL primary with a synchronous standby, Redis and {nodes} nodes …"
+        );
+        Fleet::start_replicated(&binary, nodes, &env).await
+    } else {
+        eprintln!("starting PostgreSQL, Redis and {nodes} nodes …");
+        Fleet::start(&binary, nodes, &env).await
+    };
     let upstreams: Vec<_> = fleet.nodes.iter().map(|n| n.addr).collect();
     let nginx = match tokio::task::spawn_blocking(move || Nginx::start(&upstreams)).await {
         Ok(nginx) => nginx,
@@ -92,6 +103,10 @@ async fn main() {
         println!("  node {i}:                 http://{}", n.addr);
     }
     println!("  PostgreSQL:             {}", fleet.postgres.url());
+    if let Some(standby) = &fleet.standby {
+        println!("  synchronous standby:    {}", standby.url());
+        println!("  nodes' database URL:    {}", fleet.database_url());
+    }
     println!("  Redis:                  {}", fleet.redis.url());
     println!(
         "  JWT secret:             {SECRET}  (mint tokens: parley token --secret {SECRET} --user NAME)"

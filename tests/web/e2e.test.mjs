@@ -10,171 +10,27 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import {
+  state, sessions, eventually, sleep, WAIT_MS, RECOVER_MS, PASSWORD, launchBrowser, closeBrowser,
+  newSession, newTab, assertClean, shot, connState, waitConnected, shown, countText, waitShown, send,
+  assertGapless, step, register, login, joinRoom as joinRoomIn, liOf, msgLi, framesSent, focused,
+  rowAction, tokenOf, badge, openFromList,
+} from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const NODE_SH = path.join(HERE, 'node.sh');
 const PORT = process.env.E2E_PORT;
-const ARTIFACTS = process.env.ARTIFACTS || path.join(HERE, '..', '..', 'target', 'web-artifacts');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const BASE = `http://127.0.0.1:${PORT}`;
-
-const WAIT_MS = 15000;       // ordinary UI waits
-const RECOVER_MS = 25000;    // reconnect after a restart (client backoff is capped at 10 s)
 
 const RUN = Math.random().toString(36).slice(2, 8);
 const ROOM = `e2e-${RUN}`;
-const PASSWORD = 'correct horse battery staple';
 
-// ---- helpers ------------------------------------------------------------------
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Poll `get` until `ok(value)` holds; fail after `timeout` ms with the last value.
-async function eventually(what, get, ok = Boolean, timeout = WAIT_MS) {
-  const deadline = Date.now() + timeout;
-  let last;
-  let lastErr;
-  for (;;) {
-    try {
-      last = await get();
-      lastErr = undefined;
-      if (ok(last)) return last;
-    } catch (e) {
-      lastErr = e;
-    }
-    if (Date.now() > deadline) {
-      const detail = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
-      throw new Error(`timed out after ${timeout} ms waiting for ${what}; ${detail}`);
-    }
-    await sleep(100);
-  }
-}
+// ---- helpers (the shared ones are in helpers.mjs) -------------------------------
 
 function nodeCtl(cmd) {
   execFileSync('bash', [NODE_SH, cmd], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 30000 });
-}
-
-// While the node is down the browser logs failed WebSocket connects and failed
-// fetches as console errors: expected then, and only then.
-const OUTAGE_NOISE = [
-  /^WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/ws' failed/,
-  /^Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE|CONNECTION_CLOSED)/,
-];
-let outage = false;
-
-let browser;
-const sessions = {};
-let failed = false;
-
-async function newSession(name, { routeWs = false } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const s = {
-    name, context, page: null,
-    consoleErrors: [], pageErrors: [], csp: [], dialogs: [], requests: [], wsSent: [], wsReceived: [],
-    drop: null, dropped: [],
-  };
-  if (routeWs) {
-    // The page's WebSocket goes through the test, which forwards every frame
-    // except what s.drop(frame, direction) picks: that one is swallowed, as if
-    // the connection had died just before delivering it.
-    await context.routeWebSocket(/\/ws$/, (ws) => {
-      const server = ws.connectToServer();
-      ws.onMessage((m) => {
-        let frame = null;
-        try { frame = JSON.parse(m); } catch (e) { /* not JSON */ }
-        if (frame) s.wsSent.push({ at: Date.now(), frame });
-        if (frame && s.drop && s.drop(frame, 'up')) { s.dropped.push(frame); return; }
-        server.send(m);
-      });
-      server.onMessage((m) => {
-        let frame = null;
-        try { frame = JSON.parse(m); } catch (e) { /* not JSON */ }
-        if (frame) s.wsReceived.push({ at: Date.now(), frame });
-        if (frame && s.drop && s.drop(frame, 'down')) { s.dropped.push(frame); return; }
-        ws.send(m);
-      });
-    });
-  }
-  // securitypolicyviolation events, reported out of the page through a CDP
-  // binding (not subject to the page's CSP). Installed before any page script.
-  await context.exposeBinding('__e2eReportCsp', (_src, v) => { s.csp.push(v); });
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      window.__e2eReportCsp({
-        directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample,
-        source: e.sourceFile, line: e.lineNumber,
-      });
-    });
-  });
-  const page = await context.newPage();
-  s.page = page;
-  page.setDefaultTimeout(WAIT_MS);
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error') return;
-    const text = msg.text();
-    if (/Content.Security.Policy/i.test(text)) s.csp.push({ console: text });
-    if (outage && OUTAGE_NOISE.some((re) => re.test(text))) return;
-    s.consoleErrors.push(text);
-  });
-  page.on('pageerror', (err) => s.pageErrors.push(String(err && err.stack || err)));
-  page.on('dialog', (d) => { s.dialogs.push(`${d.type()}: ${d.message()}`); d.dismiss().catch(() => {}); });
-  page.on('request', (r) => s.requests.push(r.url()));
-  if (!routeWs) page.on('websocket', (ws) => {
-    ws.on('framesent', (f) => { try { s.wsSent.push({ at: Date.now(), frame: JSON.parse(f.payload) }); } catch (e) { /* not JSON */ } });
-    ws.on('framereceived', (f) => { try { s.wsReceived.push({ at: Date.now(), frame: JSON.parse(f.payload) }); } catch (e) { /* not JSON */ } });
-  });
-  sessions[name] = s;
-  return s;
-}
-
-function assertClean(s) {
-  assert.deepEqual(s.pageErrors, [], `${s.name}: uncaught page errors`);
-  assert.deepEqual(s.csp, [], `${s.name}: CSP violations`);
-  assert.deepEqual(s.consoleErrors, [], `${s.name}: console errors`);
-  assert.deepEqual(s.dialogs, [], `${s.name}: dialogs opened`);
-}
-
-async function shot(s, file) {
-  await s.page.screenshot({ path: path.join(ARTIFACTS, file) });
-}
-
-const connState = (s) => s.page.$eval('#conn-state', (e) => ({ state: e.dataset.state, text: e.textContent }));
-
-async function waitConnected(s, timeout = WAIT_MS) {
-  await eventually(`${s.name} #conn-state "connected"`, () => connState(s),
-    (v) => v.state === 'connected' && v.text === 'connected', timeout);
-}
-
-// Confirmed messages as shown: li.msg[data-seq], in DOM order.
-function shown(s) {
-  return s.page.$$eval('#messages li.msg[data-seq]', (els) => els.map((e) => ({
-    seq: Number(e.dataset.seq), from: e.dataset.from, text: e.querySelector('.text').textContent,
-  })));
-}
-
-const countText = (list, text) => list.filter((m) => m.text === text).length;
-
-async function waitShown(s, text, timeout = WAIT_MS) {
-  const list = await eventually(`${s.name} to show ${JSON.stringify(text)}`, () => shown(s),
-    (l) => countText(l, text) >= 1, timeout);
-  assert.equal(countText(list, text), 1, `${s.name} shows ${JSON.stringify(text)} exactly once`);
-  return list.find((m) => m.text === text);
-}
-
-async function send(s, text) {
-  const input = s.page.locator('#composer-input');
-  await input.fill(text);
-  await input.press('Enter');
-  await eventually(`${s.name} composer to clear`, () => input.inputValue(), (v) => v === '');
-}
-
-// seq 1..n, in order, no duplicate.
-function assertGapless(list, who) {
-  assert.deepEqual(list.map((m) => m.seq), list.map((_, i) => i + 1), `${who}: seqs are 1..n in order`);
 }
 
 async function restMessages(s) {
@@ -185,40 +41,19 @@ async function restMessages(s) {
   return body.messages;
 }
 
-// Steps run in order; once one fails the rest are skipped (they would only
-// report the same breakage again).
-function step(name, fn) {
-  test(name, { timeout: 90000 }, async (t) => {
-    if (failed) { t.skip('an earlier step failed'); return; }
-    try {
-      await fn(t);
-    } catch (e) {
-      failed = true;
-      for (const s of Object.values(sessions)) {
-        await s.page.screenshot({ path: path.join(ARTIFACTS, `failure-${s.name}.png`) }).catch(() => {});
-      }
-      throw e;
-    }
-  });
-}
+const joinRoom = (s, room = ROOM) => joinRoomIn(s, room);
 
 // ---- setup ----------------------------------------------------------------------
 
 before(async () => {
   assert.ok(PORT, 'E2E_PORT is not set: run tests/web/run.sh, which starts the node');
-  mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
-  });
+  await launchBrowser();
   await newSession(`alice-${RUN}`);
   await newSession(`bob-${RUN}`);
 });
 
 after(async () => {
-  if (browser) await browser.close();
+  await closeBrowser();
 });
 
 const A = () => sessions[`alice-${RUN}`];
@@ -242,23 +77,6 @@ step('the page loads under its CSP with no console error', async () => {
   await A().page.waitForLoadState('networkidle');
   for (const s of [A(), B()]) assertClean(s);
 });
-
-async function register(s) {
-  await s.page.fill('#username', s.name);
-  await s.page.fill('#password', PASSWORD);
-  await s.page.click('#register-btn');
-  await s.page.locator('#chat-view').waitFor({ state: 'visible' });
-  await eventually(`${s.name} name in the top bar`, () => s.page.textContent('#me-name'), (v) => v === s.name);
-  await waitConnected(s);
-}
-
-async function joinRoom(s) {
-  await s.page.fill('#room-input', ROOM);
-  await s.page.click('#room-join-btn');
-  await eventually(`${s.name} room title`, () => s.page.textContent('#room-title'), (v) => v === `#${ROOM}`);
-  await eventually(`${s.name} joined`, () => s.page.textContent('#room-meta'), (v) => /^\d+ online$/.test(v));
-  assert.equal(await s.page.locator('#composer-input').isEnabled(), true);
-}
 
 step('two users register, join a room and exchange messages', async () => {
   for (const s of [A(), B()]) await register(s);
@@ -362,7 +180,7 @@ step('a node crash shows "reconnecting", then recovers with no lost or doubled m
   const afterB = `bob after the restart ${RUN}`;
   const afterA = `alice after the restart ${RUN}`;
 
-  outage = true;
+  state.outage = true;
   nodeCtl('kill');
   for (const s of [A(), B()]) {
     await eventually(`${s.name} #conn-state "reconnecting"`, () => connState(s),
@@ -407,7 +225,7 @@ step('a node crash shows "reconnecting", then recovers with no lost or doubled m
     assert.ok(frames.some((f) => f.at >= restartedAt), `${s.name}: sent after the restart`);
     for (const f of frames) assert.equal(f.frame.nonce, nonces[s.name], `${s.name}: retried with its nonce`);
   }
-  outage = false;
+  state.outage = false;
 
   // Messages sent after the restart arrive live on the other side.
   await send(B(), afterB);
@@ -458,7 +276,7 @@ step('a send stored just before a crash, whose ack was lost, appears exactly onc
   assert.equal(await C.page.locator('#messages li.msg.pending[data-nonce]').count(), 1);
   await shot(C, '09-unacked-carol.png');
 
-  outage = true;
+  state.outage = true;
   nodeCtl('kill');
   await eventually('carol #conn-state "reconnecting"', () => connState(C), (v) => v.state === 'reconnecting');
   nodeCtl('start');
@@ -468,7 +286,7 @@ step('a send stored just before a crash, whose ack was lost, appears exactly onc
   assert.equal(mine.seq, live.seq, 'carol shows it under the seq it was stored with');
   await eventually('carol pending copy to go', () => C.page.locator('#messages li.msg.pending').count(), (n) => n === 0);
   await waitShown(B(), text);
-  outage = false;
+  state.outage = false;
   // Any resend reused the nonce; the store holds the message once.
   for (const f of C.wsSent.filter((x) => x.frame.type === 'send' && x.frame.text === text)) {
     assert.equal(f.frame.nonce, nonce, 'a resend reuses the nonce');
@@ -542,15 +360,8 @@ async function otherDevice(s, requests) {
   }, { port: PORT, requests });
 }
 
-const liOf = (s, seq) => s.page.evaluate((q) => {
-  const li = document.querySelector(`#messages li.msg[data-seq="${q}"]`);
-  if (!li) return null;
-  const part = (sel) => { const e = li.querySelector(sel); return e ? e.textContent : null; };
-  return { text: part('.text'), edited: part('.edited'), reactions: part('.reactions'), quote: part('.reply-quote') };
-}, seq);
-
-// Last: the room's log gets edit/reaction/delete events, whose seqs are not
-// shown as lines (the steps above count lines as 1..n).
+// From here on the room's log gets edit/reaction/delete events, whose seqs
+// are not shown as lines (the steps above count lines as 1..n).
 step('edits, reactions, replies and deletes made elsewhere show in place, live and after a reload', async () => {
   const text = `to be edited ${RUN}`;
   await send(A(), text);
@@ -573,6 +384,8 @@ step('edits, reactions, replies and deletes made elsewhere show in place, live a
   assert.deepEqual(await otherDevice(A(), [{ type: 'delete', room: ROOM, target }]), ['welcome', 'ack']);
   await eventually('bob to show the placeholder', () => liOf(B(), target),
     (v) => v && v.text === 'message deleted' && v.reactions === null && v.edited === null);
+  await eventually('alice to quote the deleted message in the reply', () => liOf(A(), reply.seq),
+    (v) => v && v.quote === `↪ ${A().name}: message deleted`);
   // From history, after a reload: the same state.
   await B().page.reload({ waitUntil: 'load' });
   await waitConnected(B());
@@ -581,4 +394,312 @@ step('edits, reactions, replies and deletes made elsewhere show in place, live a
   ([t, r]) => t && t.text === 'message deleted' && r && r.quote === `↪ ${A().name}: message deleted`);
   await shot(B(), '15-deleted-after-reload-bob.png');
   for (const s of [A(), B()]) assertClean(s);
+});
+
+// ---- the user's own actions (protocol 1.1 in the UI) ---------------------------------
+// These steps add events (edits, reactions, deletes) and messages by REST:
+// they look messages up by text and seq, never by line number.
+
+// `n` messages posted by REST as a user of their own (so nobody's send
+// budget in the UI is spent), retrying when rate limited.
+async function postMany(n, textOf) {
+  const reg = await fetch(`${BASE}/api/auth/register`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: `filler-${RUN}`, password: PASSWORD }),
+  });
+  assert.equal(reg.status, 201, 'register the filler user');
+  const { token } = await reg.json();
+  for (let i = 0; i < n; i++) {
+    for (;;) {
+      const resp = await fetch(`${BASE}/api/rooms/${ROOM}/messages`, {
+        method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ text: textOf(i) }),
+      });
+      if (resp.status === 201) break;
+      assert.equal(resp.status, 429, `POST message ${i}`);
+      await sleep(250);
+    }
+  }
+}
+
+step('you edit and delete your own messages, by mouse and by keyboard; others see it live', async () => {
+  await A().page.setViewportSize({ width: 1280, height: 800 }); // the phone step narrowed it
+  const text = `mine to change ${RUN}`;
+  await send(A(), text);
+  const seq = (await waitShown(B(), text)).seq;
+  // Others get no Edit or Delete on it.
+  await msgLi(B(), seq).hover();
+  assert.deepEqual(await msgLi(B(), seq).locator('.msg-actions button').allTextContents(), ['React', 'Reply']);
+
+  // Mouse: the actions show on hover; Edit opens an inline editor, Enter saves.
+  await rowAction(A(), seq, 'Edit your message');
+  const editor = msgLi(A(), seq).locator('textarea.editor-input');
+  assert.equal(await editor.inputValue(), text);
+  await editor.fill(`changed ${RUN}`);
+  await editor.press('Enter');
+  for (const s of [A(), B()]) {
+    await eventually(`${s.name} to show the edit`, () => liOf(s, seq),
+      (v) => v && v.text === `changed ${RUN}` && v.edited === '(edited)');
+  }
+  // Escape cancels an edit: nothing is sent.
+  const editsBefore = framesSent(A(), 'edit').length;
+  await rowAction(A(), seq, 'Edit your message');
+  await editor.fill('never sent');
+  await editor.press('Escape');
+  await eventually('the editor to close', () => editor.count(), (n) => n === 0);
+  assert.equal(framesSent(A(), 'edit').length, editsBefore, 'a cancelled edit sends nothing');
+  assert.equal((await liOf(A(), seq)).text, `changed ${RUN}`);
+
+  // Keyboard only: the row takes focus, Tab walks its actions, Enter edits,
+  // Enter saves and focus goes back to the row.
+  await A().page.mouse.move(0, 0);
+  await msgLi(A(), seq).focus();
+  const walked = [];
+  for (let i = 0; i < 3; i++) {
+    await A().page.keyboard.press('Tab');
+    walked.push(await focused(A()));
+  }
+  assert.deepEqual(walked, [`Add a reaction to ${A().name}'s message`, `Reply to ${A().name}`, 'Edit your message']);
+  await A().page.keyboard.press('Enter');
+  assert.equal(await focused(A()), 'Message text: Enter saves, Escape cancels');
+  await A().page.keyboard.press('ControlOrMeta+A');
+  await A().page.keyboard.type(`typed at the keyboard ${RUN}`);
+  await A().page.keyboard.press('Enter');
+  assert.equal(await focused(A()), `row ${seq}`);
+  await eventually('bob to show the keyboard edit', () => liOf(B(), seq), (v) => v && v.text === `typed at the keyboard ${RUN}`);
+
+  // Delete asks first, then everyone sees the placeholder.
+  await rowAction(A(), seq, 'Delete your message');
+  await msgLi(A(), seq).getByRole('button', { name: 'Yes, delete the message' }).click();
+  for (const s of [A(), B()]) {
+    await eventually(`${s.name} to show the deleted placeholder`, () => liOf(s, seq), (v) => v && v.text === 'message deleted');
+  }
+  assert.equal(await msgLi(A(), seq).locator('.msg-actions').count(), 0, 'a deleted message has no actions');
+  // Every request went with a nonce of its own.
+  const mine = [...framesSent(A(), 'edit'), ...framesSent(A(), 'delete')].filter((f) => f.target === seq);
+  assert.deepEqual(mine.map((f) => f.type), ['edit', 'edit', 'delete']);
+  assert.equal(new Set(mine.map((f) => f.nonce)).size, 3, 'a fresh nonce each');
+  assert.ok(mine.every((f) => typeof f.nonce === 'string' && f.nonce.length > 0 && f.nonce.length <= 64));
+  await shot(A(), '16-edited-deleted-alice.png');
+
+  // A refusal is shown: carol's page never hears that her message was
+  // deleted elsewhere (the test swallows the push), so her edit gets not_found.
+  const C = sessions[`carol-${RUN}`];
+  const ctext = `carol, deleted behind her back ${RUN}`;
+  await send(C, ctext);
+  const cseq = (await waitShown(C, ctext)).seq;
+  C.drop = (f, dir) => dir === 'down' && f.type === 'deleted' && f.target === cseq;
+  assert.deepEqual(await otherDevice(C, [{ type: 'join', room: ROOM }, { type: 'delete', room: ROOM, target: cseq }]),
+    ['welcome', 'joined', 'ack']);
+  await eventually('the push to be swallowed', () => C.dropped.length, (n) => n >= 1);
+  await rowAction(C, cseq, 'Edit your message');
+  await msgLi(C, cseq).locator('textarea.editor-input').fill('too late');
+  await msgLi(C, cseq).locator('textarea.editor-input').press('Enter');
+  await eventually('carol to be told', () => C.page.locator('#toasts .toast-text').allTextContents(),
+    (l) => l.some((t) => t.startsWith('Could not edit the message: Not found.')));
+  C.drop = null;
+  for (const s of [A(), B(), C]) assertClean(s);
+});
+
+step('reactions: pick one, see counts and who, toggle your own off and on', async () => {
+  const text = `react to me ${RUN}`;
+  await send(A(), text);
+  const seq = (await waitShown(B(), text)).seq;
+  const chip = (s) => s.page.evaluate((q) => {
+    const c = document.querySelector(`#messages li.msg[data-seq="${q}"] button.reaction`);
+    return c && { text: c.textContent, title: c.title, pressed: c.getAttribute('aria-pressed') };
+  }, seq);
+
+  await rowAction(B(), seq, `Add a reaction to ${A().name}'s message`);
+  const picker = msgLi(B(), seq).locator('.reaction-picker');
+  assert.deepEqual(await picker.locator('button').allTextContents(), ['👍', '❤️', '😂', '🎉', '😮', '😢', '✕']);
+  await picker.getByRole('button', { name: 'React with 🎉' }).click();
+  for (const s of [A(), B()]) {
+    await eventually(`${s.name} to show bob's reaction`, () => chip(s),
+      (v) => v && v.text === '🎉 1' && v.title === B().name && v.pressed === String(s === B()));
+  }
+  // Clicking a chip adds yours...
+  await msgLi(A(), seq).locator('button.reaction').click();
+  const both = [A().name, B().name].sort().join(', ');
+  for (const s of [A(), B()]) {
+    await eventually(`${s.name} to show two`, () => chip(s), (v) => v && v.text === '🎉 2' && v.title === both && v.pressed === 'true');
+  }
+  // ...or takes it back.
+  await msgLi(B(), seq).locator('button.reaction').click();
+  for (const s of [A(), B()]) {
+    await eventually(`${s.name} to show alice's only`, () => chip(s),
+      (v) => v && v.text === '🎉 1' && v.title === A().name && v.pressed === String(s === A()));
+  }
+  assert.deepEqual(framesSent(B(), 'react').filter((f) => f.target === seq).map((f) => [f.emoji, f.on]),
+    [['🎉', true], ['🎉', false]]);
+
+  // Keyboard: Enter on React opens the picker on its first emoji; Escape
+  // closes it and gives focus back to the row; nothing was sent.
+  const reactsBefore = framesSent(B(), 'react').length;
+  await B().page.mouse.move(0, 0);
+  await msgLi(B(), seq).focus();
+  await B().page.keyboard.press('Tab'); // the chip
+  await B().page.keyboard.press('Tab'); // React
+  assert.equal(await focused(B()), `Add a reaction to ${A().name}'s message`);
+  await B().page.keyboard.press('Enter');
+  assert.equal(await focused(B()), 'React with 👍');
+  await B().page.keyboard.press('Escape');
+  assert.equal(await focused(B()), `row ${seq}`);
+  assert.equal(await picker.count(), 0);
+  assert.equal(framesSent(B(), 'react').length, reactsBefore);
+  await shot(B(), '17-reactions-bob.png');
+  for (const s of [A(), B()]) assertClean(s);
+});
+
+let originalSeq = 0; // a message beyond the first history page (the search step finds it)
+
+step('reply: a bar above the composer, reply_to on the wire, the quote jumps to the original', async () => {
+  const original = `the original zebra${RUN}`;
+  await send(A(), original);
+  originalSeq = (await waitShown(B(), original)).seq;
+
+  // The bar says what is answered; Escape in the composer cancels it.
+  await rowAction(B(), originalSeq, `Reply to ${A().name}`);
+  assert.equal(await B().page.textContent('#reply-text'), `Replying to ${A().name}: ${original}`);
+  assert.equal(await B().page.evaluate(() => document.activeElement.id), 'composer-input');
+  await B().page.keyboard.press('Escape');
+  assert.equal(await B().page.locator('#reply-bar').isHidden(), true);
+
+  // Enough messages after it that a fresh join's first page leaves it out.
+  await postMany(55, (i) => `filler ${i} filler${RUN}`);
+  await waitShown(B(), `filler 54 filler${RUN}`);
+
+  await rowAction(B(), originalSeq, `Reply to ${A().name}`);
+  const answer = `my answer ${RUN}`;
+  await send(B(), answer);
+  assert.equal(await B().page.locator('#reply-bar').isHidden(), true, 'sending ends the reply');
+  const reply = await waitShown(A(), answer);
+  const frame = framesSent(B(), 'send').find((f) => f.text === answer);
+  assert.equal(frame.reply_to, originalSeq, 'the send carries reply_to');
+  for (const s of [A(), B()]) {
+    await eventually(`${s.name} to quote the original`, () => liOf(s, reply.seq), (v) => v && v.quote === `↪ ${A().name}: ${original}`);
+  }
+
+  // After a reload only the last page is loaded: the quote pages back to
+  // the original, scrolls to it and highlights it.
+  await B().page.reload({ waitUntil: 'load' });
+  await waitConnected(B());
+  await waitShown(B(), answer);
+  assert.equal(await msgLi(B(), originalSeq).count(), 0, 'the original is not loaded yet');
+  await msgLi(B(), reply.seq).locator('.reply-quote').click();
+  await eventually('bob to show the original, highlighted and in view', () => B().page.evaluate((q) => {
+    const li = document.querySelector(`#messages li.msg[data-seq="${q}"]`);
+    if (!li) return null;
+    const r = li.getBoundingClientRect();
+    const v = document.getElementById('scroller').getBoundingClientRect();
+    return { highlighted: li.classList.contains('highlight'), inView: r.top >= v.top && r.bottom <= v.bottom };
+  }, originalSeq), (v) => v && v.highlighted && v.inView);
+  assert.equal((await liOf(B(), reply.seq)).quote, `↪ ${A().name}: ${original}`, 'the quote shows the original once loaded');
+  await shot(B(), '18-jump-to-original-bob.png');
+  for (const s of [A(), B()]) assertClean(s);
+});
+
+step('unread badges and mentions, the "new messages" divider, read state shared by devices', async () => {
+  const side = `side-${RUN}`;
+  await joinRoom(A(), side);
+  await send(A(), `first in the side room ${RUN}`);
+  await joinRoom(B(), side);
+  await waitShown(B(), `first in the side room ${RUN}`);
+  await eventually('bob to mark it read', () => framesSent(B(), 'read').filter((f) => f.room === side).length, (n) => n >= 1);
+  await openFromList(B(), ROOM); // the side room stays joined, out of sight
+
+  // Live: two messages for bob, one mentioning him.
+  const hello = `hello bob ${RUN}`;
+  const ping = `ping @${B().name}, look ${RUN}`;
+  await send(A(), hello);
+  await send(A(), ping);
+  await eventually('bob badge: 2 unread, 1 mention', () => badge(B(), side), (v) => v && v.unread === '2' && v.mentions === '@1');
+  assert.equal(await B().page.title(), '(2) Parley');
+
+  // Bob's second tab has the counts from GET /api/rooms.
+  const B2 = await newTab(B(), `bob2-${RUN}`);
+  await B2.page.goto(BASE + '/');
+  await login(B2, B().name);
+  await eventually('bob tab 2 badge', () => badge(B2, side), (v) => v && v.unread === '2' && v.mentions === '@1');
+  await shot(B2, '19-unread-badges-bob-tab2.png');
+
+  // Opening the room: the divider stands before the first unread message,
+  // the mention is highlighted, and a read up to the last seq goes out.
+  await openFromList(B(), side);
+  const shownSide = await eventually('bob to show the divider', () => B().page.evaluate(() => {
+    const d = document.querySelector('#messages .unread-divider');
+    return d && { text: d.textContent, next: d.nextElementSibling.querySelector('.text').textContent };
+  }), Boolean);
+  assert.deepEqual(shownSide, { text: 'New messages', next: hello });
+  const pingLi = await waitShown(B(), ping);
+  assert.equal(await msgLi(B(), pingLi.seq).evaluate((e) => e.classList.contains('mention')), true);
+  assert.equal(await B().page.locator('#messages li.msg.mention').count(), 1, 'only the mention is highlighted');
+  await eventually('bob to read up to the mention', () => framesSent(B(), 'read').filter((f) => f.room === side).map((f) => f.seq),
+    (l) => l.includes(pingLi.seq));
+  await eventually('bob badge to clear', () => badge(B(), side), (v) => v && v.unread === '' && v.mentions === '');
+  await shot(B(), '20-divider-mention-bob.png');
+  // The second tab hears of the read from the server and clears too.
+  await eventually('bob tab 2 badge to clear', () => badge(B2, side), (v) => v && v.unread === '' && v.mentions === '');
+  assert.ok(B2.wsReceived.some((f) => f.frame.type === 'read' && f.frame.room === side && f.frame.re === undefined),
+    'cleared by a read push');
+
+  // Your own messages never count, even from another device of yours.
+  await openFromList(A(), ROOM);
+  const bobOne = `one for alice ${RUN}`;
+  const bobTwo = `two for alice ${RUN}`;
+  await send(B(), bobOne);
+  await eventually('alice badge: 1', () => badge(A(), side), (v) => v && v.unread === '1');
+  assert.deepEqual(await otherDevice(A(), [{ type: 'join', room: side }, { type: 'send', room: side, text: `alice elsewhere ${RUN}` }]),
+    ['welcome', 'joined', 'ack']);
+  await send(B(), bobTwo);
+  await eventually('alice to receive the second', () => A().wsReceived.some((f) => f.frame.type === 'message' && f.frame.text === bobTwo));
+  await eventually('alice badge: 2', () => badge(A(), side), (v) => v && v.unread === '2');
+  await sleep(300);
+  assert.deepEqual(await badge(A(), side), { unread: '2', mentions: '' }, 'her own message did not count');
+  for (const s of [A(), B(), B2]) assertClean(s);
+});
+
+step('search: results, "more", and a result opens its room at the message', async () => {
+  const B2 = sessions[`bob2-${RUN}`];
+  const hits = () => B2.page.$$eval('#search-results button', (els) => els.map((e) => ({
+    room: e.dataset.room, seq: Number(e.dataset.seq), text: e.querySelector('.hit-text').textContent,
+  })));
+  async function search(q) {
+    await B2.page.fill('#search-input', q);
+    await B2.page.press('#search-input', 'Enter');
+    await eventually(`the search for ${q} to finish`, () => B2.page.textContent('#search-status'), (v) => v && v !== 'Searching…');
+  }
+
+  // Pages of 20, then "More results" while the server says there is more.
+  await search(`filler${RUN}`);
+  assert.equal((await hits()).length, 20);
+  for (const total of [40, 55]) {
+    await B2.page.click('#search-more-btn');
+    await eventually(`${total} results`, async () => (await hits()).length, (n) => n === total);
+  }
+  assert.equal(await B2.page.locator('#search-more-btn').isHidden(), true, 'no "more" after the last page');
+  const seqs = (await hits()).map((h) => h.seq);
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a), 'newest first');
+  assert.equal(new Set(seqs).size, 55, 'no result twice');
+
+  // A result in a room this tab never opened, beyond its first page.
+  await search(`zebra${RUN}`);
+  assert.deepEqual(await hits(), [{ room: ROOM, seq: originalSeq, text: `the original zebra${RUN}` }]);
+  await B2.page.click('#search-results button');
+  await eventually('the room to open at the message, highlighted', () => B2.page.evaluate((q) => {
+    const li = document.querySelector(`#messages li.msg[data-seq="${q}"]`);
+    if (!li) return null;
+    const r = li.getBoundingClientRect();
+    const v = document.getElementById('scroller').getBoundingClientRect();
+    return { title: document.getElementById('room-title').textContent, highlighted: li.classList.contains('highlight'), inView: r.top >= v.top && r.bottom <= v.bottom };
+  }, originalSeq), (v) => v && v.title === `#${ROOM}` && v.highlighted && v.inView);
+  await shot(B2, '21-search-bob-tab2.png');
+
+  // Only the open conversation: nothing about zebras in the side room.
+  await openFromList(B2, `side-${RUN}`);
+  await B2.page.check('#search-here');
+  await search(`zebra${RUN}`);
+  assert.equal(await B2.page.textContent('#search-status'), 'No messages found.');
+  assert.ok(B2.requests.some((u) => u.includes('/api/search?') && u.includes(`room=side-${RUN}`)));
+  assertClean(B2);
 });

@@ -1,6 +1,6 @@
-//! `parley chat` end to end, against a real `parley serve` process: line
-//! mode through pipes, signing in with a password, and the TUI driven in
-//! tmux.
+//! `parley chat` end to end, against a real `parley serve` process (and a
+//! fleet of them): line mode through pipes, signing in with a password, and
+//! the TUI driven in tmux.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
@@ -9,7 +9,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use parley_client::http;
-use parley_testkit::{NodeProcess, eventually, fetch_all, poll_until, token, without_parley_env};
+use parley_client::protocol::RoomEvent;
+use parley_testkit::{
+    Fleet, NodeProcess, eventually, fetch_all, fetch_all_events, poll_until, token,
+    without_parley_env,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
@@ -421,8 +425,10 @@ async fn serve_at(addr: std::net::SocketAddr, dir: &std::path::Path) -> Child {
     child
 }
 
-#[tokio::test]
-async fn line_mode_reports_disconnect_and_resume() {
+/// Alice chats on a node (fast drain) and sends `text` as #1; then the
+/// node drains and exits. Returns the stopped node (to restart where it
+/// was), her chat, and what it printed after `* disconnected: `.
+async fn alice_loses_her_node(text: &str) -> (NodeProcess, Chat, String) {
     let fast_drain = [
         ("PARLEY_DRAIN_GRACE", "100ms"),
         ("PARLEY_DRAIN_SPREAD", "100ms"),
@@ -430,13 +436,20 @@ async fn line_mode_reports_disconnect_and_resume() {
     let mut node = NodeProcess::start(BIN, &fast_drain).await;
     let mut alice = Chat::with_token("alice", &node, &[]);
     alice.expect_line("* joined general").await;
-    alice.send("before").await;
-    alice.expect_line("[general] #1 alice: before").await;
-
-    // The node drains (close 1001) and goes away.
+    alice.send(text).await;
+    alice
+        .expect_line(&format!("[general] #1 alice: {text}"))
+        .await;
     node.signal("TERM");
     node.wait_exit(WAIT).await;
     let lost = alice.expect_prefix("* disconnected: ").await;
+    (node, alice, lost)
+}
+
+#[tokio::test]
+async fn line_mode_reports_disconnect_and_resume() {
+    // The node drains (close 1001) and goes away.
+    let (node, mut alice, lost) = alice_loses_her_node("before").await;
     assert!(lost.ends_with(", reconnecting"), "{lost}");
 
     // It comes back where it was; the client resumes on its own.
@@ -562,9 +575,14 @@ async fn the_tui_in_tmux_sends_and_shows_messages() {
     tmux.run(&["send-keys", "-t", "chat", "Enter"]);
     let screen = tmux.wait_for("alice: hello from the tui").await;
     assert!(
-        screen.contains("[general] alice: hello from the tui"),
+        screen.contains("#1 [general] alice: hello from the tui"),
         "message pane:\n{screen}"
     );
+    // The room list above the status bar; reacting redraws the message.
+    assert!(screen.contains("rooms: general"), "room list:\n{screen}");
+    tmux.run(&["send-keys", "-t", "chat", "-l", "/react 1 👍"]);
+    tmux.run(&["send-keys", "-t", "chat", "Enter"]);
+    tmux.wait_for("alice: hello from the tui · 👍").await;
     let stored = fetch_all(&node.http(), "general").await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].text, "hello from the tui");
@@ -578,4 +596,256 @@ async fn the_tui_in_tmux_sends_and_shows_messages() {
     tmux.run(&["send-keys", "-t", "chat", "-l", "/quit"]);
     tmux.run(&["send-keys", "-t", "chat", "Enter"]);
     tmux.wait_for("parley-exited-0").await;
+}
+
+/// The line of a status that shows message `seq` of `room` again after a
+/// change: `* WHAT: [room] #seq …`.
+fn changed(what: &str, room: &str, seq: u64, from: &str, body: &str) -> String {
+    format!("* {what}: [{room}] #{seq} {from}: {body}")
+}
+
+#[tokio::test]
+async fn replies_edits_deletes_reactions_search_and_unread_between_two_clients() {
+    let node = NodeProcess::start(BIN, &[]).await;
+    two_people_chat(&node, &node).await;
+}
+
+/// The same two people on a fleet: alice on one node, bob on another, the
+/// nodes sharing PostgreSQL and Redis. Each change reaches the other node
+/// live; search and read state come from the shared store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_edits_deletes_reactions_search_and_unread_across_a_fleet() {
+    let fleet = Fleet::start(BIN, 2, &[]).await;
+    two_people_chat(&fleet.nodes[0], &fleet.nodes[1]).await;
+}
+
+/// Waits until `user`'s read position in `room`, as `node` reports it in
+/// `GET /api/rooms`, is `seq`.
+async fn wait_read(node: &NodeProcess, user: &str, room: &str, seq: u64) {
+    let tok = token(user);
+    let what = format!("{user}'s read position in {room} on {}", node.http());
+    eventually(&what, WAIT, || async {
+        let rooms = http::rooms(&node.http(), &tok).await.ok()?;
+        let r = rooms.into_iter().find(|r| r.room == room)?;
+        (r.read_seq == Some(seq)).then_some(())
+    })
+    .await;
+}
+
+/// `user`'s client connected to `node` (its id is `node-PORT`, see
+/// `parley_testkit`) and in general.
+async fn in_general(user: &str, node: &NodeProcess) -> Chat {
+    let mut chat = Chat::with_token(user, node, &[]);
+    let port = node.addr.port();
+    chat.expect_line(&format!("* connected to node node-{port} as {user}"))
+        .await;
+    chat.expect_line("* joined general").await;
+    chat
+}
+
+/// Waits until both chats have shown `line`.
+async fn both_see(alice: &mut Chat, bob: &mut Chat, line: &str) {
+    for chat in [alice, bob] {
+        chat.expect_line(line).await;
+    }
+}
+
+/// Alice (her `parley chat` connected to `alice_node`) and bob (to
+/// `bob_node`) send, reply, edit, react, delete, search and read, each
+/// seeing the other's doings live in their terminal.
+async fn two_people_chat(alice_node: &NodeProcess, bob_node: &NodeProcess) {
+    let mut alice = in_general("alice", alice_node).await;
+    let mut bob = in_general("bob", bob_node).await;
+    alice.expect_line("* bob joined general").await;
+
+    // A message and a reply that quotes it; both sides see both.
+    alice.send("lunch at noon?").await;
+    let first = "[general] #1 alice: lunch at noon?";
+    bob.expect_line(first).await;
+    bob.send("/reply 1 sounds good").await;
+    let reply = "[general] #2 bob: sounds good (↪ #1 alice: lunch at noon?)";
+    for chat in [&mut alice, &mut bob] {
+        chat.expect_line(first).await;
+        chat.expect_line(reply).await;
+    }
+
+    // Alice edits her message; bob may not.
+    alice.send("/edit 1 lunch at one?").await;
+    let edited = changed(
+        "alice edited",
+        "general",
+        1,
+        "alice",
+        "lunch at one? (edited)",
+    );
+    both_see(&mut alice, &mut bob, &edited).await;
+    bob.send("/edit 1 hijacked").await;
+    bob.expect_line("* #1 is alice's message; you can edit only your own")
+        .await;
+    // A reaction, toggled off again by the same command.
+    bob.send("/react 1 👍").await;
+    let reacted = changed(
+        "bob reacted 👍",
+        "general",
+        1,
+        "alice",
+        "lunch at one? (edited) · 👍 1",
+    );
+    both_see(&mut alice, &mut bob, &reacted).await;
+    alice.send("/react #1 👍").await;
+    let both = changed(
+        "alice reacted 👍",
+        "general",
+        1,
+        "alice",
+        "lunch at one? (edited) · 👍 2",
+    );
+    bob.expect_line(&both).await;
+    bob.send("/react 1 👍").await;
+    let back = changed(
+        "bob took back 👍",
+        "general",
+        1,
+        "alice",
+        "lunch at one? (edited) · 👍 1",
+    );
+    both_see(&mut alice, &mut bob, &back).await;
+    // Only the author deletes: the server refuses alice, bob may.
+    alice.send("/delete 2").await;
+    alice.expect_prefix("* delete not sent (forbidden): ").await;
+    bob.send("/delete 2").await;
+    let deleted = changed(
+        "bob deleted",
+        "general",
+        2,
+        "bob",
+        "[deleted] (↪ #1 alice: lunch at one?)",
+    );
+    both_see(&mut alice, &mut bob, &deleted).await;
+    // Alice replies too, and deletes her own reply.
+    alice.send("/reply 1 or at two").await;
+    let second_reply = "[general] #8 alice: or at two (↪ #1 alice: lunch at one?)";
+    both_see(&mut alice, &mut bob, second_reply).await;
+    alice.send("/delete 8").await;
+    let deleted = changed(
+        "alice deleted",
+        "general",
+        8,
+        "alice",
+        "[deleted] (↪ #1 alice: lunch at one?)",
+    );
+    both_see(&mut alice, &mut bob, &deleted).await;
+
+    // Search, on either node, finds the edited text, not the old one or
+    // the deleted replies.
+    for chat in [&mut alice, &mut bob] {
+        chat.send("/search lunch").await;
+        chat.expect_line("* search \"lunch\": 1 result, newest first:")
+            .await;
+        chat.expect_line("* found [general] #1 alice: lunch at one?")
+            .await;
+        chat.send("/search noon").await;
+        chat.expect_line("* search \"noon\": nothing found").await;
+    }
+
+    // Reading: general is where both look, so it is read up to its last
+    // event (seq 9: three messages, an edit, three reactions, two deletes).
+    wait_read(alice_node, "alice", "general", 9).await;
+    wait_read(bob_node, "bob", "general", 9).await;
+    // Bob reads random once, then looks at general again; what alice says
+    // in random meanwhile is unread for him, a mention among it.
+    alice.send("/join random").await;
+    alice.expect_line("* joined random").await;
+    alice.send("first in random").await;
+    alice
+        .expect_line("[random] #1 alice: first in random")
+        .await;
+    bob.send("/join random").await;
+    bob.expect_line("[random] #1 alice: first in random").await;
+    wait_read(bob_node, "bob", "random", 1).await;
+    bob.send("/join general").await;
+    bob.expect_line("* now talking in general").await;
+    alice.send("anyone here?").await;
+    alice.send("@bob look").await;
+    bob.expect_line("[random] #2 alice: anyone here?").await;
+    bob.expect_line("[random] #3 alice: @bob look").await;
+    bob.send("/rooms").await;
+    let random = bob.expect_prefix("* room random: ").await;
+    assert!(
+        random.ends_with(" 3 messages, 2 unread, 1 mention"),
+        "{random}"
+    );
+    // Looking at random again reads it; the counts clear.
+    bob.send("/join random").await;
+    bob.expect_line("* now talking in random").await;
+    wait_read(bob_node, "bob", "random", 3).await;
+    bob.send("/rooms").await;
+    bob.expect("random without unread", |l| {
+        l.starts_with("* room random: ") && l.ends_with(" 3 messages, 0 unread")
+    })
+    .await;
+
+    let alice = alice.finish().await;
+    let bob = bob.finish().await;
+    for out in [&alice, &bob] {
+        assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+        // Message lines stay once per seq; the changes are status lines.
+        for seq in [1, 8] {
+            let prefix = format!("[general] #{seq} ");
+            assert_eq!(
+                out.stdout.iter().filter(|l| l.starts_with(&prefix)).count(),
+                1,
+                "{}",
+                out.stdout.join("\n")
+            );
+        }
+    }
+}
+
+/// Edits, reactions and replies typed while the node is away are queued
+/// with their nonce and carried out once when the client is back.
+#[tokio::test]
+async fn changes_typed_while_disconnected_are_carried_out_once() {
+    let (node, mut alice, _) = alice_loses_her_node("draft").await;
+    alice.send("/edit 1 final").await;
+    alice.send("/react 1 🎉").await;
+    alice.send("/reply 1 see above").await;
+
+    let _restarted = serve_at(node.addr, &node.dir).await;
+    alice.expect_line("* resumed general").await;
+    alice
+        .expect_line(&changed(
+            "alice edited",
+            "general",
+            1,
+            "alice",
+            "final (edited)",
+        ))
+        .await;
+    alice
+        .expect_line(&changed(
+            "alice reacted 🎉",
+            "general",
+            1,
+            "alice",
+            "final (edited) · 🎉 1",
+        ))
+        .await;
+    alice
+        .expect_line("[general] #4 alice: see above (↪ #1 alice: final)")
+        .await;
+    let out = alice.finish().await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+
+    let kinds: Vec<&str> = fetch_all_events(&node.http(), "general")
+        .await
+        .iter()
+        .map(|e| match e {
+            RoomEvent::Message(_) => "message",
+            RoomEvent::Edited(_) => "edited",
+            RoomEvent::Deleted(_) => "deleted",
+            RoomEvent::Reaction(_) => "reaction",
+        })
+        .collect();
+    assert_eq!(kinds, ["message", "edited", "reaction", "message"]);
 }

@@ -66,6 +66,16 @@ async fn rooms_dms_presence_and_history_work_across_nodes() {
     };
     assert_eq!(presence, ("bob".to_string(), PresenceState::Joined));
     carol.join("general", None).await.unwrap();
+    // The room list counts who is online in the whole fleet, on every node.
+    for node in &fleet.nodes {
+        let counted = poll_until(WAIT, || async {
+            let rooms = http::rooms(&node.http(), &token("dave")).await.unwrap();
+            let general = rooms.iter().find(|r| r.room == "general")?;
+            (general.members_online == 3).then_some(())
+        })
+        .await;
+        assert!(counted.is_some(), "{} never counted 3 online", node.http());
+    }
 
     let ack = alice.send("general", "hello fleet", None).await.unwrap();
     for conn in [&mut bob, &mut carol] {

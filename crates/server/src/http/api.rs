@@ -255,7 +255,18 @@ pub async fn rooms(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<Vec<RoomInfo>>, ChatError> {
-    let online = node.hub.online_counts();
+    let visible: Vec<(String, u64)> = node
+        .store
+        .rooms()
+        .await?
+        .into_iter()
+        .filter(|(room, _)| {
+            !is_dm_room(room)
+                || dm_members(room).is_some_and(|(a, b)| same_user(a, &user) || same_user(b, &user))
+        })
+        .collect();
+    let names: Vec<String> = visible.iter().map(|(room, _)| room.clone()).collect();
+    let online = node.hub.online_counts(&names).await;
     let read: std::collections::HashMap<String, u64> = node
         .store
         .read_positions(&parley_protocol::fold_username(&user))
@@ -263,12 +274,7 @@ pub async fn rooms(
         .into_iter()
         .collect();
     let mut rooms = Vec::new();
-    for (room, last_seq) in node.store.rooms().await? {
-        if is_dm_room(&room)
-            && !dm_members(&room).is_some_and(|(a, b)| same_user(a, &user) || same_user(b, &user))
-        {
-            continue;
-        }
+    for ((room, last_seq), members_online) in visible.into_iter().zip(online) {
         // The rooms the user has read in carry their read state: one capped
         // count each (until rooms have stored members, issue 14).
         let state = match read.contains_key(&room) {
@@ -276,7 +282,7 @@ pub async fn rooms(
             false => None,
         };
         rooms.push(RoomInfo {
-            members_online: online.get(&room).copied().unwrap_or(0),
+            members_online,
             member: state.map(|_| true),
             read_seq: state.map(|s| s.read_seq),
             unread: state.map(|s| s.unread),

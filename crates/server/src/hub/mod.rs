@@ -291,12 +291,26 @@ impl Hub {
         self.room(room).is_some_and(|r| r.has_user(user, except))
     }
 
-    /// Online member counts of the rooms with local subscribers.
-    pub fn online_counts(&self) -> HashMap<String, u64> {
-        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+    /// The online member count of each of `rooms`, in order: across the
+    /// fleet when presence has a view of it, never below the users
+    /// subscribed on this node (whose announcements may not have reached
+    /// the fleet view yet).
+    pub async fn online_counts(&self, rooms: &[String]) -> Vec<u64> {
+        let local: HashMap<String, u64> = {
+            let held: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+            held.iter()
+                .map(|r| (r.name.to_string(), r.member_count() as u64))
+                .collect()
+        };
+        let fleet = self.presence.counts(rooms).await;
         rooms
             .iter()
-            .map(|r| (r.name.to_string(), r.member_count() as u64))
+            .enumerate()
+            .map(|(i, room)| {
+                let here = local.get(room).copied().unwrap_or(0);
+                let everywhere = fleet.as_ref().and_then(|f| f.get(i).copied()).unwrap_or(0);
+                here.max(everywhere)
+            })
             .collect()
     }
 

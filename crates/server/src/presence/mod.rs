@@ -32,6 +32,11 @@ pub trait Presence: Send + Sync + 'static {
     /// The room's members across the fleet, sorted and without duplicates;
     /// `None` when this presence has no fleet view (see the module docs).
     async fn members(&self, room: &str) -> Option<Vec<String>>;
+
+    /// How many distinct users each of `rooms` has across the fleet, in
+    /// the order given (the room list's `members_online`); `None` as for
+    /// [`Presence::members`].
+    async fn counts(&self, rooms: &[String]) -> Option<Vec<u64>>;
 }
 
 /// A single node's presence: nothing beyond the hub's own list.
@@ -43,6 +48,10 @@ impl Presence for LocalPresence {
     fn announce(&self, _room: &str, _user: &str, _present: bool) {}
 
     async fn members(&self, _room: &str) -> Option<Vec<String>> {
+        None
+    }
+
+    async fn counts(&self, _rooms: &[String]) -> Option<Vec<u64>> {
         None
     }
 }

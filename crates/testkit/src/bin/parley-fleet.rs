@@ -111,16 +111,16 @@ async fn main() {
     println!(
         "  JWT secret:             {SECRET}  (mint tokens: parley token --secret {SECRET} --user NAME)"
     );
-    println!("Ctrl-C stops everything.");
+    println!("Ctrl-C (or SIGTERM) stops everything.");
 
     let mut fleet = fleet;
     if let Some(after) = roll_after {
         tokio::select! {
             _ = roll(&mut fleet, after, roll_gap) => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = stop_requested() => {}
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    stop_requested().await;
     eprintln!("stopping …");
     drop(nginx);
     for node in &mut fleet.nodes {
@@ -134,6 +134,23 @@ async fn main() {
         .await;
     }
     drop(fleet);
+}
+
+/// Ctrl-C or SIGTERM (what a script or a supervisor sends): either stops
+/// everything the launcher started, rather than leaving it running.
+async fn stop_requested() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            eprintln!("cannot listen for SIGTERM ({e}); Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 fn seconds(arg: Option<String>) -> f64 {

@@ -59,6 +59,28 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 ";
 
+/// The number of distinct users of each room whose entry has not expired.
+/// KEYS: the rooms' keys; returns one count per key. Counted inside Redis:
+/// a room list of many rooms costs one round trip per [`ROOMS_PER_SCRIPT`],
+/// not their member lists.
+const COUNTS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for k = 1, #KEYS do
+    local seen, n = {}, 0
+    for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], now, '+inf')) do
+        local user = string.match(entry, '^[^ ]+')
+        if user and not seen[user] then
+            seen[user] = true
+            n = n + 1
+        end
+    end
+    out[k] = n
+end
+return out
+";
+
 /// The refresh script's call for `rooms` (room, users).
 fn refresh_command(rooms: &[(&str, Vec<&str>)], node: &str) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
@@ -160,6 +182,25 @@ impl Presence for RedisPresence {
         users.sort();
         users.dedup();
         Some(users)
+    }
+
+    async fn counts(&self, rooms: &[String]) -> Option<Vec<u64>> {
+        let mut conn = self.shared.command_connection()?;
+        let mut counts = Vec::with_capacity(rooms.len());
+        for chunk in rooms.chunks(ROOMS_PER_SCRIPT) {
+            let mut call = redis::cmd("EVAL");
+            call.arg(COUNTS).arg(chunk.len());
+            for room in chunk {
+                call.arg(presence_key(room));
+            }
+            match tokio::time::timeout(COMMAND_TIMEOUT, call.query_async::<Vec<u64>>(&mut conn))
+                .await
+            {
+                Ok(Ok(part)) if part.len() == chunk.len() => counts.extend(part),
+                _ => return None,
+            }
+        }
+        Some(counts)
     }
 }
 

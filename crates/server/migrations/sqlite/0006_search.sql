@@ -1,7 +1,8 @@
 -- Full-text search (protocol 1.1 §4). `messages` has no rowid (WITHOUT
 -- ROWID), and FTS5 rows are named by one: `search_keys` gives every
 -- searchable message a rowid, in commit order (the order results are paged
--- in), and `search_text` indexes its current text. Contentless with
+-- in; AUTOINCREMENT: an id is never given twice, even after the newest
+-- message is deleted), and `search_text` indexes its current text. Contentless with
 -- delete support: the text is in `messages` already, the index only needs
 -- to forget a row when its message is edited or deleted.
 --
@@ -9,7 +10,7 @@
 -- whichever code path makes it. Only messages are searchable: an edit
 -- event's own row is not (the edited message is, by its new text).
 CREATE TABLE IF NOT EXISTS search_keys (
-    id   INTEGER PRIMARY KEY,
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
     room TEXT NOT NULL,
     seq  INTEGER NOT NULL,
     UNIQUE (room, seq)

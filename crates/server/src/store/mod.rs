@@ -346,14 +346,14 @@ pub trait Store: Send + Sync + 'static {
     /// mention the user.
     async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError>;
 
-    /// Stores a new user (role `user`, enabled) under the spelling given,
-    /// with [`parley_protocol::fold_username`] of it as its key; `Conflict`
-    /// if the name, or another that differs from it only in case, is taken.
     /// Messages whose current text holds every word of the query, newest
     /// first, in the rooms the caller may read (protocol 1.1 §4); a deleted
     /// message is never found, an edited one by its current text only.
     async fn search(&self, query: &SearchQuery<'_>) -> Result<SearchPage, StoreError>;
 
+    /// Stores a new user (role `user`, enabled) under the spelling given,
+    /// with [`parley_protocol::fold_username`] of it as its key; `Conflict`
+    /// if the name, or another that differs from it only in case, is taken.
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
 
     /// The password hash of the user named exactly `name`, or `None`.

@@ -187,9 +187,14 @@ impl PgHosts {
             let name = format!("{host}:{}", port.unwrap_or(5432));
             let port = port.map(|p| format!(":{p}")).unwrap_or_default();
             let one = format!("{scheme}://{userinfo}{host}{port}{path}{query}");
-            let parsed = PgConnectOptions::from_str(&one)
+            let mut parsed = PgConnectOptions::from_str(&one)
                 .map_err(|e| PgHostsError::BadUrl(format!("{}: {e}", redact(&one))))?
                 .application_name("parley");
+            // sqlx keeps an IPv6 literal's brackets in the host, and then
+            // cannot resolve it: hand it the bare address.
+            if let Some(addr) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                parsed = parsed.host(addr);
+            }
             names.push(name);
             options.push(parsed);
         }
@@ -211,8 +216,11 @@ impl PgHosts {
 }
 
 /// Whether the server behind `conn` is what `target` asks for.
+/// For `Any`, a round trip: the watcher must still notice a server that is
+/// gone.
 pub async fn acceptable(conn: &mut PgConnection, target: Target) -> Result<bool, sqlx::Error> {
     if target == Target::Any {
+        conn.ping().await?;
         return Ok(true);
     }
     let (in_recovery, read_only): (bool, String) =
@@ -358,6 +366,10 @@ async fn watch(
     loop {
         // Pacing, not waiting for something: the check runs twice a second.
         tokio::time::sleep(CHECK_EVERY).await;
+        if pool.is_closed() {
+            // The store shut down: nothing is left to point anywhere.
+            return;
+        }
         if let Some(c) = conn.as_mut() {
             let check = tokio::time::timeout(HOST_TIMEOUT, acceptable(c, hosts.target)).await;
             if matches!(check, Ok(Ok(true))) {
@@ -421,8 +433,8 @@ mod tests {
             [
                 ("h1".to_string(), 5432),
                 ("h2".to_string(), 5432),
-                // As sqlx reads a one-host URL's IPv6 address.
-                ("[::1]".to_string(), 6000)
+                // The bare address: with its brackets sqlx cannot resolve it.
+                ("::1".to_string(), 6000)
             ]
         );
         for o in &h.options {

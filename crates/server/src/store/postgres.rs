@@ -657,10 +657,12 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        let (rows, more) = search::take_page(rows, query.limit);
-        let hits: Vec<SearchHit> = rows.into_iter().map(SearchHit::from).collect();
-        let next = more.then(|| hits.last().map(search::key_cursor)).flatten();
-        Ok(SearchPage { hits, next })
+        Ok(search::page_of(
+            rows,
+            query,
+            search::key_cursor,
+            SearchHit::from,
+        ))
     }
 
     async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError> {

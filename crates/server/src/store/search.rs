@@ -82,12 +82,36 @@ pub fn dm_bounds(user_key: &str) -> (String, String) {
     (format!("dm:{user_key}:"), format!(":{user_key}"))
 }
 
-/// Fetches one more row than a page holds: whether it comes tells whether
-/// there is a next page. Returns the page and whether rows were cut.
-pub fn take_page<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    (rows, more)
+/// Whether `user_key` may read the hits of `room`: public rooms, and the
+/// canonical DM rooms of which the user is one of the two. The SQL filter
+/// ([`dm_bounds`]) is the indexed, coarse part; this is the exact rule,
+/// the one every other read applies ([`parley_protocol::dm_members`]): a
+/// DM room that is not canonical (a legacy spelling the accounts migration
+/// kept out of reach) passes the bounds but is nobody's.
+pub fn may_read(user_key: &str, room: &str) -> bool {
+    !parley_protocol::is_dm_room(room)
+        || parley_protocol::dm_members(room).is_some_and(|(a, b)| a == user_key || b == user_key)
+}
+
+/// A page from the rows a backend fetched (one more than the page holds:
+/// whether it comes tells whether there is a next page). The cursor
+/// continues after the page's last row, kept or not, so a page from which
+/// [`may_read`] removed hits may be short but never skips or repeats one.
+pub fn page_of<R>(
+    mut rows: Vec<R>,
+    query: &SearchQuery<'_>,
+    cursor_of: impl Fn(&R) -> String,
+    hit_of: impl Fn(R) -> SearchHit,
+) -> SearchPage {
+    let more = rows.len() > query.limit as usize;
+    rows.truncate(query.limit as usize);
+    let next = more.then(|| rows.last().map(&cursor_of)).flatten();
+    let hits = rows
+        .into_iter()
+        .map(hit_of)
+        .filter(|h| may_read(query.user_key, &h.room))
+        .collect();
+    SearchPage { hits, next }
 }
 
 /// SQLite's cursor: the FTS rowid of the last result (rowids grow in commit
@@ -119,8 +143,9 @@ pub fn parse_key_cursor(cursor: &str) -> Result<KeyCursor, StoreError> {
         let mut parts = rest.splitn(3, '.');
         let ts_ms = parts.next()?.parse::<i64>().ok()?;
         let seq = parts.next()?.parse::<i64>().ok()?;
+        // Any stored name: a room named by older rules is still a result.
         let room = parts.next()?;
-        (parley_protocol::valid_room(room) && seq > 0).then(|| KeyCursor {
+        (!room.is_empty() && seq > 0).then(|| KeyCursor {
             ts_ms,
             room: room.to_string(),
             seq,
@@ -129,8 +154,8 @@ pub fn parse_key_cursor(cursor: &str) -> Result<KeyCursor, StoreError> {
     parse().ok_or_else(|| bad_cursor(cursor))
 }
 
-pub fn key_cursor(hit: &SearchHit) -> String {
-    format!("k{}.{}.{}", hit.ts_ms, hit.seq, hit.room)
+pub fn key_cursor((room, seq, _, _, ts_ms): &HitRow) -> String {
+    format!("k{ts_ms}.{seq}.{room}")
 }
 
 fn bad_cursor(cursor: &str) -> StoreError {
@@ -176,11 +201,63 @@ mod tests {
         assert!(!readable("dm:alice:bobby"));
     }
 
+    fn row(room: &str, seq: i64) -> HitRow {
+        (room.into(), seq, "x".into(), "t".into(), 1)
+    }
+
+    fn query(limit: u32) -> SearchQuery<'static> {
+        SearchQuery {
+            user_key: "bob",
+            q: "t",
+            room: None,
+            before: None,
+            limit,
+        }
+    }
+
+    fn page(rows: Vec<HitRow>, limit: u32) -> (Vec<(String, u64)>, Option<String>) {
+        let p = page_of(rows, &query(limit), key_cursor, SearchHit::from);
+        (
+            p.hits.into_iter().map(|h| (h.room, h.seq)).collect(),
+            p.next,
+        )
+    }
+
     #[test]
-    fn pages_know_whether_more_follow() {
-        assert_eq!(take_page(vec![1, 2, 3], 2), (vec![1, 2], true));
-        assert_eq!(take_page(vec![1, 2], 2), (vec![1, 2], false));
-        assert_eq!(take_page(Vec::<u8>::new(), 2), (vec![], false));
+    fn pages_know_whether_more_follow_and_keep_only_readable_rooms() {
+        let at = |room: &str, seq| (room.to_string(), seq);
+        let (hits, next) = page(vec![row("a", 3), row("a", 2), row("a", 1)], 2);
+        assert_eq!(
+            (hits, next.as_deref()),
+            (vec![at("a", 3), at("a", 2)], Some("k1.2.a"))
+        );
+        assert_eq!(page(vec![row("a", 2)], 2), (vec![at("a", 2)], None));
+        // A stray DM spelling passes SQL's bounds, not the rule; the cursor
+        // still continues after it.
+        let (hits, next) = page(
+            vec![row("dm:alice:bob", 5), row("dm:Zed:bob", 4), row("x", 1)],
+            2,
+        );
+        assert_eq!(
+            (hits, next.as_deref()),
+            (vec![at("dm:alice:bob", 5)], Some("k1.4.dm:Zed:bob"))
+        );
+    }
+
+    #[test]
+    fn only_canonical_dm_rooms_of_the_user_are_readable() {
+        assert!(may_read("bob", "general"));
+        assert!(may_read("bob", "dm:alice:bob"));
+        assert!(may_read("bob", "dm:bob:carol"));
+        for stray in [
+            "dm:Alice:bob",
+            "dm:carol:bob",
+            "dm:bob:bob",
+            "dm:alice:carol",
+            "dm:bob",
+        ] {
+            assert!(!may_read("bob", stray), "{stray}");
+        }
     }
 
     #[test]
@@ -192,21 +269,23 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let hit = SearchHit {
-            room: "dm:alice:bob".into(),
-            seq: 7,
-            from: "alice".into(),
-            text: "hi".into(),
-            ts_ms: 1_700_000_000_000,
-        };
+        let hit: HitRow = (
+            "dm:alice:bob".into(),
+            7,
+            "alice".into(),
+            "hi".into(),
+            1_700_000_000_000,
+        );
         assert_eq!(
             parse_key_cursor(&key_cursor(&hit)).ok(),
             Some(KeyCursor {
-                ts_ms: hit.ts_ms,
-                room: hit.room.clone(),
+                ts_ms: hit.4,
+                room: hit.0.clone(),
                 seq: 7
             })
         );
+        // A room named by older rules still continues.
+        assert!(parse_key_cursor("k1.2.Old Room.x").is_ok());
         for bad in [
             "",
             "k",
@@ -214,7 +293,7 @@ mod tests {
             "k1.x.general",
             "kx.2.general",
             "k1.0.general",
-            "k1.2.Bad Room",
+            "k1.2.",
             "r5",
         ] {
             assert!(

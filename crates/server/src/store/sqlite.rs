@@ -663,17 +663,12 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(classify)?;
-        let (rows, more) = search::take_page(rows, query.limit);
-        let next = more
-            .then(|| rows.last().map(|r| search::rowid_cursor(r.0)))
-            .flatten();
-        let hits = rows
-            .into_iter()
-            .map(|(_, room, seq, from, text, ts_ms)| {
-                SearchHit::from((room, seq, from, text, ts_ms))
-            })
-            .collect();
-        Ok(SearchPage { hits, next })
+        Ok(search::page_of(
+            rows,
+            query,
+            |r| search::rowid_cursor(r.0),
+            |(_, room, seq, from, text, ts_ms)| SearchHit::from((room, seq, from, text, ts_ms)),
+        ))
     }
 
     async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError> {

@@ -298,6 +298,7 @@
     timers: { reconnect: null, welcome: null, ping: null, pong: null, rooms: null, roomsSoon: null, sidebar: null, typing: null, read: null },
     nextId: 1,
     pending: new Map(),     // request id -> { kind, room?, nonce?, ... }
+    unconfirmed: [],        // edits, deletes, reactions whose answer a dropped socket took: sent again on welcome
     rooms: new Map(),       // name -> room state
     roomList: [],           // last GET /api/rooms
     active: null,           // room name shown in the conversation pane
@@ -354,10 +355,12 @@
       if (!isMessage(m)) {
         const target = room.messages.get(m.target);
         // Deleting an unread message takes it out of the count, as the server does.
-        const uncount = m.type === 'deleted' && target && isMessage(target) && isUnreadFor(room, target) && !isViewing(room);
+        const unread = target && isMessage(target) && isUnreadFor(room, target) && !isViewing(room);
         const textBefore = target ? target.text : '';
         if (applyEvent(room.messages, m)) {
-          if (uncount) forgetUnread(room, textBefore);
+          if (unread && m.type === 'deleted') forgetUnread(room, textBefore);
+          // The server counts mentions in the current text: so do we.
+          if (unread && m.type === 'edited') recountMention(room, textBefore, m.text);
           changed.add(target);
         }
         continue;
@@ -390,6 +393,13 @@
   function forgetUnread(room, text) {
     room.unread = Math.max(0, room.unread - 1);
     if (mentionsUser(text, state.me)) room.mentions = Math.max(0, room.mentions - 1);
+  }
+
+  function recountMention(room, before, after) {
+    const was = mentionsUser(before, state.me);
+    const is = mentionsUser(after, state.me);
+    if (is && !was) room.mentions = Math.min(UNREAD_CAP, room.mentions + 1);
+    if (was && !is) room.mentions = Math.max(0, room.mentions - 1);
   }
 
   // The user is looking at the room: what arrives is read, not unread.
@@ -656,6 +666,10 @@
     stopSocketTimers();
     state.ws = null;
     state.connected = false;
+    // An edit, delete or reaction whose answer the socket took with it may
+    // or may not be stored: it goes again after the reconnect with the same
+    // nonce, which the server answers with the stored event if it was.
+    for (const ctx of state.pending.values()) if (ctx.frame) state.unconfirmed.push(ctx);
     state.pending.clear();
     for (const room of state.rooms.values()) {
       room.joined = room.joinPending = room.filling = room.loadingOlder = false;
@@ -764,6 +778,8 @@
     startPing(f.heartbeat_s);
     for (const room of state.rooms.values()) if (room.wanted) joinRoom(room);
     flushOutbox(); // DM sends go with `to` and need no join
+    // Edits, deletes and reactions need no join either.
+    for (const ctx of state.unconfirmed.splice(0)) request(ctx.frame, ctx);
     refreshRoomsSoon();
     renderHeader();
   }
@@ -1125,6 +1141,7 @@
       msgUi: null, replyTo: null, jump: null,
     });
     state.pending.clear();
+    state.unconfirmed.length = 0;
     state.rooms.clear();
     state.outbox.clear();
     state.lastTypingSent.clear();
@@ -1149,7 +1166,7 @@
   // shows when its event is pushed back, like everyone else's.
   function messageRequest(kind, roomName, seq, fields) {
     const frame = Object.assign({ type: kind, room: roomName, target: seq, nonce: makeNonce() }, fields);
-    if (request(frame, { kind, room: roomName, seq }) !== null) return true;
+    if (request(frame, { kind, room: roomName, seq, frame }) !== null) return true;
     toast(`Could not ${ACTION_VERB[kind]}: not connected. Try again once the connection is back.`, { key: 'not-connected' });
     return false;
   }

@@ -11,6 +11,10 @@
 //!   server").
 //! - The standby dies: the primary acks nothing until a synchronous standby
 //!   confirms again — an ack means the commit is on two servers.
+//! - The primary is cut off, not killed (SIGSTOP: its connections stay open
+//!   and silent, as in a network partition) while a commit runs on it: the
+//!   node abandons that commit once it has switched to the promoted
+//!   standby, instead of waiting for TCP to give up (minutes).
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
@@ -298,5 +302,75 @@ async fn without_its_synchronous_standby_the_primary_acks_nothing() {
         .collect();
     assert_eq!(texts, ["one", "two"]);
     alice.stop().await;
+    fleet.standby = Some(standby);
+}
+
+/// A primary cut off mid-commit: once the node has found the promoted
+/// standby, the commit hanging on the old primary is abandoned
+/// (`unavailable`, nothing acked) and the client's resend is stored on the
+/// new primary, once. Without that, the node's committer would wait on the
+/// silent connection until TCP gave up — on loopback, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_cut_off_mid_commit_does_not_hold_the_node() {
+    let mut fleet = Fleet::start_replicated(BIN, 1, &[]).await;
+    let urls = fleet.ws_urls();
+    let mut config = ClientConfig::new(urls[0].clone(), token("alice"));
+    config.rooms = vec!["cut".to_string()];
+    let (alice, mut events) = Client::start(config);
+    wait_joined(&mut events).await;
+    alice.send("cut", "one");
+    assert!(matches!(
+        next_answer(&mut events, Duration::from_secs(10)).await,
+        Some(Event::Acked { seq: 1, .. })
+    ));
+
+    // A commit in flight on the primary: with its standby away it waits in
+    // SyncRep (the connection taken, the query sent) …
+    let mut standby = fleet.standby.take().expect("a standby");
+    tokio::task::block_in_place(|| standby.stop());
+    alice.send("cut", "two");
+    let primary = &fleet.postgres;
+    eventually(
+        "the append to wait for a synchronous standby",
+        Duration::from_secs(10),
+        || async {
+            let waiting = tokio::task::block_in_place(|| {
+                primary.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+            });
+            (waiting != "0").then_some(())
+        },
+    )
+    .await;
+    // … when the primary goes silent, and the standby (back, without that
+    // commit) is promoted.
+    fleet.postgres.freeze();
+    tokio::task::block_in_place(|| standby.restart());
+    let promoted_at = Instant::now();
+    tokio::task::block_in_place(|| standby.promote());
+    let answer = next_answer(&mut events, Duration::from_secs(60)).await;
+    eprintln!(
+        "primary cut off: the send was acked {:.1?} after the promotion",
+        promoted_at.elapsed()
+    );
+    assert!(
+        matches!(answer, Some(Event::Acked { seq: 2, .. })),
+        "{answer:?}"
+    );
+    let refused = metric(&fleet.nodes[0].http(), "parley_store_append_errors_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        refused >= 1.0,
+        "the hanging commit was abandoned, not completed"
+    );
+    let texts: Vec<String> = fetch_all(&fleet.nodes[0].http(), "cut")
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+    alice.stop().await;
+    // A stopped server ignores every signal but SIGKILL.
+    tokio::task::block_in_place(|| fleet.postgres.kill9());
     fleet.standby = Some(standby);
 }

@@ -349,19 +349,7 @@ impl Postgres {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid_file = self.dir.path().join("data").join("postmaster.pid");
-        let postmaster = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
-        if let Some(pid) = postmaster {
-            // Its children too (by id, from /proc), so none outlives it.
-            let children = children_of(pid);
-            let _ = Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .args(children.iter().map(u32::to_string))
-                .status();
-        }
+        self.signal_all("-KILL");
         kill(&mut child);
         // The ports and the socket are free once the processes are gone.
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
@@ -370,6 +358,30 @@ impl Postgres {
                 .is_err()
                 .then_some(())
         });
+    }
+
+    /// Stops the server and its processes with SIGSTOP, as a network
+    /// partition looks to its clients: connections stay open, nothing
+    /// answers, no reset. [`Postgres::kill9`] (or drop) ends it.
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Sends `signal` (a `kill` flag) to the postmaster and its children
+    /// (by id, from /proc, so none is missed).
+    fn signal_all(&self, signal: &str) {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+        if let Some(pid) = postmaster {
+            let children = children_of(pid);
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .args(children.iter().map(u32::to_string))
+                .status();
+        }
     }
 
     fn command(as_postgres: bool, bin: &Path) -> Command {
@@ -496,6 +508,11 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            // A frozen server (a test that failed before its kill9) would
+            // hold its stop signal for ever.
+            self.signal_all("-CONT");
+        }
         self.stop();
     }
 }

@@ -17,9 +17,11 @@
 //!   to the current host and checks it twice a second; when it is lost or
 //!   turns read-only, the watcher tries the hosts in order until one is
 //!   writable and points the pool's future connections at it. Connections
-//!   made before the switch are closed when next taken from the pool. Until
-//!   then the pool's connects fail and appends answer `unavailable`
-//!   (nothing is stored, nothing is acked): the failover window.
+//!   made before the switch are closed when next taken from the pool, and a
+//!   commit still running on the old host is abandoned
+//!   ([`HostWatch::switched`]). Until then the pool's connects fail and
+//!   appends answer `unavailable` (nothing is stored, nothing is acked):
+//!   the failover window.
 //!
 //! This module must not replicate, promote or fence anything: that is
 //! PostgreSQL's (synchronous streaming replication) and its operator's
@@ -272,6 +274,8 @@ pub async fn find_writable(hosts: &PgHosts) -> Result<(usize, PgConnection), PgH
 struct Switched {
     base: Instant,
     at_ms: AtomicU64,
+    /// Counts the switches, for [`HostWatch::switched`].
+    count: tokio::sync::watch::Sender<u64>,
 }
 
 impl Switched {
@@ -288,12 +292,31 @@ impl Switched {
     fn now(&self) {
         let ms = self.base.elapsed().as_millis().max(1) as u64;
         self.at_ms.store(ms, Ordering::Relaxed);
+        self.count.send_modify(|n| *n += 1);
     }
 }
 
 /// The watcher of a several-host URL; stops with the store.
 pub struct HostWatch {
     task: JoinHandle<()>,
+    switches: tokio::sync::watch::Receiver<u64>,
+}
+
+impl HostWatch {
+    /// Resolves at the next switch of host after the first poll; never if
+    /// none comes. A write racing it runs on the host that was given up:
+    /// lost, partitioned or read-only — its caller stops waiting for it
+    /// (see [`super::postgres`]'s `append_batch`).
+    pub fn switched(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut switches = self.switches.clone();
+        async move {
+            switches.borrow_and_update();
+            if switches.changed().await.is_err() {
+                // The watcher is gone (the store is closing): no switch comes.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 impl Drop for HostWatch {
@@ -311,9 +334,11 @@ pub async fn connect(
 ) -> Result<(PgPool, Option<HostWatch>), StoreError> {
     let hosts = PgHosts::parse(url)?;
     let target = hosts.target;
+    let (count, switches) = tokio::sync::watch::channel(0);
     let switched = Arc::new(Switched {
         base: Instant::now(),
         at_ms: AtomicU64::new(0),
+        count,
     });
     let pool = pool
         .after_connect(move |conn, _| {
@@ -350,7 +375,7 @@ pub async fn connect(
         .await
         .map_err(classify)?;
     let task = tokio::spawn(watch(pool.clone(), hosts, current, conn, switched));
-    Ok((pool, Some(HostWatch { task })))
+    Ok((pool, Some(HostWatch { task, switches })))
 }
 
 /// Follows the writable host (see the module docs).
@@ -493,6 +518,7 @@ mod tests {
         let s = Switched {
             base: Instant::now() - Duration::from_secs(10),
             at_ms: AtomicU64::new(0),
+            count: tokio::sync::watch::channel(0).0,
         };
         assert!(!s.stale(Duration::from_secs(5)), "no switch yet");
         s.now();

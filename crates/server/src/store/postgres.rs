@@ -74,7 +74,7 @@ const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
 pub struct PgStore {
     pool: PgPool,
     /// Follows the writable server of a several-host URL (a failover).
-    _hosts: Option<super::pg_hosts::HostWatch>,
+    hosts: Option<super::pg_hosts::HostWatch>,
 }
 
 impl PgStore {
@@ -87,10 +87,63 @@ impl PgStore {
         let (pool, hosts) = super::pg_hosts::connect(url, options).await?;
         check_encoding(&pool).await?;
         migrate(&pool).await?;
-        Ok(Self {
-            pool,
-            _hosts: hosts,
-        })
+        Ok(Self { pool, hosts })
+    }
+
+    /// [`Store::append_batch`] on the pool's current host.
+    async fn append_batch_here(
+        &self,
+        batch: &[NewMessage],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // PostgreSQL would fail the statement on U+0000; refuse it the way
+        // SQLite does, before the round trip.
+        refuse_unstorable(batch)?;
+        let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
+        if batch.iter().all(|m| m.change == Change::Message) {
+            let all: Vec<usize> = (0..batch.len()).collect();
+            append_plain(&self.pool, batch, &all, &mut out).await?;
+        } else {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            let rooms: Vec<&str> = by_room(batch).into_keys().collect();
+            let new_rooms: Vec<&str> = batch
+                .iter()
+                .filter(|m| m.change == Change::Message)
+                .map(|m| m.room.as_str())
+                .collect();
+            sqlx::query(concat!(
+                "INSERT INTO rooms (name, last_seq, created_ms) \
+                 SELECT DISTINCT r, 0, ",
+                now_ms!(),
+                " FROM unnest($1::text[]) AS r ORDER BY r ON CONFLICT (name) DO NOTHING"
+            ))
+            .bind(&new_rooms)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            sqlx::query("SELECT 1 FROM rooms WHERE name = ANY($1) ORDER BY name FOR UPDATE")
+                .bind(&rooms)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            for (room, indices) in &by_room(batch) {
+                for run in runs(batch, indices) {
+                    match run {
+                        Ok(plain) => append_plain(&mut *tx, batch, plain, &mut out).await?,
+                        Err(i) => {
+                            let mut events = PgEvents { tx: &mut tx };
+                            out[i] = Some(append_event(&mut events, room, &batch[i]).await?);
+                        }
+                    }
+                }
+            }
+            tx.commit().await.map_err(classify)?;
+        }
+        out.into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::Internal("append outcome missing".into())))
+            .collect()
     }
 }
 
@@ -441,56 +494,25 @@ impl Store for PgStore {
     /// `parley_append` locks in, so that two nodes' batches cannot
     /// deadlock), then each room's runs of plain messages and single events
     /// are appended in submission order.
+    /// With several hosts, a batch whose commit is still running when the
+    /// watcher gives its host up is abandoned as `Unavailable`: a primary
+    /// cut off by a partition (not dead) would otherwise hold the node's
+    /// committer until TCP gives up, minutes after the new primary was
+    /// found. Nothing of it is acked; a commit that did land is found by
+    /// its nonce when the client sends it again.
     async fn append_batch(&self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        // PostgreSQL would fail the statement on U+0000; refuse it the way
-        // SQLite does, before the round trip.
-        refuse_unstorable(batch)?;
-        let mut out: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
-        if batch.iter().all(|m| m.change == Change::Message) {
-            let all: Vec<usize> = (0..batch.len()).collect();
-            append_plain(&self.pool, batch, &all, &mut out).await?;
-        } else {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
-            let rooms: Vec<&str> = by_room(batch).into_keys().collect();
-            let new_rooms: Vec<&str> = batch
-                .iter()
-                .filter(|m| m.change == Change::Message)
-                .map(|m| m.room.as_str())
-                .collect();
-            sqlx::query(concat!(
-                "INSERT INTO rooms (name, last_seq, created_ms) \
-                 SELECT DISTINCT r, 0, ",
-                now_ms!(),
-                " FROM unnest($1::text[]) AS r ORDER BY r ON CONFLICT (name) DO NOTHING"
-            ))
-            .bind(&new_rooms)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            sqlx::query("SELECT 1 FROM rooms WHERE name = ANY($1) ORDER BY name FOR UPDATE")
-                .bind(&rooms)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            for (room, indices) in &by_room(batch) {
-                for run in runs(batch, indices) {
-                    match run {
-                        Ok(plain) => append_plain(&mut *tx, batch, plain, &mut out).await?,
-                        Err(i) => {
-                            let mut events = PgEvents { tx: &mut tx };
-                            out[i] = Some(append_event(&mut events, room, &batch[i]).await?);
-                        }
-                    }
-                }
+        let Some(hosts) = &self.hosts else {
+            return self.append_batch_here(batch).await;
+        };
+        tokio::select! {
+            out = self.append_batch_here(batch) => out,
+            () = hosts.switched() => {
+                tracing::warn!(messages = batch.len(), "PostgreSQL: host switched during a commit; the batch is refused, nothing acked");
+                Err(StoreError::Unavailable(
+                    "the writable PostgreSQL host changed during the commit".into(),
+                ))
             }
-            tx.commit().await.map_err(classify)?;
         }
-        out.into_iter()
-            .map(|o| o.ok_or_else(|| StoreError::Internal("append outcome missing".into())))
-            .collect()
     }
 
     async fn ensure_room(&self, room: &str) -> Result<u64, StoreError> {

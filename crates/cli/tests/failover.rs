@@ -23,6 +23,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use parley_client::{Client, ClientConfig, Event, http};
+use parley_testkit::services::Postgres;
 use parley_testkit::{Fleet, SECRET, eventually, fetch_all, metric, token};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -244,25 +245,30 @@ async fn next_answer(events: &mut UnboundedReceiver<Event>, limit: Duration) -> 
     .ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_its_synchronous_standby_the_primary_acks_nothing() {
-    let mut fleet = Fleet::start_replicated(BIN, 2, &[]).await;
+/// A fleet of `nodes` on a primary and a synchronous standby, and alice in
+/// `room` with "one" acked (seq 1); then the standby is stopped (cleanly:
+/// its walreceiver disconnects) and alice's "two" waits on the primary for
+/// a synchronous standby — a commit in flight, its connection taken, its
+/// query sent. Returns the fleet (without its standby), the stopped
+/// standby, alice and her events.
+async fn commit_waiting_for_the_standby(
+    nodes: usize,
+    room: &str,
+) -> (Fleet, Postgres, Client, UnboundedReceiver<Event>) {
+    let mut fleet = Fleet::start_replicated(BIN, nodes, &[]).await;
     let urls = fleet.ws_urls();
     let mut config = ClientConfig::new(urls[0].clone(), token("alice"));
-    config.rooms = vec!["sync".to_string()];
+    config.rooms = vec![room.to_string()];
     let (alice, mut events) = Client::start(config);
     wait_joined(&mut events).await;
-    alice.send("sync", "one");
+    alice.send(room, "one");
     assert!(matches!(
         next_answer(&mut events, Duration::from_secs(10)).await,
         Some(Event::Acked { seq: 1, .. })
     ));
-
-    // The standby goes away (a clean stop: its walreceiver disconnects).
     let mut standby = fleet.standby.take().expect("a standby");
     tokio::task::block_in_place(|| standby.stop());
-    alice.send("sync", "two");
-    // The commit waits on the primary for a synchronous standby …
+    alice.send(room, "two");
     let primary = &fleet.postgres;
     eventually(
         "the append to wait for a synchronous standby",
@@ -275,6 +281,15 @@ async fn without_its_synchronous_standby_the_primary_acks_nothing() {
         },
     )
     .await;
+    (fleet, standby, alice, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_synchronous_standby_the_primary_acks_nothing() {
+    // The standby goes away; the commit waits on the primary for a
+    // synchronous standby …
+    let (mut fleet, mut standby, alice, mut events) =
+        commit_waiting_for_the_standby(2, "sync").await;
     // … and the node does not ack it meanwhile (nor refuse it: it is not
     // known to be lost). Readiness stays: reads still work.
     let answer = next_answer(&mut events, Duration::from_secs(3)).await;
@@ -312,35 +327,9 @@ async fn without_its_synchronous_standby_the_primary_acks_nothing() {
 /// silent connection until TCP gave up — on loopback, for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_cut_off_mid_commit_does_not_hold_the_node() {
-    let mut fleet = Fleet::start_replicated(BIN, 1, &[]).await;
-    let urls = fleet.ws_urls();
-    let mut config = ClientConfig::new(urls[0].clone(), token("alice"));
-    config.rooms = vec!["cut".to_string()];
-    let (alice, mut events) = Client::start(config);
-    wait_joined(&mut events).await;
-    alice.send("cut", "one");
-    assert!(matches!(
-        next_answer(&mut events, Duration::from_secs(10)).await,
-        Some(Event::Acked { seq: 1, .. })
-    ));
-
-    // A commit in flight on the primary: with its standby away it waits in
-    // SyncRep (the connection taken, the query sent) …
-    let mut standby = fleet.standby.take().expect("a standby");
-    tokio::task::block_in_place(|| standby.stop());
-    alice.send("cut", "two");
-    let primary = &fleet.postgres;
-    eventually(
-        "the append to wait for a synchronous standby",
-        Duration::from_secs(10),
-        || async {
-            let waiting = tokio::task::block_in_place(|| {
-                primary.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
-            });
-            (waiting != "0").then_some(())
-        },
-    )
-    .await;
+    // A commit in flight on the primary, waiting for its standby …
+    let (mut fleet, mut standby, alice, mut events) =
+        commit_waiting_for_the_standby(1, "cut").await;
     // … when the primary goes silent, and the standby (back, without that
     // commit) is promoted.
     fleet.postgres.freeze();

@@ -5,10 +5,10 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use parley_testkit::{NodeProcess, SECRET, eventually, metric};
+use parley_testkit::report_count as n;
+use parley_testkit::{NodeProcess, eventually, metric};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
@@ -23,18 +23,7 @@ const NODE_ENV: &[(&str, &str)] = &[
 ];
 
 fn bench_command(url: &str, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["bench", "--json", "--url", url, "--jwt-secret", SECRET])
-        .args(args)
-        .env_remove("CONNECTIONS")
-        .env_remove("RAMP_UP")
-        .env_remove("DURATION")
-        .env_remove("MSG_INTERVAL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    parley_testkit::bench_command(BIN, &[url], args)
 }
 
 /// Waits for a bench process and parses its one JSON report.
@@ -43,30 +32,12 @@ async fn report_of(child: tokio::process::Child) -> Value {
 }
 
 async fn report_within(child: tokio::process::Child, limit: Duration) -> Value {
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .expect("bench finishes in time")
-        .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed ({}): {stderr}\n{stdout}",
-        out.status
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("bench printed no JSON report ({e}): {stdout}\n{stderr}"))
+    parley_testkit::bench_report(child, limit).await
 }
 
 async fn bench(url: &str, args: &[&str]) -> Value {
     let child = bench_command(url, args).spawn().expect("bench starts");
     report_of(child).await
-}
-
-fn n(report: &Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report has no count {field:?}: {report}"))
 }
 
 /// The exactly-once checks every messaging run must pass.

@@ -19,13 +19,12 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use parley_client::{Client, ClientConfig, Event, http};
+use parley_testkit::report_count as n;
 use parley_testkit::services::Postgres;
-use parley_testkit::{Fleet, SECRET, eventually, fetch_all, metric, token};
-use serde_json::Value;
+use parley_testkit::{Fleet, eventually, fetch_all, metric, token};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
@@ -33,45 +32,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_parley");
 /// Room for the bench's send rate.
 const NODE_ENV: &[(&str, &str)] = &[("PARLEY_SEND_RATE", "1000")];
 
-fn n(report: &Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report has no count {field:?}: {report}"))
-}
-
-/// `parley bench --json` against every node (the same command as
-/// tests/bench.rs runs).
 fn bench_command(urls: &[String], args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["bench", "--json", "--jwt-secret", SECRET])
-        .args(urls.iter().flat_map(|u| ["--url", u.as_str()]))
-        .args(args)
-        .env_remove("CONNECTIONS")
-        .env_remove("RAMP_UP")
-        .env_remove("DURATION")
-        .env_remove("MSG_INTERVAL")
-        .env_remove("PARLEY_BENCH_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-async fn report_of(child: tokio::process::Child, limit: Duration) -> Value {
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .expect("bench finishes in time")
-        .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed ({}): {stderr}\n{stdout}",
-        out.status
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("bench printed no JSON report ({e}): {stdout}\n{stderr}"))
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    parley_testkit::bench_command(BIN, &urls, args)
 }
 
 /// The sum of a metric over the nodes.
@@ -153,7 +116,7 @@ async fn primary_killed_standby_promoted_resume_load_ends_exactly_once() {
     }
     let window = windows.iter().max().copied().unwrap_or_default();
 
-    let r = report_of(bench, Duration::from_secs(90)).await;
+    let r = parley_testkit::bench_report(bench, Duration::from_secs(90)).await;
     let refused = r["error_kinds"]["send: unavailable"].as_u64().unwrap_or(0);
     let failed_batches = fleet_metric(&fleet, "parley_store_append_errors_total").await;
     eprintln!(
@@ -284,6 +247,16 @@ async fn commit_waiting_for_the_standby(
     (fleet, standby, alice, events)
 }
 
+/// The room holds alice's "one" and "two", each once, in that order.
+async fn assert_one_then_two(http: &str, room: &str) {
+    let texts: Vec<String> = fetch_all(http, room)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_its_synchronous_standby_the_primary_acks_nothing() {
     // The standby goes away; the commit waits on the primary for a
@@ -310,12 +283,7 @@ async fn without_its_synchronous_standby_the_primary_acks_nothing() {
         matches!(answer, Some(Event::Acked { seq: 2, .. })),
         "{answer:?}"
     );
-    let texts: Vec<String> = fetch_all(&fleet.nodes[1].http(), "sync")
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
-    assert_eq!(texts, ["one", "two"]);
+    assert_one_then_two(&fleet.nodes[1].http(), "sync").await;
     alice.stop().await;
     fleet.standby = Some(standby);
 }
@@ -352,12 +320,7 @@ async fn a_primary_cut_off_mid_commit_does_not_hold_the_node() {
         refused >= 1.0,
         "the hanging commit was abandoned, not completed"
     );
-    let texts: Vec<String> = fetch_all(&fleet.nodes[0].http(), "cut")
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
-    assert_eq!(texts, ["one", "two"]);
+    assert_one_then_two(&fleet.nodes[0].http(), "cut").await;
     alice.stop().await;
     // A stopped server ignores every signal but SIGKILL.
     tokio::task::block_in_place(|| fleet.postgres.kill9());

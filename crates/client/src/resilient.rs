@@ -413,6 +413,21 @@ enum Ended {
 }
 
 impl Task {
+    /// Whether a refusal with `code` is worth another try (the server was
+    /// busy or briefly without its store): if so, the queue goes again in
+    /// about a second.
+    fn retry_soon(&mut self, code: ErrorCode) -> bool {
+        let transient = matches!(
+            code,
+            ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
+        );
+        if transient {
+            self.retry_at
+                .get_or_insert(tokio::time::Instant::now() + Duration::from_secs(1));
+        }
+        transient
+    }
+
     fn emit(&self, event: Event) {
         let _ = self.events.send(event);
     }
@@ -772,13 +787,7 @@ impl Task {
                 message,
             } if self.inflight.contains_key(&id) => {
                 let nonce = self.inflight.remove(&id).unwrap_or_default();
-                if matches!(
-                    code,
-                    ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
-                ) {
-                    self.retry_at
-                        .get_or_insert(tokio::time::Instant::now() + Duration::from_secs(1));
-                } else {
+                if !self.retry_soon(code) {
                     self.unacked.retain(|o| o.nonce != nonce);
                     self.emit(Event::SendFailed {
                         nonce,
@@ -817,13 +826,7 @@ impl Task {
                 message,
             } if self.reads_inflight.contains_key(&id) => {
                 let (room, _) = self.reads_inflight.remove(&id).unwrap_or_default();
-                if matches!(
-                    code,
-                    ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
-                ) {
-                    self.retry_at
-                        .get_or_insert(tokio::time::Instant::now() + Duration::from_secs(1));
-                } else {
+                if !self.retry_soon(code) {
                     self.reads.remove(&room);
                     self.emit(Event::Error { code, message });
                 }

@@ -780,3 +780,49 @@ pub async fn read_until_closed(conn: &mut Connection) -> parley_client::ClientEr
         }
     }
 }
+
+/// `parley bench --json` (the `parley` binary at `bin`) against `urls`
+/// with the test secret, its output piped for [`bench_report`], killed if
+/// dropped; the bench's own environment variables are cleared so that only
+/// `args` speak.
+pub fn bench_command(bin: &str, urls: &[&str], args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(["bench", "--json", "--jwt-secret", SECRET])
+        .args(urls.iter().flat_map(|u| ["--url", u]))
+        .args(args)
+        .env_remove("CONNECTIONS")
+        .env_remove("RAMP_UP")
+        .env_remove("DURATION")
+        .env_remove("MSG_INTERVAL")
+        .env_remove("PARLEY_BENCH_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Waits (at most `limit`) for a bench started by [`bench_command`] and
+/// parses its one JSON report; panics, with its output, if it failed.
+pub async fn bench_report(child: tokio::process::Child, limit: Duration) -> serde_json::Value {
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .expect("bench finishes in time")
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed ({}): {stderr}\n{stdout}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bench printed no JSON report ({e}): {stdout}\n{stderr}"))
+}
+
+/// A count of a bench report.
+pub fn report_count(report: &serde_json::Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("report has no count {field:?}: {report}"))
+}

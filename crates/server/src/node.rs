@@ -306,15 +306,7 @@ impl Node {
             self.check_read(user, room)?;
             self.existing_room(room).await?;
         }
-        if limit == Some(0) {
-            return Err(ChatError::bad_request(format!(
-                "limit must be 1 or more (at most {} results are returned)",
-                self.config.history_max.max(1)
-            )));
-        }
-        let limit = limit
-            .unwrap_or(self.config.history_page)
-            .clamp(1, self.config.history_max.max(1));
+        let limit = self.page_limit(limit, "results")?;
         let key = parley_protocol::fold_username(user);
         let query = SearchQuery {
             user_key: &key,
@@ -324,6 +316,19 @@ impl Node {
             limit,
         };
         Ok(self.store.search(&query).await?)
+    }
+
+    /// A page's size: `history_page` by default, at most `history_max`
+    /// (a larger one is lowered); 0 is `bad_request`. History and search
+    /// page alike.
+    fn page_limit(&self, limit: Option<u32>, what: &str) -> Result<u32, ChatError> {
+        let max = self.config.history_max.max(1);
+        if limit == Some(0) {
+            return Err(ChatError::bad_request(format!(
+                "limit must be 1 or more (at most {max} {what} are returned)"
+            )));
+        }
+        Ok(limit.unwrap_or(self.config.history_page).clamp(1, max))
     }
 
     /// Whether `user` is a server admin (`parley admin user promote`).
@@ -420,15 +425,7 @@ impl Node {
         after: Option<u64>,
         limit: Option<u32>,
     ) -> Result<Page, ChatError> {
-        if limit == Some(0) {
-            return Err(ChatError::bad_request(format!(
-                "limit must be 1 or more (at most {} messages are returned)",
-                self.config.history_max.max(1)
-            )));
-        }
-        let limit = limit
-            .unwrap_or(self.config.history_page)
-            .clamp(1, self.config.history_max.max(1));
+        let limit = self.page_limit(limit, "messages")?;
         match after {
             Some(after) => {
                 let mut messages = self

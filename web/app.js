@@ -5,10 +5,11 @@
  * parsed when it runs. The server's CSP forbids inline script, inline handlers
  * and inline styles: every handler is attached here and every look is a class.
  *
- * Sections: constants · pure helpers · state · read state · DOM helpers · HTTP
- * · transport (WebSocket, reconnect, ping) · protocol handlers · actions (send,
- * join, leave) · message actions (edit, delete, react, reply, jump) · search ·
- * rendering · UI wiring · start.
+ * Sections: constants · pure helpers · state · read state · room state
+ * (members, roles, topic) · DOM helpers · HTTP · transport (WebSocket,
+ * reconnect, ping) · protocol handlers · actions (send, join, leave, part) ·
+ * room management (create, topic, invite, roles, kick, ban) · message actions
+ * (edit, delete, react, reply, jump) · search · rendering · UI wiring · start.
  *
  * Security rule for this file: user-provided text (messages, names, room
  * names, server error messages) only ever reaches the page through
@@ -41,6 +42,10 @@
   const JUMP_CONTEXT = 10;                // older messages loaded beyond a jump target, to show what led to it
   const SEARCH_PAGE = 20;
   const MAX_QUERY_BYTES = 256;            // protocol: longer queries are bad_request
+  const MAX_TOPIC_BYTES = 512;            // protocol: a room topic
+  const MAX_REASON_BYTES = 512;           // protocol: a ban reason
+  const ROLES = ['owner', 'moderator', 'member']; // highest first
+  const ROSTER_DELAY_MS = 150;            // member events in a burst refetch the list once
   const REACTION_EMOJI = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
   const EDGE_PX = 80;                     // "near the top/bottom" of the scroller
   const STORE = { token: 'parley.token', user: 'parley.user', rooms: 'parley.rooms', active: 'parley.active' };
@@ -129,15 +134,44 @@
   }
 
   // A room's log holds messages and, since protocol 1.1, the events that
-  // change them (edited, deleted, reaction), each with its own seq.
+  // change them (edited, deleted, reaction), each with its own seq, and the
+  // room's own events (member, topic), shown as lines of their own.
   const EVENT_TYPES = new Set(['edited', 'deleted', 'reaction']);
 
   function isMessage(m) { return m.type === undefined || m.type === 'message'; }
+  function isRoomEvent(m) { return m.type === 'member' || m.type === 'topic'; }
 
   function isValidEvent(m) {
     if (!m || !Number.isSafeInteger(m.seq) || m.seq <= 0 || typeof m.from !== 'string') return false;
     if (isMessage(m)) return typeof m.text === 'string';
+    if (m.type === 'member') return typeof m.user === 'string' && typeof m.change === 'string';
+    if (m.type === 'topic') return typeof m.topic === 'string';
     return EVENT_TYPES.has(m.type) && Number.isSafeInteger(m.target);
+  }
+
+  // A member or topic event as a line of the timeline.
+  function roomEventText(e) {
+    if (e.type === 'topic') return e.topic ? `${e.from} set the topic to “${e.topic}”` : `${e.from} cleared the topic`;
+    const reason = e.reason ? `: ${e.reason}` : '';
+    switch (e.change) {
+      case 'added': return `${e.from} added ${e.user}`;
+      case 'removed': return sameUser(e.from, e.user) ? `${e.user} left` : `${e.user} was kicked by ${e.from}${reason}`;
+      case 'banned': return `${e.user} was banned by ${e.from}${reason}`;
+      case 'unbanned': return `${e.user} was unbanned by ${e.from}`;
+      case 'role': return `${e.user} is now ${e.role || 'a member'}`;
+      default: return `${e.from} changed ${e.user}'s membership`;
+    }
+  }
+
+  // Room roles, compared as the server does (protocol 1.1 §3): 0 is no role.
+  function roleRank(role) { return role ? ROLES.length - ROLES.indexOf(role) : 0; }
+  function isModerator(role) { return roleRank(role) >= roleRank('moderator'); }
+
+  // Whether `mine` may kick or ban someone with role `theirs`: owners and
+  // moderators, never against a higher role, never an owner. The server
+  // decides; this only spares the others useless buttons.
+  function canRemove(mine, theirs) {
+    return isModerator(mine) && theirs !== 'owner' && roleRank(theirs) <= roleRank(mine);
   }
 
   // Merge events into a room's seq-keyed Map and return only those that
@@ -285,6 +319,19 @@
       membersOnline: null,
       lastActivity: 0,
       retryTimer: null,
+      // Protocol 1.1 §3. The joined frame says how things stand; only room
+      // events after it (seq above `stateSeq`) change them, each kind only
+      // forwards (a gap fill may arrive after a later push).
+      member: false,         // one of "my rooms" (GET /api/rooms member:true, a join, an invite)
+      role: null,            // our role: 'owner' | 'moderator' | 'member' | null
+      topic: '',
+      private: false,
+      stateSeq: 0, topicSeq: 0, roleSeq: 0,
+      memberChangedAt: 0,    // when we last learnt our membership: older room lists do not override it
+      ejection: null,        // the member event that took us out: { from, change, reason }
+      roster: null,          // lowercased name -> { user, role } (GET members), null: not loaded
+      rosterLoading: false, rosterDirty: false, rosterTimer: null,
+      bans: null,            // [{ user, by, reason }] for owners and moderators, null: not loaded
     };
   }
 
@@ -308,6 +355,9 @@
     replyTo: null,          // { room, seq } the composer answers
     jump: null,             // { room, seq } to scroll to once it is loaded
     search: { q: '', room: null, next: null, generation: 0 },
+    notice: null,           // why no conversation is open ("You were removed from #x by …")
+    topicEdit: null,        // the room whose topic editor is open
+    partConfirm: null,      // the room whose "Leave room" awaits a confirmation
   };
 
   function getRoom(name) {
@@ -340,8 +390,9 @@
   }
 
   // Merges events into a room, keeping the derived fields right; returns the
-  // new messages (what is shown as new lines). Edits, deletes and reactions
-  // re-render their message. Unread counting: everything up to
+  // new lines (messages, member and topic events). Edits, deletes and
+  // reactions re-render their message; member and topic events newer than
+  // the room's state change it. Unread counting: everything up to
   // `countedAbove` is already in the server's count (joined, GET /api/rooms)
   // or ours, so each message is counted once however often it arrives.
   function mergeInto(room, incoming) {
@@ -352,6 +403,11 @@
       if (m.seq > room.maxSeq) room.maxSeq = m.seq;
       const fresh = m.seq > room.countedAbove;
       if (fresh) room.countedAbove = m.seq;
+      if (isRoomEvent(m)) {
+        if (m.seq > room.stateSeq) applyRoomEvent(room, m);
+        added.push(m);
+        continue;
+      }
       if (!isMessage(m)) {
         const target = room.messages.get(m.target);
         // Deleting an unread message takes it out of the count, as the server does.
@@ -451,6 +507,109 @@
     applyReadPosition(room, room.maxSeq);
   }
 
+  // ===== Room state: members, roles, topic =================================
+
+  // A member or topic event after the joined frame: the topic, our role,
+  // the member list and the bans follow it.
+  function applyRoomEvent(room, e) {
+    if (e.type === 'topic') {
+      if (e.seq > room.topicSeq) { room.topicSeq = e.seq; room.topic = e.topic; }
+    } else {
+      if (sameUser(e.user, state.me) && e.seq > room.roleSeq) {
+        room.roleSeq = e.seq;
+        room.memberChangedAt = Date.now();
+        if (e.change === 'added') { room.member = true; room.role = 'member'; room.ejection = null; }
+        else if (e.change === 'role' && ROLES.includes(e.role)) room.role = e.role;
+        else if (e.change === 'removed' || e.change === 'banned') {
+          room.member = false;
+          room.role = null;
+          room.ejection = { from: e.from, change: e.change, reason: typeof e.reason === 'string' ? e.reason : '' };
+        }
+      }
+      // Kicked, banned or parted: every connection of theirs is out of the
+      // room, whether or not a presence push says so.
+      if (e.change === 'removed' || e.change === 'banned') {
+        for (const u of [...room.members]) if (sameUser(u, e.user)) { room.members.delete(u); room.typing.delete(u); }
+      }
+      applyToRoster(room, e);
+      scheduleRoster(room);
+    }
+    if (room.name === state.active) { renderHeader(); renderMembers(); }
+    scheduleSidebar();
+  }
+
+  // Shows a member event at once; the refetch that follows (scheduleRoster)
+  // corrects whatever this guessed wrong.
+  function applyToRoster(room, e) {
+    const key = String(e.user).toLowerCase();
+    if (room.roster) {
+      if (e.change === 'added') room.roster.set(key, { user: e.user, role: 'member' });
+      else if (e.change === 'removed' || e.change === 'banned') room.roster.delete(key);
+      else if (e.change === 'role' && ROLES.includes(e.role)) {
+        const m = room.roster.get(key);
+        room.roster.set(key, { user: m ? m.user : e.user, role: e.role });
+      }
+    }
+    if (room.bans) {
+      room.bans = room.bans.filter((b) => !sameUser(b.user, e.user));
+      if (e.change === 'banned') room.bans.push({ user: e.user, by: e.from, reason: e.reason || '' });
+    }
+  }
+
+  // The member list (and, for owners and moderators, the bans) of the open
+  // room, fetched again shortly after member events. Other rooms forget
+  // theirs: they fetch it when opened.
+  function scheduleRoster(room) {
+    if (room.isDm) return;
+    if (room.name !== state.active) { room.roster = null; room.bans = null; return; }
+    clearTimeout(room.rosterTimer);
+    room.rosterTimer = setTimeout(() => { room.rosterTimer = null; fetchRoster(room); }, ROSTER_DELAY_MS);
+  }
+
+  // One request at a time per room; a change during one fetches again after
+  // it, so the list ends up newer than every event that asked for it.
+  async function fetchRoster(room) {
+    if (room.isDm || !state.token) return;
+    if (room.rosterLoading) { room.rosterDirty = true; return; }
+    room.rosterLoading = true;
+    room.rosterDirty = false;
+    const token = state.token;
+    const path = roomPath(room.name);
+    const res = await api('GET', `${path}/members`);
+    let bans = null;
+    if (res.ok && isModerator(room.role)) bans = await api('GET', `${path}/bans`);
+    room.rosterLoading = false;
+    if (token !== state.token || state.rooms.get(room.name) !== room) return;
+    if (res.status === 401 || (bans && bans.status === 401)) { sessionExpired(); return; }
+    if (res.ok && res.data && Array.isArray(res.data.members)) {
+      room.roster = new Map();
+      for (const m of res.data.members) {
+        if (m && typeof m.user === 'string' && ROLES.includes(m.role)) room.roster.set(m.user.toLowerCase(), { user: m.user, role: m.role });
+      }
+    }
+    if (bans && bans.ok && bans.data && Array.isArray(bans.data.bans)) {
+      room.bans = bans.data.bans.filter((b) => b && typeof b.user === 'string').map((b) => ({
+        user: b.user, by: typeof b.by === 'string' ? b.by : '', reason: typeof b.reason === 'string' ? b.reason : '',
+      }));
+    } else if (!isModerator(room.role)) room.bans = null;
+    if (room.rosterDirty) { fetchRoster(room); return; }
+    if (room.name === state.active) renderMembers();
+  }
+
+  // What the server's room list says about a room we hold. Our membership
+  // and role from a list asked for before we last learnt them stay ours;
+  // the topic of a room we are joined to follows its events instead.
+  function applyListedRoom(room, info, askedAt) {
+    if (room.memberChangedAt < askedAt) {
+      room.member = info.member === true && !room.isDm;
+      if (!room.joined) room.role = ROLES.includes(info.role) ? info.role : null;
+    }
+    if (!room.joined) {
+      room.topic = typeof info.topic === 'string' ? info.topic : '';
+      room.private = info.private === true;
+    }
+  }
+
   // ===== DOM helpers ======================================================
 
   const $ = (id) => document.getElementById(id);
@@ -463,6 +622,11 @@
     'composer-form', 'composer-input', 'send-btn', 'composer-error', 'members-panel', 'members', 'toasts',
     'reply-bar', 'reply-text', 'reply-cancel', 'search-form', 'search-input', 'search-here', 'search-error',
     'search-status', 'search-results', 'search-more-btn',
+    'create-room', 'create-form', 'create-name', 'create-topic', 'create-private', 'create-error', 'create-btn',
+    'browse-rooms', 'browse-summary', 'browse-empty', 'browse-list', 'room-private', 'room-topic', 'topic-edit-btn',
+    'topic-form', 'topic-input', 'topic-cancel-btn', 'topic-error', 'part-btn', 'part-confirm', 'part-confirm-text',
+    'part-confirm-btn', 'part-cancel-btn', 'members-error', 'mod-tools', 'invite-form', 'invite-input', 'ban-form',
+    'ban-user', 'ban-reason', 'bans-empty', 'bans',
   ].forEach((id) => { dom[id.replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = $(id); });
 
   // Enter submits; Shift+Enter is a newline; never submit mid IME composition.
@@ -562,6 +726,15 @@
     return { ok: false, status: resp.status, code: err.code || '', message: err.message || '' };
   }
 
+  function roomPath(name) { return `/api/rooms/${encodeURIComponent(name)}`; }
+
+  // A failed REST call as a sentence for the user: the server's own words
+  // when it gave some (they say which rule refused it).
+  function restProblem(res) {
+    if (res.status === 0) return 'Cannot reach the server. Try again.';
+    return res.message || errorText(res.code);
+  }
+
   function authErrorText(kind, res, username) {
     if (res.status === 0) return 'Cannot reach the server. Check your connection and try again.';
     if (res.status === 401 || res.code === 'unauthorized') return 'Wrong username or password.';
@@ -579,6 +752,7 @@
     if (!state.token || roomsFetchInFlight || document.hidden) return;
     roomsFetchInFlight = true;
     const token = state.token;
+    const askedAt = Date.now();
     const res = await api('GET', '/api/rooms');
     roomsFetchInFlight = false;
     if (token !== state.token) return; // logged out meanwhile
@@ -588,13 +762,21 @@
     }
     if (!Array.isArray(res.data)) return;
     state.roomList = res.data.filter((r) => r && typeof r.room === 'string');
+    const listed = new Set();
     for (const r of state.roomList) {
-      // Only DMs we are part of; a room we have not seen yet appears in the list
-      // without being joined.
+      // Only DMs we are part of. Our rooms (member: true) are "my rooms" on
+      // every device; the others are only offered under "Browse rooms".
       if (isDmRoom(r.room) && dmPeer(r.room, state.me) === null) continue;
+      listed.add(r.room);
+      if (!state.rooms.has(r.room) && !isDmRoom(r.room) && r.member !== true) continue;
       const room = getRoom(r.room);
       if (Number.isFinite(r.members_online)) room.membersOnline = r.members_online;
+      applyListedRoom(room, r, askedAt);
       applyRoomInfo(room, r);
+    }
+    // A private room we were taken out of is no longer listed at all.
+    for (const room of state.rooms.values()) {
+      if (!room.isDm && !listed.has(room.name) && room.memberChangedAt < askedAt) room.member = false;
     }
     scheduleSidebar();
   }
@@ -756,14 +938,17 @@
       case 'message':
       case 'edited':
       case 'deleted':
-      case 'reaction': return onMessage(f);
+      case 'reaction':
+      case 'member':
+      case 'topic': return onMessage(f);
       case 'ack': return onAck(f, ctx);
       case 'presence': return onPresence(f);
       case 'typing': return onTyping(f);
       case 'read': return onRead(f);
       case 'pong': clearTimeout(state.timers.pong); state.timers.pong = null; return undefined;
       case 'error': return onError(f, ctx);
-      default: return undefined; // 'left' and unknown frame types: nothing to do
+      case 'left': return onLeft(f, ctx);
+      default: return undefined; // unknown frame types: nothing to do
     }
   }
 
@@ -797,6 +982,14 @@
     room.members = new Set(Array.isArray(f.members) ? f.members.filter((m) => typeof m === 'string') : []);
     const resumed = !!ctx && ctx.since != null;
     const lastSeq = Number.isSafeInteger(f.last_seq) ? f.last_seq : 0;
+    // How the room stands now: only events after last_seq change it.
+    room.topic = typeof f.topic === 'string' ? f.topic : '';
+    room.private = f.private === true;
+    room.role = ROLES.includes(f.role) ? f.role : null;
+    if (!room.isDm && room.role) room.member = true;
+    room.memberChangedAt = Date.now();
+    room.ejection = null;
+    room.stateSeq = room.topicSeq = room.roleSeq = lastSeq;
     // The first join of the open room (after a reload, say) is when it was
     // opened: what was unread then gets the divider. A resume does not move it.
     const opening = !resumed && room.name === state.active && room.dividerAfter === null;
@@ -805,6 +998,7 @@
     setServerUnread(room, f.read_seq, f.unread, f.mentions, lastSeq);
     const added = mergeInto(room, f.history);
     room.everJoined = true;
+    if (resumed && takenOutWhileAway(room, added)) return;
     if (resumed) {
       // Catch up on everything missed while away, page by page, before
       // trusting the live stream to be gapless.
@@ -815,6 +1009,7 @@
     flushOutbox();
     refreshRoomsSoon();
     if (room.name === state.active) {
+      scheduleRoster(room);
       renderHeader();
       renderMembers();
       renderDivider(room);
@@ -823,6 +1018,23 @@
       continueJump();
     }
     scheduleSidebar();
+  }
+
+  // A resumed join whose history says we were kicked, banned or parted
+  // elsewhere while this connection was down: the join must not undo that
+  // (a public room lets anyone join), so the room is dropped here as if the
+  // `left` push had come.
+  function takenOutWhileAway(room, added) {
+    if (room.isDm) return false;
+    const last = added.filter((e) => e.type === 'member' && sameUser(e.user, state.me)).pop();
+    if (!last || (last.change !== 'removed' && last.change !== 'banned')) return false;
+    room.ejection = { from: last.from, change: last.change, reason: typeof last.reason === 'string' ? last.reason : '' };
+    request({ type: 'leave', room: room.name }, { kind: 'leave', room: room.name });
+    let reason = 'kicked';
+    if (last.change === 'banned') reason = 'banned';
+    else if (sameUser(last.from, state.me)) reason = 'parted';
+    removedFrom(room.name, reason);
+    return true;
   }
 
   function fetchForward(room, after, purpose) {
@@ -846,6 +1058,7 @@
   function onHistory(f, ctx) {
     if (!ctx || ctx.kind !== 'history') return;
     const room = getRoom(ctx.room);
+    if (!room.wanted && !room.isDm) { room.loadingOlder = room.filling = false; return; } // left meanwhile
     const msgs = Array.isArray(f.messages) ? f.messages : [];
     if (ctx.purpose === 'older') {
       room.loadingOlder = false;
@@ -870,7 +1083,13 @@
     if (!isValidEvent(f) || typeof f.room !== 'string') return;
     if (isDmRoom(f.room) && dmPeer(f.room, state.me) === null) return; // not ours: ignore
     const known = state.rooms.get(f.room);
-    if (!isDmRoom(f.room) && !(known && known.wanted)) return; // a late push for a room we left
+    if (!isDmRoom(f.room) && !(known && known.wanted)) {
+      // A notice about us for a room we are not in (invited, given a role,
+      // unbanned): the room list changed. Anything else: a late push for a
+      // room we left.
+      if (f.type === 'member' && sameUser(f.user, state.me)) refreshRoomsSoon();
+      return;
+    }
     const room = getRoom(f.room);
     // seq is gapless per room: a jump means the live stream lost something.
     if (room.joined && !room.filling && room.maxSeq > 0 && f.seq > room.maxSeq + 1) {
@@ -907,9 +1126,23 @@
   function onPresence(f) {
     const room = state.rooms.get(f.room);
     if (!room || typeof f.user !== 'string') return;
-    if (f.state === 'joined') room.members.add(f.user);
-    else if (f.state === 'left') { room.members.delete(f.user); room.typing.delete(f.user); }
+    if (f.state === 'joined') {
+      room.members.add(f.user);
+      // Joining a public room makes a member, with no event: list them.
+      const key = f.user.toLowerCase();
+      if (room.roster && !room.private && !room.roster.has(key)) room.roster.set(key, { user: f.user, role: 'member' });
+    } else if (f.state === 'left') { room.members.delete(f.user); room.typing.delete(f.user); }
     if (room.name === state.active) { renderMembers(); renderHeader(); renderTyping(); }
+  }
+
+  // `left`: the answer to our leave (nothing to do) or part, or a push
+  // saying why this connection is out of the room: kicked, banned, or
+  // parted on another device.
+  function onLeft(f, ctx) {
+    const name = typeof f.room === 'string' ? f.room : ctx && ctx.room;
+    if (!name) return;
+    if (ctx && ctx.kind === 'part') removedFrom(name, 'parted');
+    else if (f.re == null && typeof f.reason === 'string') removedFrom(name, f.reason);
   }
 
   function onTyping(f) {
@@ -920,6 +1153,17 @@
   }
 
   const ACTION_VERB = { edit: 'edit the message', delete: 'delete the message', react: 'change the reaction' };
+
+  // What the user is told when a room is taken from them.
+  function removalText(room, reason) {
+    const label = roomLabel(room);
+    const e = room.ejection;
+    const by = e && !sameUser(e.from, state.me) ? ` by ${e.from}` : '';
+    if (reason === 'parted') return `You left ${label}.`;
+    if (reason === 'banned') return `You were banned from ${label}${by}${e && e.reason ? `: ${e.reason}` : ''}.`;
+    if (reason === 'kicked') return `You were removed from ${label}${by}.`;
+    return `You are no longer in ${label}.`;
+  }
 
   function errorText(code) { return ERROR_TEXT[code] || 'Something went wrong.'; }
   function isRetryable(code) { return code === 'rate_limited' || code === 'unavailable' || code === 'internal'; }
@@ -939,6 +1183,7 @@
         return;
       }
       room.wanted = false;
+      if (code === 'forbidden' && !room.isDm) { room.member = false; room.role = null; room.memberChangedAt = Date.now(); }
       if (room.isDm) {
         // Keep the conversation open without its history: sends fall back to
         // {"to": peer}, which needs no join. Only a refusal is worth a notice.
@@ -961,6 +1206,11 @@
     }
     if (kind === 'edit' || kind === 'delete' || kind === 'react') {
       toast(`Could not ${ACTION_VERB[kind]}: ${errorText(code)}`, { code, detail });
+      return;
+    }
+    if (kind === 'part') {
+      // The last owner cannot leave (conflict): the server says what to do.
+      toast(`Could not leave ${roomNameLabel(ctx.room)}: ${detail || errorText(code)}`, { code, key: `part-${ctx.room}` });
       return;
     }
     // A failed read receipt only leaves the badge to the next join; a ping
@@ -988,9 +1238,14 @@
       room.dividerAfter = room.unread > 0 ? room.readSeq : null;
       state.msgUi = null;
       state.jump = null;
+      state.topicEdit = null;
+      state.partConfirm = null;
+      dom.membersError.textContent = '';
       if (state.replyTo && state.replyTo.room !== name) state.replyTo = null;
     }
     state.active = name;
+    state.notice = null;
+    if (room.joined && !room.roster) scheduleRoster(room);
     saveSession();
     joinRoom(room);
     renderConversation();
@@ -1013,6 +1268,54 @@
     renderConversation();
     scheduleSidebar();
     (next ? dom.composerInput : dom.roomInput).focus();
+  }
+
+  // "Leave room": ends our membership (protocol 1.1 §3), after a
+  // confirmation. The answer (`left`) drops the room like a kick does.
+  function partRoom(name) {
+    state.partConfirm = null;
+    renderHeader();
+    if (request({ type: 'part', room: name }, { kind: 'part', room: name }) !== null) return;
+    toast(`Could not leave ${roomNameLabel(name)}: not connected. Try again once the connection is back.`, { key: 'not-connected' });
+  }
+
+  // We are out of `name` (kicked, banned, parted here or on another
+  // device): its history goes from view, it leaves "my rooms" and the set
+  // of rooms joined again on every reconnect, and the user is told why.
+  function removedFrom(name, reason) {
+    const room = state.rooms.get(name);
+    if (!room || room.isDm) return;
+    const text = removalText(room, reason);
+    clearTimeout(room.retryTimer);
+    clearTimeout(room.rosterTimer);
+    Object.assign(room, {
+      wanted: false, joined: false, joinPending: false, everJoined: false, member: false, role: null,
+      retryTimer: null, rosterTimer: null, roster: null, bans: null, topic: '',
+      messages: new Map(), minSeq: 0, maxSeq: 0, unread: 0, mentions: 0, dividerAfter: null,
+      loadingOlder: false, olderExhausted: false, filling: false, memberChangedAt: Date.now(),
+    });
+    room.members.clear();
+    room.typing.clear();
+    // Until the next room list: a public room is one to browse again, a
+    // private one is gone.
+    state.roomList = state.roomList.flatMap((r) => {
+      if (r.room !== name) return [r];
+      return r.private ? [] : [Object.assign({}, r, { member: false, role: undefined })];
+    });
+    if (state.replyTo && state.replyTo.room === name) state.replyTo = null;
+    if (state.msgUi && state.msgUi.room === name) state.msgUi = null;
+    if (state.jump && state.jump.room === name) state.jump = null;
+    if (state.topicEdit === name) state.topicEdit = null;
+    if (state.partConfirm === name) state.partConfirm = null;
+    if (state.active === name) {
+      state.active = null;
+      state.notice = text;
+      renderConversation();
+    }
+    saveSession();
+    flushOutbox(); // its queued sends can no longer go out
+    scheduleSidebar();
+    toast(text, { key: `removed-${name}`, kind: reason === 'parted' ? 'info' : 'error', ttl: 15000 });
   }
 
   function sendMessage(text) {
@@ -1135,10 +1438,10 @@
     stopSocketTimers();
     for (const key of Object.keys(state.timers)) { clearTimeout(state.timers[key]); clearInterval(state.timers[key]); state.timers[key] = null; }
     for (const e of state.outbox.values()) clearTimeout(e.retryTimer);
-    for (const r of state.rooms.values()) clearTimeout(r.retryTimer);
+    for (const r of state.rooms.values()) { clearTimeout(r.retryTimer); clearTimeout(r.rosterTimer); }
     Object.assign(state, {
       token: null, me: null, ws: null, connected: false, halted: false, attempt: 0, active: null, roomList: [],
-      msgUi: null, replyTo: null, jump: null,
+      msgUi: null, replyTo: null, jump: null, notice: null, topicEdit: null, partConfirm: null,
     });
     state.pending.clear();
     state.unconfirmed.length = 0;
@@ -1152,6 +1455,124 @@
   }
 
   function sessionExpired() { logout('Your session has expired. Please log in again.'); }
+
+  // ===== Room management: create, topic, invite, roles, kick, ban ==============
+
+  async function createRoom() {
+    const name = dom.createName.value.trim().replace(/^#/, '');
+    const topic = dom.createTopic.value.trim();
+    let problem = validateRoomName(name);
+    if (!problem && utf8Length(topic) > MAX_TOPIC_BYTES) problem = `Topics are at most ${MAX_TOPIC_BYTES} bytes long.`;
+    dom.createError.textContent = problem || '';
+    dom.createName.setAttribute('aria-invalid', String(!!problem));
+    if (problem) return;
+    const body = { room: name };
+    if (topic) body.topic = topic;
+    if (dom.createPrivate.checked) body.private = true;
+    dom.createBtn.disabled = true;
+    const res = await api('POST', '/api/rooms', body);
+    dom.createBtn.disabled = false;
+    if (!state.token) return;
+    if (!res.ok) {
+      if (res.status === 401) { sessionExpired(); return; }
+      dom.createError.textContent = res.status === 409
+        ? `A room named #${name} already exists: join it by its name above, or choose another.`
+        : `Could not create #${name}: ${restProblem(res)}`;
+      return;
+    }
+    const room = getRoom(name);
+    Object.assign(room, {
+      member: true, role: 'owner', topic, private: body.private === true, memberChangedAt: Date.now(),
+    });
+    dom.createForm.reset();
+    dom.createRoom.open = false;
+    openRoom(name);
+    refreshRoomsSoon();
+  }
+
+  // A REST call that stores a room event (topic, invite, role, kick, ban,
+  // unban): shown at once when it answers with the event (the push brings
+  // it too; seq keeps one copy). Returns whether it worked; a refusal goes
+  // to `errorEl`, in the server's words.
+  async function roomChange(room, what, method, path, body, errorEl) {
+    errorEl.textContent = '';
+    const res = await api(method, roomPath(room.name) + path, body);
+    if (!state.token) return false;
+    if (!res.ok) {
+      if (res.status === 401) { sessionExpired(); return false; }
+      errorEl.textContent = `Could not ${what}: ${restProblem(res)}`;
+      return false;
+    }
+    const e = res.data;
+    if (room.joined && e && e.room === room.name && isValidEvent(e)) showAdded(room, mergeInto(room, [e]), 'live');
+    scheduleRoster(room);
+    return true;
+  }
+
+  function openTopicEditor() {
+    const room = activeRoom();
+    if (!room) return;
+    state.topicEdit = room.name;
+    dom.topicInput.value = room.topic;
+    dom.topicError.textContent = '';
+    renderHeader();
+    dom.topicInput.focus();
+    dom.topicInput.select();
+  }
+
+  function closeTopicEditor() {
+    state.topicEdit = null;
+    dom.topicError.textContent = '';
+    renderHeader();
+    dom.topicEditBtn.focus();
+  }
+
+  async function saveTopic() {
+    const room = activeRoom();
+    if (!room) return;
+    const topic = dom.topicInput.value.trim();
+    if (utf8Length(topic) > MAX_TOPIC_BYTES) { dom.topicError.textContent = `Topics are at most ${MAX_TOPIC_BYTES} bytes long.`; return; }
+    if (topic === room.topic) { closeTopicEditor(); return; }
+    if (await roomChange(room, 'set the topic', 'PATCH', '', { topic }, dom.topicError) && state.topicEdit === room.name) closeTopicEditor();
+  }
+
+  async function inviteMember() {
+    const room = activeRoom();
+    const user = dom.inviteInput.value.trim().replace(/^@/, '');
+    const problem = validateUsername(user);
+    if (problem || !room) { dom.membersError.textContent = problem || ''; return; }
+    if (await roomChange(room, `add ${user}`, 'POST', '/members', { user }, dom.membersError)) dom.inviteInput.value = '';
+  }
+
+  function setMemberRole(room, user, role) {
+    roomChange(room, `make ${user} ${role}`, 'PUT', `/members/${encodeURIComponent(user)}`, { role }, dom.membersError);
+  }
+
+  function kickMember(room, user) {
+    roomChange(room, `remove ${user}`, 'DELETE', `/members/${encodeURIComponent(user)}`, undefined, dom.membersError);
+  }
+
+  // "Ban" on a member's row fills in the ban form: the reason is optional.
+  function prepareBan(user) {
+    dom.banUser.value = user;
+    dom.banReason.focus();
+  }
+
+  async function banUser() {
+    const room = activeRoom();
+    const user = dom.banUser.value.trim().replace(/^@/, '');
+    const reason = dom.banReason.value.trim();
+    let problem = validateUsername(user);
+    if (!problem && utf8Length(reason) > MAX_REASON_BYTES) problem = `Reasons are at most ${MAX_REASON_BYTES} bytes long.`;
+    if (problem || !room) { dom.membersError.textContent = problem || ''; return; }
+    const body = { user };
+    if (reason) body.reason = reason;
+    if (await roomChange(room, `ban ${user}`, 'POST', '/bans', body, dom.membersError)) dom.banForm.reset();
+  }
+
+  function unbanUser(room, user) {
+    roomChange(room, `unban ${user}`, 'DELETE', `/bans/${encodeURIComponent(user)}`, undefined, dom.membersError);
+  }
 
   // ===== Message actions: edit, delete, react, reply, jump ====================
 
@@ -1335,6 +1756,12 @@
     dom.messages.textContent = '';
     dom.roomList.textContent = '';
     dom.dmList.textContent = '';
+    dom.browseList.textContent = '';
+    dom.members.textContent = '';
+    dom.bans.textContent = '';
+    dom.createForm.reset();
+    dom.createError.textContent = '';
+    dom.membersError.textContent = '';
     clearSearch();
     renderReplyBar();
     showAuthError(message);
@@ -1380,6 +1807,28 @@
     return li;
   }
 
+  function buildBrowseItem() {
+    const li = el('li', 'nav-item');
+    const btn = el('button', 'nav-btn browse-btn');
+    btn.type = 'button';
+    btn.append(el('span', 'nav-name'), el('span', 'nav-meta'));
+    btn.addEventListener('click', () => openRoom(btn.dataset.room));
+    li.appendChild(btn);
+    return li;
+  }
+
+  function updateBrowseItem(li, info) {
+    const btn = li.firstElementChild;
+    const [nameEl, metaEl] = btn.children;
+    btn.dataset.room = info.room;
+    nameEl.textContent = '#' + info.room;
+    const online = Number.isFinite(info.members_online) ? `${info.members_online} online` : '';
+    metaEl.textContent = [info.private ? 'private' : '', online].filter(Boolean).join(' · ');
+    const topic = typeof info.topic === 'string' ? info.topic : '';
+    btn.title = topic;
+    btn.setAttribute('aria-label', `Join #${info.room}${topic ? `: ${topic}` : ''}${metaEl.textContent ? `, ${metaEl.textContent}` : ''}`);
+  }
+
   function updateNavItem(li, room, label, meta) {
     const btn = li.firstElementChild;
     const [nameEl, metaEl, mentionEl, badgeEl] = btn.children;
@@ -1404,22 +1853,31 @@
     state.timers.sidebar = setTimeout(() => { state.timers.sidebar = null; renderSidebar(); }, 30);
   }
 
+  // "My rooms" (member of, or open here), DMs, and the public rooms to
+  // browse: every room of the list we are not in.
   function renderSidebar() {
     if (!state.token) return;
-    const names = new Set(state.roomList.map((r) => r.room));
-    for (const r of state.rooms.values()) if (r.wanted || r.messages.size > 0 || r.unread > 0) names.add(r.name);
+    const listed = new Set(state.roomList.map((r) => r.room));
     const rooms = [];
     const dms = [];
-    for (const name of names) {
-      if (isDmRoom(name)) { if (dmPeer(name, state.me) !== null) dms.push(getRoom(name)); } else rooms.push(getRoom(name));
+    for (const r of state.rooms.values()) {
+      if (!r.isDm) { if (r.member || r.wanted) rooms.push(r); continue; }
+      if (dmPeer(r.name, state.me) !== null && (listed.has(r.name) || r.wanted || r.messages.size > 0 || r.unread > 0)) dms.push(r);
     }
     rooms.sort((a, b) => (b.wanted - a.wanted) || a.name.localeCompare(b.name));
     dms.sort((a, b) => (b.lastActivity - a.lastActivity) || a.name.localeCompare(b.name));
+    const mine = new Set(rooms.map((r) => r.name));
+    const browse = state.roomList.filter((r) => !isDmRoom(r.room) && r.member !== true && !mine.has(r.room))
+      .sort((a, b) => a.room.localeCompare(b.room));
 
     reconcile(dom.roomList, rooms, (r) => r.name, buildNavItem, (li, r) => {
-      const meta = r.membersOnline != null ? `${r.membersOnline} online` : '';
+      const meta = [r.private ? 'private' : '', r.membersOnline != null ? `${r.membersOnline} online` : ''].filter(Boolean).join(' · ');
       updateNavItem(li, r, '#' + r.name, meta);
+      li.classList.toggle('private', r.private);
     });
+    reconcile(dom.browseList, browse, (r) => r.room, buildBrowseItem, updateBrowseItem);
+    dom.browseSummary.textContent = browse.length > 0 ? `Browse rooms (${browse.length})` : 'Browse rooms';
+    dom.browseEmpty.hidden = browse.length > 0;
     reconcile(dom.dmList, dms, (r) => r.name, buildNavItem, (li, r) => {
       const peer = dmPeer(r.name, state.me);
       updateNavItem(li, r, peer, '');
@@ -1433,6 +1891,27 @@
     let unread = 0;
     for (const r of state.rooms.values()) unread += r.unread;
     document.title = unread > 0 ? `(${unread}) Parley` : 'Parley';
+  }
+
+  // One line of the timeline: a message, or a member or topic event.
+  function lineEl(m, roomName) { return isRoomEvent(m) ? roomEventEl(m) : messageEl(m, roomName); }
+
+  function roomEventEl(e) {
+    const li = el('li', 'room-event');
+    li.dataset.seq = String(e.seq);
+    li.dataset.type = e.type;
+    if (e.type === 'member') { li.dataset.change = e.change; li.dataset.user = e.user; }
+    li.dataset.from = e.from;
+    li.appendChild(el('span', 'event-text', roomEventText(e)));
+    const date = new Date(e.ts);
+    if (!Number.isNaN(date.getTime())) {
+      const time = el('time', 'ts', formatTime(date, new Date()));
+      time.dateTime = date.toISOString();
+      time.title = date.toLocaleString();
+      li.appendChild(time);
+    }
+    if (e.type === 'member' && e.change === 'role') li.title = `by ${e.from}`;
+    return li;
   }
 
   function messageEl(m, roomName) {
@@ -1709,14 +2188,14 @@
     const firstSeq = first && !first.classList.contains('pending') ? Number(first.dataset.seq) : Infinity;
     if (added[added.length - 1].seq < firstSeq && first && firstSeq !== Infinity) {
       const frag = document.createDocumentFragment();
-      for (const m of added) frag.appendChild(messageEl(m, room.name));
+      for (const m of added) frag.appendChild(lineEl(m, room.name));
       list.insertBefore(frag, first);
       return;
     }
     for (const m of added) {
       let node = list.lastElementChild;
       while (node && (node.classList.contains('pending') || Number(node.dataset.seq) > m.seq)) node = node.previousElementSibling;
-      list.insertBefore(messageEl(m, room.name), node ? node.nextSibling : list.firstChild);
+      list.insertBefore(lineEl(m, room.name), node ? node.nextSibling : list.firstChild);
     }
   }
 
@@ -1758,7 +2237,7 @@
       const frag = document.createDocumentFragment();
       for (const seq of [...room.messages.keys()].sort((a, b) => a - b)) {
         const m = room.messages.get(seq);
-        if (isMessage(m)) frag.appendChild(messageEl(m, room.name));
+        if (isMessage(m) || isRoomEvent(m)) frag.appendChild(lineEl(m, room.name));
       }
       list.appendChild(frag);
     }
@@ -1783,29 +2262,117 @@
     const room = activeRoom();
     dom.leaveBtn.hidden = !room;
     dom.membersToggle.hidden = !room;
+    const managed = !!room && !room.isDm; // rooms have members, roles and a topic; DMs do not
+    dom.partBtn.hidden = !managed || !(room.member || room.role); // a server admin may read rooms it is not in
+    dom.roomPrivate.hidden = !managed || !room.private;
+    const topic = managed ? room.topic : '';
+    dom.roomTopic.textContent = topic;
+    dom.roomTopic.title = topic;
+    const canEdit = managed && isModerator(room.role);
+    if (state.topicEdit && (!room || state.topicEdit !== room.name || !canEdit)) state.topicEdit = null;
+    dom.topicForm.hidden = !state.topicEdit;
+    dom.topicEditBtn.hidden = !canEdit || !!state.topicEdit;
+    dom.topicEditBtn.textContent = topic ? 'Edit topic' : 'Set a topic';
+    if (!state.topicEdit) dom.topicError.textContent = '';
+    if (state.partConfirm && (!room || state.partConfirm !== room.name)) state.partConfirm = null;
+    dom.partConfirm.hidden = !state.partConfirm;
     if (!room) {
       dom.roomTitle.textContent = 'No conversation open';
       dom.roomMeta.textContent = '';
       return;
     }
     dom.roomTitle.textContent = roomLabel(room);
-    dom.leaveBtn.textContent = room.isDm ? 'Close' : 'Leave';
-    dom.leaveBtn.setAttribute('aria-label', `${room.isDm ? 'Close' : 'Leave'} ${roomLabel(room)}`);
+    dom.leaveBtn.setAttribute('aria-label', `Close ${roomLabel(room)}`);
+    dom.leaveBtn.title = room.isDm ? '' : 'Close the room here; it stays one of your rooms';
+    dom.partBtn.setAttribute('aria-label', `Leave ${roomLabel(room)}`);
+    if (state.partConfirm) {
+      dom.partConfirmText.textContent = room.private
+        ? `Leave ${roomLabel(room)}? It is private: only an invitation brings you back.`
+        : `Leave ${roomLabel(room)}? It will no longer be one of your rooms.`;
+    }
     if (room.joined) dom.roomMeta.textContent = room.isDm ? 'Direct message' : `${room.members.size} online`;
     else if (room.joinPending) dom.roomMeta.textContent = 'Joining…';
     else if (room.wanted && !state.connected) dom.roomMeta.textContent = 'Reconnecting…'; // re-joined on welcome
     else dom.roomMeta.textContent = room.isDm ? 'Direct message' : 'Not joined';
   }
 
+  // The room's members with their roles (who is online marked), or, until
+  // the list is loaded and in DMs, who is online. Owners and moderators get
+  // the actions the rules let them take on each.
   function renderMembers() {
     const room = activeRoom();
+    const focused = document.activeElement;
+    const inList = dom.members.contains(focused) || dom.bans.contains(focused);
+    const focusKey = inList && focused.dataset.focus ? focused.dataset.focus : null;
     dom.members.textContent = '';
+    dom.modTools.hidden = !room || room.isDm || !isModerator(room.role);
+    renderBans(room);
     if (!room) return;
-    for (const name of [...room.members].sort((a, b) => a.localeCompare(b))) {
-      const li = el('li', 'member', name);
-      li.dataset.user = name;
-      if (name === state.me) { li.classList.add('self'); li.appendChild(el('span', 'you', ' (you)')); }
+    const online = new Set([...room.members].map((u) => u.toLowerCase()));
+    const rows = room.roster && !room.isDm ? [...room.roster.values()] : [];
+    for (const name of room.members) if (!rows.some((r) => sameUser(r.user, name))) rows.push({ user: name, role: null });
+    rows.sort((a, b) => (roleRank(b.role) - roleRank(a.role)) || a.user.localeCompare(b.user));
+    for (const row of rows) {
+      const li = el('li', 'member');
+      li.dataset.user = row.user;
+      li.dataset.role = row.role || '';
+      li.classList.add(online.has(row.user.toLowerCase()) ? 'online' : 'offline');
+      const line = el('div', 'member-line');
+      line.appendChild(el('span', 'member-name', row.user));
+      if (sameUser(row.user, state.me)) { li.classList.add('self'); line.appendChild(el('span', 'you', ' (you)')); }
+      if (row.role && row.role !== 'member') line.appendChild(el('span', 'role', row.role));
+      li.appendChild(line);
+      const actions = memberActions(room, row);
+      if (actions) li.appendChild(actions);
       dom.members.appendChild(li);
+    }
+    const again = focusKey && dom.membersPanel.querySelector(`[data-focus="${CSS.escape(focusKey)}"]`);
+    if (again) again.focus();
+  }
+
+  function memberButton(text, label, focusKey, onClick, className) {
+    const b = el('button', className || 'member-action', text);
+    b.type = 'button';
+    b.setAttribute('aria-label', label);
+    b.dataset.focus = focusKey;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  function memberActions(room, row) {
+    if (room.isDm || !row.role || sameUser(row.user, state.me)) return null;
+    const buttons = [];
+    if (room.role === 'owner') {
+      for (const role of ROLES) {
+        if (role === row.role) continue;
+        const text = roleRank(role) > roleRank(row.role) ? `Make ${role}` : `Demote to ${role}`;
+        buttons.push(memberButton(text, `${text}: ${row.user}`, `role-${role}-${row.user}`, () => setMemberRole(room, row.user, role)));
+      }
+    }
+    if (canRemove(room.role, row.role)) {
+      buttons.push(memberButton('Kick', `Kick ${row.user}`, `kick-${row.user}`, () => kickMember(room, row.user)));
+      buttons.push(memberButton('Ban…', `Ban ${row.user}`, `ban-${row.user}`, () => prepareBan(row.user)));
+    }
+    if (buttons.length === 0) return null;
+    const bar = el('div', 'member-actions');
+    bar.setAttribute('role', 'group');
+    bar.setAttribute('aria-label', `Actions for ${row.user}`);
+    bar.append(...buttons);
+    return bar;
+  }
+
+  function renderBans(room) {
+    dom.bans.textContent = '';
+    const bans = room && !room.isDm && isModerator(room.role) && room.bans ? room.bans : [];
+    dom.bansEmpty.hidden = bans.length > 0;
+    for (const b of [...bans].sort((x, y) => x.user.localeCompare(y.user))) {
+      const li = el('li', 'ban');
+      li.dataset.user = b.user;
+      const who = el('span', 'ban-text', b.user);
+      const why = `${b.by ? ` by ${b.by}` : ''}${b.reason ? `: ${b.reason}` : ''}`;
+      if (why) who.appendChild(el('span', 'ban-why', why));
+      li.append(who, memberButton('Unban', `Unban ${b.user}`, `unban-${b.user}`, () => unbanUser(room, b.user)));
+      dom.bans.appendChild(li);
     }
   }
 
@@ -1839,7 +2406,7 @@
   function updateEmptyState() {
     const room = activeRoom();
     let text = '';
-    if (!room) text = 'Join a room or start a direct message to begin.';
+    if (!room) text = state.notice || 'Join a room or start a direct message to begin.';
     else if (dom.messages.children.length === 0) text = room.joinPending ? 'Loading…' : 'No messages yet. Say hello!';
     dom.emptyState.textContent = text;
     dom.emptyState.hidden = !text;
@@ -1936,6 +2503,34 @@
     dom.composerInput.focus();
   });
   dom.leaveBtn.addEventListener('click', leaveActive);
+  dom.partBtn.addEventListener('click', () => {
+    const room = activeRoom();
+    if (!room) return;
+    state.partConfirm = room.name;
+    renderHeader();
+    dom.partCancelBtn.focus();
+  });
+  dom.partConfirmBtn.addEventListener('click', () => { if (state.partConfirm) partRoom(state.partConfirm); });
+  const cancelPart = () => { state.partConfirm = null; renderHeader(); dom.partBtn.focus(); };
+  dom.partCancelBtn.addEventListener('click', cancelPart);
+  dom.partConfirm.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape') return;
+    ev.preventDefault();
+    ev.stopPropagation();
+    cancelPart();
+  });
+  dom.createForm.addEventListener('submit', (ev) => { ev.preventDefault(); createRoom(); });
+  dom.topicEditBtn.addEventListener('click', openTopicEditor);
+  dom.topicForm.addEventListener('submit', (ev) => { ev.preventDefault(); saveTopic(); });
+  dom.topicCancelBtn.addEventListener('click', closeTopicEditor);
+  dom.topicInput.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape') return;
+    ev.preventDefault();
+    ev.stopPropagation();
+    closeTopicEditor();
+  });
+  dom.inviteForm.addEventListener('submit', (ev) => { ev.preventDefault(); inviteMember(); });
+  dom.banForm.addEventListener('submit', (ev) => { ev.preventDefault(); banUser(); });
   // On a phone the open room list covers the conversation; a tap beside it closes it.
   document.getElementById('conversation').addEventListener('click', () => {
     if (document.body.classList.contains('sidebar-open') && isNarrow()) setSidebarOpen(false);

@@ -14,8 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use parley_protocol::{ClientFrame, parse_client_frame};
 
 const KNOWN: &[&str] = &[
-    "hello", "join", "leave", "send", "edit", "delete", "react", "read", "history", "typing",
-    "ping",
+    "hello", "join", "leave", "part", "send", "edit", "delete", "react", "read", "history",
+    "typing", "ping",
 ];
 
 /// A mirror of `ClientFrame` that `arbitrary` can build.
@@ -32,6 +32,10 @@ enum Frame {
         since: Option<u64>,
     },
     Leave {
+        id: Option<u64>,
+        room: String,
+    },
+    Part {
         id: Option<u64>,
         room: String,
     },
@@ -91,6 +95,7 @@ impl From<Frame> for ClientFrame {
             Frame::Hello { id, token, client } => ClientFrame::Hello { id, token, client },
             Frame::Join { id, room, since } => ClientFrame::Join { id, room, since },
             Frame::Leave { id, room } => ClientFrame::Leave { id, room },
+            Frame::Part { id, room } => ClientFrame::Part { id, room },
             Frame::Send {
                 id,
                 room,

@@ -81,10 +81,15 @@ curl -fsS "$base/readyz" >/dev/null || die "the node did not become ready"
 # A user's token (for the user endpoints) and the API key (for /api/server):
 # every request carries both; each endpoint reads the one it needs.
 token=$("$bin" token --secret "$secret" --user alice --ttl 1h)
-# A room to find: the document's example room.
-curl -fsS -X POST "$base/api/server/rooms" -H "X-Parley-Api-Key: $api_key" \
+# A room to find: the document's example room, owned by alice with the
+# document's example user bob as a member, so that the member, role, ban
+# and topic endpoints get past "who may" to their answers.
+curl -fsS -X POST "$base/api/rooms" -H "Authorization: Bearer $token" \
   -H 'content-type: application/json' -d '{"room":"general"}' >/dev/null \
   || die "could not create the room general"
+curl -fsS -X POST "$base/api/rooms/general/members" -H "Authorization: Bearer $token" \
+  -H 'content-type: application/json' -d '{"user":"bob"}' >/dev/null \
+  || die "could not add bob to the room general"
 # The document's example account, so that its login example succeeds.
 curl -fsS -X POST "$base/api/server/users" -H "X-Parley-Api-Key: $api_key" \
   -H 'content-type: application/json' \

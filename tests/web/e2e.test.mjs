@@ -16,7 +16,7 @@ import {
   state, sessions, eventually, sleep, WAIT_MS, RECOVER_MS, PASSWORD, launchBrowser, closeBrowser,
   newSession, newTab, assertClean, shot, connState, waitConnected, shown, countText, waitShown, send,
   assertGapless, step, register, login, joinRoom as joinRoomIn, liOf, msgLi, framesSent, focused,
-  rowAction, tokenOf, badge, openFromList,
+  rowAction, tokenOf, badge, openFromList, membershipSteps,
 } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -754,4 +754,37 @@ step('search: results, "more", and a result opens its room at the message', asyn
   assert.equal(await B2.page.textContent('#search-status'), 'No messages found.');
   assert.ok(B2.requests.some((u) => u.includes('/api/search?') && u.includes(`room=side-${RUN}`)));
   assertClean(B2);
+});
+
+// ---- rooms with members, roles and moderation (protocol 1.1 §3) --------------------
+// alice owns a private room; bob becomes its moderator, kicks carol and bans
+// dave; eve, who is not invited, never sees it. The steps are shared with the
+// fleet suite (helpers.mjs, membershipSteps).
+
+let shotNo = 22;
+async function newUser(name) {
+  const s = await newSession(name);
+  await s.page.goto(BASE + '/');
+  await register(s);
+  return s;
+}
+
+membershipSteps(step, {
+  room: `private-${RUN}`,
+  pub: ROOM,
+  owner: A,
+  mod: B,
+  victim: () => sessions[`carol-${RUN}`], // her WebSocket runs through the test: it can drop it
+  banned: () => sessions[`dave-${RUN}`],
+  outsider: () => sessions[`eve-${RUN}`],
+  setup: async () => {
+    await newUser(`dave-${RUN}`);
+    await newUser(`eve-${RUN}`);
+  },
+  shot: (name) => `${shotNo++}-${name}.png`,
+  secondDevice: async () => {
+    const s = await newSession(`alice2-${RUN}`);
+    await s.page.goto(BASE + '/');
+    return s;
+  },
 });

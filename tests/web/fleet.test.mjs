@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import {
   sessions, eventually, launchBrowser, closeBrowser, newSession, newTab, assertClean, shot,
   waitConnected, shown, waitShown, send, step as stepIn, register, login, joinRoom, liOf, msgLi,
-  framesSent, rowAction, badge, openFromList,
+  framesSent, rowAction, badge, openFromList, membershipSteps,
 } from './helpers.mjs';
 
 const NODE_A = process.env.FLEET_NODE_A;
@@ -233,4 +233,45 @@ step('search on node B finds a message posted on node A by its edited text', asy
   }, editedSeq), (v) => v && v.title === `#${ROOM}` && v.highlighted && v.inView);
   await shot(s, 'fleet-06-search-bob-node-b.png');
   assertClean(s);
+});
+
+// ---- rooms with members, roles and moderation, across nodes ---------------------------
+// alice (node A) owns a private room; bob (node B) becomes its moderator,
+// kicks carol (node A) and bans dave (node B); eve (node A), not invited,
+// never sees it; alice's second browser logs in on node B. Every change is
+// made on one node and must show live on the other (helpers.mjs,
+// membershipSteps, shared with the single-node suite).
+
+let shotNo = 7;
+async function newUser(name, base, opts) {
+  const s = await newSession(name, opts);
+  await s.page.goto(base + '/');
+  await register(s);
+  assert.ok(s.page.url().startsWith(`${base}/`), `${name}: served by ${base}`);
+  if (!opts) assertOn(s, base);
+  return s;
+}
+
+membershipSteps(step, {
+  room: `fleet-private-${RUN}`,
+  pub: ROOM,
+  owner: A,
+  mod: B,
+  victim: () => sessions[`carol-${RUN}`],
+  banned: () => sessions[`dave-${RUN}`],
+  outsider: () => sessions[`eve-${RUN}`],
+  setup: async () => {
+    // carol's WebSocket runs through the test (it drops it); she has a room
+    // open, joined again on every reconnect.
+    const C = await newUser(`carol-${RUN}`, NODE_A, { routeWs: true });
+    await joinRoom(C, ROOM);
+    await newUser(`dave-${RUN}`, NODE_B);
+    await newUser(`eve-${RUN}`, NODE_A);
+  },
+  shot: (name) => `fleet-${String(shotNo++).padStart(2, '0')}-${name}.png`,
+  secondDevice: async () => {
+    const s = await newSession(`alice2-${RUN}`);
+    await s.page.goto(NODE_B + '/');
+    return s;
+  },
 });

@@ -658,8 +658,10 @@ impl Client {
     }
 
     /// An event of the room arrived (pushed live, or from history).
-    fn deliver(&mut self, seq: u64, sent_us: Option<u64>, kind: Kind, live: bool) {
-        if matches!(kind, Kind::Message | Kind::Reply) {
+    /// `kind` is None for member and topic events, which the bench never
+    /// makes: they count toward the room's seq like any event.
+    fn deliver(&mut self, seq: u64, sent_us: Option<u64>, kind: Option<Kind>, live: bool) {
+        if matches!(kind, Some(Kind::Message | Kind::Reply)) {
             self.last_message = self.last_message.max(Some(seq));
         }
         let Some(member) = self.member.as_mut() else {
@@ -682,7 +684,9 @@ impl Client {
         }
         if member.receive(seq) {
             Counters::bump(&counters.received);
-            self.shared.by_kind.received(kind);
+            if let Some(kind) = kind {
+                self.shared.by_kind.received(kind);
+            }
             let now = parley_protocol::time::now_us();
             if let Some(sent) = sent_us {
                 self.shared

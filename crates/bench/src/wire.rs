@@ -11,6 +11,10 @@
 //! `"<sent_us> <conn>-<n> xxxx…"`, so any receiver, in any worker process on
 //! the machine, can compute its end-to-end latency (an edit's new text
 //! too; a delete or a reaction has no text, and no latency sample).
+//!
+//! Member and topic events (protocol 1.1 §3) are room events too: they
+//! take the room's next `seq`, so the gapless-seq accounting counts them
+//! like the rest; the bench never makes one, so they have no [`Kind`].
 
 use parley_protocol::{ClientFrame, RoomEvent, ServerFrame, parse_server_frame};
 use serde::Deserialize;
@@ -18,18 +22,19 @@ use serde::Deserialize;
 use crate::mix::Kind;
 
 /// One event of a history list: its seq, the send time in its text, and
-/// its kind.
-pub type Item = (u64, Option<u64>, Kind);
+/// its kind (None: a member or topic event, which the bench never makes).
+pub type Item = (u64, Option<u64>, Option<Kind>);
 
 /// What the bench needs of one server frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// A pushed room event (message, reply, edit, delete, reaction): its
-    /// seq, the send time embedded in its text, and its kind.
+    /// A pushed room event (message, reply, edit, delete, reaction, member,
+    /// topic): its seq, the send time embedded in its text, and its kind
+    /// (None: member and topic events).
     Message {
         seq: u64,
         sent_us: Option<u64>,
-        kind: Kind,
+        kind: Option<Kind>,
     },
     Ack {
         re: Option<u64>,
@@ -78,8 +83,8 @@ struct Raw<'a> {
     messages: Option<Vec<RawItem<'a>>>,
 }
 
-/// An element of a history list: any event of the room's log (a deleted
-/// or reaction event has no text).
+/// An element of a history list: any event of the room's log (a deleted,
+/// reaction or member event has no text; a topic event's is `topic`).
 #[derive(Deserialize)]
 struct RawItem<'a> {
     #[serde(rename = "type", borrow)]
@@ -94,12 +99,11 @@ fn items(list: Option<Vec<RawItem<'_>>>) -> Vec<Item> {
     list.unwrap_or_default()
         .iter()
         .map(|m| {
-            let kind = Kind::of_event(m.kind.unwrap_or("message"), m.reply_to);
-            (
-                m.seq,
-                m.text.and_then(sent_us_of),
-                kind.unwrap_or(Kind::Message),
-            )
+            let kind = match m.kind.unwrap_or("message") {
+                MEMBER_TYPE | TOPIC_TYPE => None,
+                other => Some(Kind::of_event(other, m.reply_to).unwrap_or(Kind::Message)),
+            };
+            (m.seq, m.text.and_then(sent_us_of), kind)
         })
         .collect()
 }
@@ -112,12 +116,21 @@ pub fn parse(text: &str) -> Result<Frame, String> {
     }
 }
 
+/// The frame types of the room events the bench never makes.
+const MEMBER_TYPE: &str = "member";
+const TOPIC_TYPE: &str = "topic";
+
 fn from_raw(raw: Raw<'_>) -> Result<Frame, String> {
     let missing = |field: &str| format!("{} frame without {field}", raw.kind);
-    if let Some(kind) = Kind::of_event(raw.kind, raw.reply_to) {
+    let kind = match raw.kind {
+        MEMBER_TYPE | TOPIC_TYPE => Some(None),
+        other => Kind::of_event(other, raw.reply_to).map(Some),
+    };
+    if let Some(kind) = kind {
         return Ok(Frame::Message {
             seq: raw.seq.ok_or_else(|| missing("seq"))?,
-            sent_us: raw.text.and_then(sent_us_of),
+            // A topic's text is not a bench text: no latency sample.
+            sent_us: kind.and(raw.text).and_then(sent_us_of),
             kind,
         });
     }
@@ -163,6 +176,8 @@ fn parse_slow(text: &str) -> Result<Frame, String> {
         ServerFrame::Edited(e) => frame_of(&RoomEvent::Edited(e)),
         ServerFrame::Deleted(e) => frame_of(&RoomEvent::Deleted(e)),
         ServerFrame::Reaction(e) => frame_of(&RoomEvent::Reaction(e)),
+        ServerFrame::Member(e) => frame_of(&RoomEvent::Member(e)),
+        ServerFrame::Topic(e) => frame_of(&RoomEvent::Topic(e)),
         ServerFrame::Ack { re, seq, .. } => Frame::Ack { re, seq },
         ServerFrame::Welcome { node, .. } => Frame::Welcome { node },
         ServerFrame::Joined {
@@ -188,7 +203,11 @@ fn parse_slow(text: &str) -> Result<Frame, String> {
             re,
             code: code.as_str().to_string(),
         },
-        _ => Frame::Other,
+        ServerFrame::Read { .. }
+        | ServerFrame::Left { .. }
+        | ServerFrame::Presence { .. }
+        | ServerFrame::Typing { .. }
+        | ServerFrame::Pong { .. } => Frame::Other,
     })
 }
 
@@ -198,15 +217,17 @@ fn item_of(e: &RoomEvent) -> Item {
         RoomEvent::Message(m) => (
             m.seq,
             sent_us_of(&m.text),
-            if m.reply_to.is_some() {
+            Some(if m.reply_to.is_some() {
                 Kind::Reply
             } else {
                 Kind::Message
-            },
+            }),
         ),
-        RoomEvent::Edited(e) => (e.seq, sent_us_of(&e.text), Kind::Edit),
-        RoomEvent::Deleted(e) => (e.seq, None, Kind::Delete),
-        RoomEvent::Reaction(e) => (e.seq, None, Kind::React),
+        RoomEvent::Edited(e) => (e.seq, sent_us_of(&e.text), Some(Kind::Edit)),
+        RoomEvent::Deleted(e) => (e.seq, None, Some(Kind::Delete)),
+        RoomEvent::Reaction(e) => (e.seq, None, Some(Kind::React)),
+        RoomEvent::Member(e) => (e.seq, None, None),
+        RoomEvent::Topic(e) => (e.seq, None, None),
     }
 }
 
@@ -376,7 +397,7 @@ mod tests {
             Frame::Message {
                 seq: 58,
                 sent_us: Some(1_700_000_000_123_456),
-                kind: Kind::Message,
+                kind: Some(Kind::Message),
             }
         );
     }
@@ -392,7 +413,7 @@ mod tests {
             Frame::Message {
                 seq: 3,
                 sent_us: Some(12),
-                kind: Kind::Message,
+                kind: Some(Kind::Message),
             }
         );
         let f = parse(r#"{"type":"error","re":4,"code":"forbidden","message":"join \"r\" first"}"#)
@@ -431,7 +452,7 @@ mod tests {
                 re: Some(1),
                 last_seq: 9,
                 more: true,
-                history: vec![(9, Some(5), Kind::Message)]
+                history: vec![(9, Some(5), Some(Kind::Message))]
             }
         );
         let f =
@@ -463,7 +484,7 @@ mod tests {
             Frame::Message {
                 seq: 4,
                 sent_us: Some(9),
-                kind: Kind::Reply
+                kind: Some(Kind::Reply)
             }
         );
         assert_eq!(
@@ -473,7 +494,7 @@ mod tests {
             Frame::Message {
                 seq: 5,
                 sent_us: Some(10),
-                kind: Kind::Edit
+                kind: Some(Kind::Edit)
             }
         );
         assert_eq!(
@@ -481,7 +502,7 @@ mod tests {
             Frame::Message {
                 seq: 6,
                 sent_us: None,
-                kind: Kind::Delete
+                kind: Some(Kind::Delete)
             }
         );
         // Escaped: the full parser gives the same answer.
@@ -492,7 +513,7 @@ mod tests {
             Frame::Message {
                 seq: 7,
                 sent_us: None,
-                kind: Kind::React
+                kind: Some(Kind::React)
             }
         );
         let h = f(
@@ -509,13 +530,73 @@ mod tests {
                 re: Some(2),
                 more: false,
                 messages: vec![
-                    (1, None, Kind::Message),
-                    (2, Some(3), Kind::Reply),
-                    (3, None, Kind::Edit),
-                    (4, None, Kind::React),
-                    (5, None, Kind::Delete),
+                    (1, None, Some(Kind::Message)),
+                    (2, Some(3), Some(Kind::Reply)),
+                    (3, None, Some(Kind::Edit)),
+                    (4, None, Some(Kind::React)),
+                    (5, None, Some(Kind::Delete)),
                 ]
             }
+        );
+    }
+
+    #[test]
+    fn member_and_topic_events_take_their_seq_without_a_kind() {
+        let f = |text: &str| parse(text).unwrap();
+        assert_eq!(
+            f(
+                r#"{"type":"member","room":"r","seq":8,"from":"a","user":"b","change":"role","role":"moderator","ts":"t"}"#
+            ),
+            Frame::Message {
+                seq: 8,
+                sent_us: None,
+                kind: None
+            }
+        );
+        // A topic that looks like a bench text is no latency sample.
+        assert_eq!(
+            f(r#"{"type":"topic","room":"r","seq":9,"from":"a","topic":"12 x","ts":"t"}"#),
+            Frame::Message {
+                seq: 9,
+                sent_us: None,
+                kind: None
+            }
+        );
+        // Escaped (the fast parse cannot borrow it): the full parser agrees.
+        assert_eq!(
+            f(
+                r#"{"type":"memb\u0065r","room":"r","seq":10,"from":"a","user":"b","change":"banned","reason":"\"spam\"","ts":"t"}"#
+            ),
+            Frame::Message {
+                seq: 10,
+                sent_us: None,
+                kind: None
+            }
+        );
+        assert!(parse(r#"{"type":"topic","room":"r","from":"a","topic":"x","ts":"t"}"#).is_err());
+        let h = f(
+            r#"{"type":"joined","re":1,"room":"g","last_seq":3,"more":false,"members":[],"history":[
+                {"type":"topic","room":"g","seq":1,"from":"a","topic":"5 x","ts":"t"},
+                {"type":"member","room":"g","seq":2,"from":"a","user":"b","change":"added","ts":"t"},
+                {"type":"message","room":"g","seq":3,"from":"a","text":"7 x","ts":"t"}]}"#,
+        );
+        assert_eq!(
+            h,
+            Frame::Joined {
+                re: Some(1),
+                last_seq: 3,
+                more: false,
+                history: vec![
+                    (1, None, None),
+                    (2, None, None),
+                    (3, Some(7), Some(Kind::Message))
+                ]
+            }
+        );
+        // Left pushes (a kick) are not room events.
+        assert_eq!(
+            f(r#"{"type":"left","room":"g","reason":"kicked"}"#),
+            Frame::Other
         );
     }
 

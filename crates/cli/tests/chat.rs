@@ -11,7 +11,7 @@ use std::time::Duration;
 use parley_client::http;
 use parley_client::protocol::RoomEvent;
 use parley_testkit::{
-    Fleet, NodeProcess, eventually, fetch_all, fetch_all_events, poll_until, token,
+    Fleet, NodeProcess, event_kind, eventually, fetch_all, fetch_all_events, poll_until, token,
     without_parley_env,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -104,26 +104,51 @@ impl Chat {
         }
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if matches(&line) {
-                        return line;
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    let _ = self.child.kill().await;
-                    let stderr = tokio::time::timeout(Duration::from_secs(2), &mut self.stderr)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or_default();
-                    panic!(
-                        "{}: no line {what} within {WAIT:?}; stdout so far:\n{}\nstderr:\n{stderr}",
-                        self.name,
-                        self.seen.join("\n"),
-                    );
-                }
+            let line = self.next_line(what, deadline).await;
+            if matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits until `n` lines have matched, for a line shown again (`*
+    /// joined ROOM` after a re-join); returns the last.
+    async fn expect_times(
+        &mut self,
+        what: &str,
+        n: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let found: Vec<&String> = self.seen.iter().filter(|l| matches(l)).collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            self.next_line(&format!("{what} (#{n})"), deadline).await;
+        }
+    }
+
+    /// The next line of stdout (kept in `seen`); fails the test at the
+    /// deadline, showing what came.
+    async fn next_line(&mut self, what: &str, deadline: tokio::time::Instant) -> String {
+        match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+            Ok(Some(line)) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Ok(None) | Err(_) => {
+                let _ = self.child.kill().await;
+                let stderr = tokio::time::timeout(Duration::from_secs(2), &mut self.stderr)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                panic!(
+                    "{}: no line {what} within {WAIT:?}; stdout so far:\n{}\nstderr:\n{stderr}",
+                    self.name,
+                    self.seen.join("\n"),
+                );
             }
         }
     }
@@ -429,21 +454,60 @@ async fn serve_at(addr: std::net::SocketAddr, dir: &std::path::Path) -> Child {
 /// node drains and exits. Returns the stopped node (to restart where it
 /// was), her chat, and what it printed after `* disconnected: `.
 async fn alice_loses_her_node(text: &str) -> (NodeProcess, Chat, String) {
+    alice_loses_her_node_in("general", text).await
+}
+
+/// [`alice_loses_her_node`] in `room`: one bob made (its owner; alice a
+/// plain member) unless it is general.
+async fn alice_loses_her_node_in(room: &str, text: &str) -> (NodeProcess, Chat, String) {
     let fast_drain = [
         ("PARLEY_DRAIN_GRACE", "100ms"),
         ("PARLEY_DRAIN_SPREAD", "100ms"),
     ];
     let mut node = NodeProcess::start(BIN, &fast_drain).await;
-    let mut alice = Chat::with_token("alice", &node, &[]);
-    alice.expect_line("* joined general").await;
+    if room != "general" {
+        http::create_room(&node.http(), &token("bob"), room, None, false)
+            .await
+            .expect("bob makes the room");
+    }
+    let mut alice = Chat::with_token("alice", &node, &["--room", room]);
+    alice.expect_line(&format!("* joined {room}")).await;
     alice.send(text).await;
     alice
-        .expect_line(&format!("[general] #1 alice: {text}"))
+        .expect_line(&format!("[{room}] #1 alice: {text}"))
         .await;
     node.signal("TERM");
     node.wait_exit(WAIT).await;
     let lost = alice.expect_prefix("* disconnected: ").await;
     (node, alice, lost)
+}
+
+/// A part typed while the node is away is carried out when the client is
+/// back, and the room is not re-joined.
+#[tokio::test]
+async fn a_part_typed_while_disconnected_is_carried_out_and_not_resumed() {
+    let (node, mut alice, _) = alice_loses_her_node_in("lobby", "bye soon").await;
+    alice.send("/part").await;
+    let _restarted = serve_at(node.addr, &node.dir).await;
+    alice
+        .expect_line("* reconnected to node restarted as alice")
+        .await;
+    alice.expect_line("* you parted #lobby").await;
+    alice
+        .expect_line("* not in a room now; /join ROOM or /dm USER")
+        .await;
+    let out = alice.finish().await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(
+        !out.stdout.iter().any(|l| l == "* resumed lobby"),
+        "{}",
+        out.stdout.join("\n")
+    );
+    let members = http::members(&node.http(), &token("bob"), "lobby")
+        .await
+        .expect("lobby's members");
+    let names: Vec<&str> = members.members.iter().map(|m| m.user.as_str()).collect();
+    assert_eq!(names, ["bob"]);
 }
 
 #[tokio::test]
@@ -593,6 +657,19 @@ async fn the_tui_in_tmux_sends_and_shows_messages() {
         .expect("REST send");
     tmux.wait_for("[general] bob: hi tui").await;
 
+    // A room of one's own: the header shows it private, one's role and
+    // its topic.
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "chat",
+        "-l",
+        "/create plans --private lunch on friday",
+    ]);
+    tmux.run(&["send-keys", "-t", "chat", "Enter"]);
+    tmux.wait_for("#plans (private, you are owner) — lunch on friday")
+        .await;
+
     tmux.run(&["send-keys", "-t", "chat", "-l", "/quit"]);
     tmux.run(&["send-keys", "-t", "chat", "Enter"]);
     tmux.wait_for("parley-exited-0").await;
@@ -645,7 +722,12 @@ async fn in_general(user: &str, node: &NodeProcess) -> Chat {
 
 /// Waits until both chats have shown `line`.
 async fn both_see(alice: &mut Chat, bob: &mut Chat, line: &str) {
-    for chat in [alice, bob] {
+    all_see([alice, bob], line).await;
+}
+
+/// Waits until every one of `chats` has shown `line`.
+async fn all_see<const N: usize>(chats: [&mut Chat; N], line: &str) {
+    for chat in chats {
         chat.expect_line(line).await;
     }
 }
@@ -710,9 +792,10 @@ async fn two_people_chat(alice_node: &NodeProcess, bob_node: &NodeProcess) {
         "lunch at one? (edited) · 👍 1",
     );
     both_see(&mut alice, &mut bob, &back).await;
-    // Only the author deletes: the server refuses alice, bob may.
-    alice.send("/delete 2").await;
-    alice.expect_prefix("* delete not sent (forbidden): ").await;
+    // The author deletes (and the room's owners and moderators): the
+    // server refuses bob alice's message, and takes his own.
+    bob.send("/delete 1").await;
+    bob.expect_prefix("* delete not sent (forbidden): ").await;
     bob.send("/delete 2").await;
     let deleted = changed(
         "bob deleted",
@@ -840,12 +923,218 @@ async fn changes_typed_while_disconnected_are_carried_out_once() {
     let kinds: Vec<&str> = fetch_all_events(&node.http(), "general")
         .await
         .iter()
-        .map(|e| match e {
-            RoomEvent::Message(_) => "message",
-            RoomEvent::Edited(_) => "edited",
-            RoomEvent::Deleted(_) => "deleted",
-            RoomEvent::Reaction(_) => "reaction",
-        })
+        .map(event_kind)
         .collect();
     assert_eq!(kinds, ["message", "edited", "reaction", "message"]);
+}
+
+#[tokio::test]
+async fn an_owner_and_a_moderator_run_a_private_room() {
+    let node = NodeProcess::start(BIN, &[]).await;
+    private_room_moderated(&node, &node, &node).await;
+}
+
+/// The same three on a fleet: the owner and the third member on one node,
+/// the moderator on the other, so every event, kick and ban crosses nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_and_a_moderator_run_a_private_room_across_a_fleet() {
+    let fleet = Fleet::start(BIN, 2, &[]).await;
+    private_room_moderated(&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[0]).await;
+}
+
+/// The line of a member or topic event: `* [plans] #SEQ TEXT`.
+fn event(seq: u64, text: &str) -> String {
+    format!("* [plans] #{seq} {text}")
+}
+
+/// Alice creates the private room plans and invites bob and carol; she
+/// makes bob a moderator, who sets the topic, kicks carol and — invited
+/// again — bans her. Each of them drives a `parley chat` (alice's on
+/// `alice_node`, …) and sees every step live; the one taken out is told
+/// by whom, and is kept out.
+async fn private_room_moderated(
+    alice_node: &NodeProcess,
+    bob_node: &NodeProcess,
+    carol_node: &NodeProcess,
+) {
+    let mut alice = in_general("alice", alice_node).await;
+    let mut bob = in_general("bob", bob_node).await;
+    let mut carol = in_general("carol", carol_node).await;
+
+    alice.send("/create plans --private friday lunch").await;
+    alice
+        .expect_line("* created room plans (private), topic: friday lunch")
+        .await;
+    alice.expect_line("* joined plans").await;
+    // Private: nobody else gets in, nor sees it.
+    carol.send("/join plans").await;
+    carol
+        .expect_prefix("* cannot join plans (forbidden): ")
+        .await;
+    carol.expect_line("* now talking in general").await;
+    carol.send("/rooms").await;
+    carol.expect_prefix("* room general: ").await;
+
+    // Invited, bob joins and sees the room's log so far; carol's invite he
+    // sees live.
+    alice.send("/invite bob").await;
+    alice.expect_line(&event(1, "alice added bob")).await;
+    bob.send("/join plans").await;
+    bob.expect_line("* joined plans").await;
+    bob.expect_line(&event(1, "alice added bob")).await;
+    alice.expect_line("* bob joined plans").await;
+    alice.send("/invite carol").await;
+    all_see([&mut alice, &mut bob], &event(2, "alice added carol")).await;
+    carol.send("/join plans").await;
+    carol.expect_line("* joined plans").await;
+    carol.expect_line(&event(2, "alice added carol")).await;
+
+    // The owner makes bob a moderator; he sets the topic.
+    alice.send("/role bob moderator").await;
+    let promoted = event(3, "alice made bob moderator");
+    all_see([&mut alice, &mut bob, &mut carol], &promoted).await;
+    bob.send("/topic lunch on friday, 1pm").await;
+    let topic = event(4, "bob set the topic: lunch on friday, 1pm");
+    all_see([&mut alice, &mut bob, &mut carol], &topic).await;
+    carol.send("/topic").await;
+    carol
+        .expect_line("* topic of plans: lunch on friday, 1pm")
+        .await;
+    carol.send("hi all").await;
+    all_see(
+        [&mut alice, &mut bob, &mut carol],
+        "[plans] #5 carol: hi all",
+    )
+    .await;
+    // A member moderates nothing; a moderator not the owner.
+    carol.send("/kick bob").await;
+    carol.expect_prefix("* kick bob failed (forbidden): ").await;
+    bob.send("/kick alice").await;
+    bob.expect_prefix("* kick alice failed (forbidden): ").await;
+    alice.send("/members").await;
+    alice
+        .expect_line("* 3 members of plans: alice (owner), bob (moderator), carol (member)")
+        .await;
+
+    // The moderator kicks carol: everyone sees it, carol is told by whom
+    // and is out — a private room does not let her back by herself.
+    bob.send("/kick carol").await;
+    let kicked = event(6, "bob kicked carol");
+    all_see([&mut alice, &mut bob, &mut carol], &kicked).await;
+    carol
+        .expect_line("* you were kicked from #plans by bob")
+        .await;
+    carol.expect_line("* now talking in general").await;
+    alice.send("/who").await;
+    alice.expect_line("* 2 in plans: alice, bob").await;
+    // Each refused join is shown: this is her second.
+    let refused_join = |l: &str| l.starts_with("* cannot join plans (forbidden): ");
+    carol.send("/join plans").await;
+    carol.expect_times("a refused join", 2, refused_join).await;
+
+    // Invited again, then banned, with a reason: out, and kept out.
+    alice.send("/invite carol").await;
+    all_see([&mut alice, &mut bob], &event(7, "alice added carol")).await;
+    carol.send("/join plans").await;
+    carol
+        .expect_times("a second join", 2, |l| l == "* joined plans")
+        .await;
+    // What she saw before is not shown again.
+    carol.expect_line(&event(7, "alice added carol")).await;
+    bob.send("/ban carol spamming links").await;
+    let banned = event(8, "bob banned carol: spamming links");
+    all_see([&mut alice, &mut bob, &mut carol], &banned).await;
+    carol
+        .expect_line("* you were banned from #plans by bob: spamming links")
+        .await;
+    carol.send("/join plans").await;
+    carol.expect_times("a refused join", 3, refused_join).await;
+    alice.send("/invite carol").await;
+    alice
+        .expect_prefix("* invite carol failed (conflict): ")
+        .await;
+    bob.send("/bans").await;
+    bob.expect_line("* 1 ban in plans:").await;
+    bob.expect("carol's ban", |l| {
+        l.starts_with("* banned carol by bob at ") && l.ends_with(": spamming links")
+    })
+    .await;
+    alice.send("/members").await;
+    alice
+        .expect_line("* 2 members of plans: alice (owner), bob (moderator)")
+        .await;
+    // The room list marks the room private and says whose role is what.
+    for (chat, role) in [(&mut alice, "owner"), (&mut bob, "moderator")] {
+        chat.send("/rooms").await;
+        let line = chat.expect_prefix("* room plans: ").await;
+        assert!(
+            line.starts_with(&format!("* room plans: private, you are {role}, ")),
+            "{line}"
+        );
+        assert!(line.ends_with(" · topic: lunch on friday, 1pm"), "{line}");
+    }
+    // The last owner cannot part; she stays.
+    alice.send("/part").await;
+    alice
+        .expect_prefix("* part plans failed (conflict): ")
+        .await;
+    // Bob parts: the room is gone from his terminal, and alice sees it.
+    bob.send("/part").await;
+    all_see([&mut alice], &event(9, "bob parted")).await;
+    bob.expect_line("* you parted #plans").await;
+    bob.expect_line("* now talking in general").await;
+
+    let alice = alice.finish().await;
+    let bob = bob.finish().await;
+    let carol = carol.finish().await;
+    for out in [&alice, &bob, &carol] {
+        assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+        // Each event once, in every terminal that saw it.
+        for seq in 1..=8 {
+            let prefix = format!("* [plans] #{seq} ");
+            let n = out.stdout.iter().filter(|l| l.starts_with(&prefix)).count();
+            assert!(n <= 1, "#{seq} {n} times:\n{}", out.stdout.join("\n"));
+        }
+    }
+    // Carol's rooms do not show plans.
+    assert!(
+        !carol.stdout.iter().any(|l| l.starts_with("* room plans")),
+        "{}",
+        carol.stdout.join("\n")
+    );
+    // The room's log, as its owner reads it.
+    let page = http::messages(
+        &alice_node.http(),
+        &token("alice"),
+        "plans",
+        None,
+        None,
+        None,
+    )
+    .await
+    .expect("the owner reads plans");
+    let kinds: Vec<String> = page
+        .messages
+        .iter()
+        .map(|e| match e {
+            RoomEvent::Member(m) => format!("{} {}", m.change.as_str(), m.user),
+            RoomEvent::Topic(_) => "topic".into(),
+            RoomEvent::Message(m) => format!("message {}", m.from),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "added bob",
+            "added carol",
+            "role bob",
+            "topic",
+            "message carol",
+            "removed carol",
+            "added carol",
+            "banned carol",
+            "removed bob",
+        ]
+    );
 }

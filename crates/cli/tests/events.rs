@@ -12,29 +12,13 @@ use std::time::Duration;
 
 use parley_client::protocol::{ErrorCode, RoomEvent, ServerFrame};
 use parley_client::{ClientError, http};
-use parley_testkit::{TestNode, token};
+use parley_testkit::{TestNode, kinds, token};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 fn code(e: ClientError) -> ErrorCode {
     e.code()
         .unwrap_or_else(|| panic!("expected a server error, got {e}"))
-}
-
-/// `type seq` of each event, for compact assertions.
-fn kinds(events: &[RoomEvent]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| {
-            let kind = match e {
-                RoomEvent::Message(_) => "message",
-                RoomEvent::Edited(_) => "edited",
-                RoomEvent::Deleted(_) => "deleted",
-                RoomEvent::Reaction(_) => "reaction",
-            };
-            format!("{kind} {}", e.seq())
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -22,6 +22,50 @@ const WAIT: Duration = Duration::from_secs(10);
 /// every receiver within this time.
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// Counts `room`'s online members as `node`'s room list shows them, until
+/// it is `want` (`None` if it never got there within [`WAIT`]).
+async fn online_becomes(http_base: &str, room: &str, want: u64) -> Option<()> {
+    poll_until(WAIT, || async {
+        let rooms = http::rooms(http_base, &token("dave")).await.ok()?;
+        let r = rooms.iter().find(|r| r.room == room)?;
+        (r.members_online == want).then_some(())
+    })
+    .await
+}
+
+/// A user with two connections in a room on one node is online until the
+/// second one goes, on every node: presence counts one announcement per
+/// subscription, and takes as many back (a leave once announced only the
+/// last one, and the user stayed listed in the fleet view for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_two_connections_goes_offline_when_both_leave() {
+    let fleet = Fleet::start(BIN, 2, &[]).await;
+    let urls = fleet.ws_urls();
+    let mut alice = connect(&urls[1], "alice").await;
+    alice.join("lobby", None).await.unwrap();
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let mut bob = connect(&urls[0], "bob").await;
+        bob.join("lobby", None).await.unwrap();
+        tabs.push(bob);
+    }
+    let far = fleet.nodes[1].http();
+    assert!(
+        online_becomes(&far, "lobby", 2).await.is_some(),
+        "alice and bob"
+    );
+    tabs[0].leave("lobby").await.unwrap();
+    assert!(
+        online_becomes(&far, "lobby", 2).await.is_some(),
+        "bob's other tab is in"
+    );
+    tabs.pop().unwrap().close().await;
+    assert!(
+        online_becomes(&far, "lobby", 1).await.is_some(),
+        "bob left with both connections but is still online"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_dms_presence_and_history_work_across_nodes() {
     let fleet = Fleet::start(BIN, 3, &[]).await;
@@ -68,12 +112,7 @@ async fn rooms_dms_presence_and_history_work_across_nodes() {
     carol.join("general", None).await.unwrap();
     // The room list counts who is online in the whole fleet, on every node.
     for node in &fleet.nodes {
-        let counted = poll_until(WAIT, || async {
-            let rooms = http::rooms(&node.http(), &token("dave")).await.unwrap();
-            let general = rooms.iter().find(|r| r.room == "general")?;
-            (general.members_online == 3).then_some(())
-        })
-        .await;
+        let counted = online_becomes(&node.http(), "general", 3).await;
         assert!(counted.is_some(), "{} never counted 3 online", node.http());
     }
 

@@ -87,8 +87,8 @@ async fn read_positions_sync_devices_and_drive_unread_counts() {
     let general = rooms.iter().find(|r| r.room == "general").unwrap();
     assert_eq!(
         (general.member, general.unread),
-        (None, None),
-        "carol never read it"
+        (Some(false), None),
+        "carol never joined it: not hers, no read state"
     );
 
     // Errors: unknown rooms, others' DMs, bad names.

@@ -46,6 +46,7 @@ async fn search(
             room,
             before,
             limit,
+            admin: false,
         })
         .await
 }

@@ -641,7 +641,7 @@ async fn rooms_are_created_idempotently() {
     let rooms = user_call(&node, "GET", "/api/rooms", &token("alice")).await;
     assert_eq!(
         rooms.json,
-        json!([{"room": "news", "members_online": 0, "last_seq": 1}])
+        json!([{"room": "news", "members_online": 0, "last_seq": 1, "member": false}])
     );
 
     for body in [

@@ -620,7 +620,7 @@ async fn unknown_frame_types_never_count_toward_1008() {
     // Before a hello too.
     let mut anon = Connection::connect(&node.ws_url()).await.unwrap();
     for i in 0..12 {
-        anon.send_text(format!(r#"{{"type":"part","id":{i},"room":"r"}}"#))
+        anon.send_text(format!(r#"{{"type":"kick","id":{i},"room":"r"}}"#))
             .await
             .unwrap();
         let f = anon.recv_timeout(WAIT).await.unwrap();
@@ -643,7 +643,7 @@ async fn unknown_frame_types_never_count_toward_1008() {
         alice.recv_timeout(WAIT).await.unwrap();
     }
     alice
-        .send_text(r#"{"type":"part","room":"general"}"#)
+        .send_text(r#"{"type":"kick","room":"general"}"#)
         .await
         .unwrap();
     alice.recv_timeout(WAIT).await.unwrap();

@@ -15,8 +15,8 @@ use parley_server::commit::Appender;
 use parley_server::store::{
     AppendOutcome, Change, EventKind, NewMessage, Refusal, Store, StoreError,
 };
-use parley_testkit::eventually;
 use parley_testkit::services::Postgres;
+use parley_testkit::{eventually, postgres_pair, sqlite_pair};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -41,22 +41,6 @@ fn at(room: &str, from: &str, text: &str, ts_ms: i64) -> NewMessage {
 
 fn seqs(outcomes: &[AppendOutcome]) -> Vec<u64> {
     outcomes.iter().map(|o| o.message().unwrap().seq).collect()
-}
-
-/// Two independent handles on the same database, like two nodes.
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>, Arc<dyn Store>) {
-    let dir = tempfile::TempDir::new().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let a = parley_server::store::open(&url, 4).await.unwrap();
-    let b = parley_server::store::open(&url, 4).await.unwrap();
-    (dir, a, b)
-}
-
-async fn postgres() -> (Postgres, Arc<dyn Store>, Arc<dyn Store>) {
-    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
-    let a = parley_server::store::open(&pg.url(), 8).await.unwrap();
-    let b = parley_server::store::open(&pg.url(), 8).await.unwrap();
-    (pg, a, b)
 }
 
 async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
@@ -307,6 +291,7 @@ async fn events_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
             AppendOutcome::Duplicate(m) => format!("dup {}", m.seq),
             AppendOutcome::Refused(Refusal::NotFound(_)) => "not_found".into(),
             AppendOutcome::Refused(Refusal::Forbidden(_)) => "forbidden".into(),
+            AppendOutcome::Refused(Refusal::Conflict(_)) => "conflict".into(),
         })
         .collect();
     assert_eq!(
@@ -468,43 +453,43 @@ async fn read_state_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_keeps_read_positions() {
-    let (_dir, a, b) = sqlite().await;
+    let (_dir, a, b) = sqlite_pair().await;
     read_state_suite(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_keeps_read_positions() {
-    let (_pg, a, b) = postgres().await;
+    let (_pg, a, b) = postgres_pair().await;
     read_state_suite(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_keeps_the_event_rules() {
-    let (_dir, a, b) = sqlite().await;
+    let (_dir, a, b) = sqlite_pair().await;
     events_suite(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_keeps_the_event_rules() {
-    let (_pg, a, b) = postgres().await;
+    let (_pg, a, b) = postgres_pair().await;
     events_suite(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_keeps_the_contract() {
-    let (_dir, a, b) = sqlite().await;
+    let (_dir, a, b) = sqlite_pair().await;
     suite(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_keeps_the_contract() {
-    let (_pg, a, b) = postgres().await;
+    let (_pg, a, b) = postgres_pair().await;
     suite(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_reports_an_outage_as_unavailable() {
-    let (pg, a, _b) = postgres().await;
+    let (pg, a, _b) = postgres_pair().await;
     a.append_batch(&[msg("r", "alice", "1", None)])
         .await
         .unwrap();
@@ -686,25 +671,25 @@ async fn ts_is_non_decreasing_along_seq(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 
 #[tokio::test]
 async fn sqlite_store_refuses_what_no_store_can_hold() {
-    let (_dir, a, _b) = sqlite().await;
+    let (_dir, a, _b) = sqlite_pair().await;
     refuses_what_no_store_can_hold(a).await;
 }
 
 #[tokio::test]
 async fn postgres_store_refuses_what_no_store_can_hold() {
-    let (_pg, a, _b) = postgres().await;
+    let (_pg, a, _b) = postgres_pair().await;
     refuses_what_no_store_can_hold(a).await;
 }
 
 #[tokio::test]
 async fn sqlite_a_bad_message_fails_alone_in_its_batch() {
-    let (_dir, a, _b) = sqlite().await;
+    let (_dir, a, _b) = sqlite_pair().await;
     a_bad_message_fails_alone_in_its_batch(a, "th\u{0}ree").await;
 }
 
 #[tokio::test]
 async fn postgres_a_bad_message_fails_alone_in_its_batch() {
-    let (_pg, a, _b) = postgres().await;
+    let (_pg, a, _b) = postgres_pair().await;
     a_bad_message_fails_alone_in_its_batch(a, "th\u{0}ree").await;
 }
 
@@ -730,13 +715,13 @@ async fn postgres_a_message_only_the_database_refuses_fails_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_ts_is_non_decreasing_along_seq() {
-    let (_dir, a, b) = sqlite().await;
+    let (_dir, a, b) = sqlite_pair().await;
     ts_is_non_decreasing_along_seq(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_ts_is_non_decreasing_along_seq() {
-    let (_pg, a, b) = postgres().await;
+    let (_pg, a, b) = postgres_pair().await;
     ts_is_non_decreasing_along_seq(a, b).await;
 }
 

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use parley_protocol::{ClientFrame, Message, RoomEvent, ServerFrame, parse_server_frame};
+use parley_protocol::{ClientFrame, Message, Role, RoomEvent, ServerFrame, parse_server_frame};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
@@ -36,8 +36,9 @@ pub struct Joined {
     /// The messages of `events`, each in its current state (text, edited,
     /// deleted, reactions): what a chat view shows.
     pub history: Vec<Message>,
-    /// The page of the room's event log as sent: messages, edits, deletes
-    /// and reactions, in seq order (what resume accounting counts).
+    /// The page of the room's event log as sent: messages, edits, deletes,
+    /// reactions, member and topic events, in seq order (what resume
+    /// accounting counts).
     pub events: Vec<RoomEvent>,
     pub more: bool,
     pub members: Vec<String>,
@@ -45,6 +46,12 @@ pub struct Joined {
     pub read_seq: u64,
     pub unread: u64,
     pub mentions: u64,
+    /// The room's topic, if it has one (protocol 1.1 §3).
+    pub topic: Option<String>,
+    /// Only members see and join it.
+    pub private: bool,
+    /// The user's role in the room (None: a DM).
+    pub role: Option<Role>,
 }
 
 /// The messages of a page of events.
@@ -54,6 +61,31 @@ pub fn messages_of(events: &[RoomEvent]) -> Vec<Message> {
         .filter_map(RoomEvent::as_message)
         .cloned()
         .collect()
+}
+
+/// The room event a push frame carries (message, edit, delete, reaction,
+/// member or topic event); any other frame back as it is (boxed: it is
+/// the rarer case). Exhaustive on purpose: a new frame type must say
+/// whether it is a room event.
+pub fn room_event(frame: ServerFrame) -> std::result::Result<RoomEvent, Box<ServerFrame>> {
+    match frame {
+        ServerFrame::Message(m) => Ok(RoomEvent::Message(m)),
+        ServerFrame::Edited(e) => Ok(RoomEvent::Edited(e)),
+        ServerFrame::Deleted(e) => Ok(RoomEvent::Deleted(e)),
+        ServerFrame::Reaction(e) => Ok(RoomEvent::Reaction(e)),
+        ServerFrame::Member(e) => Ok(RoomEvent::Member(e)),
+        ServerFrame::Topic(e) => Ok(RoomEvent::Topic(e)),
+        other @ (ServerFrame::Welcome { .. }
+        | ServerFrame::Joined { .. }
+        | ServerFrame::Read { .. }
+        | ServerFrame::Left { .. }
+        | ServerFrame::Ack { .. }
+        | ServerFrame::History { .. }
+        | ServerFrame::Presence { .. }
+        | ServerFrame::Typing { .. }
+        | ServerFrame::Pong { .. }
+        | ServerFrame::Error { .. }) => Err(Box::new(other)),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +331,9 @@ impl Connection {
                 read_seq,
                 unread,
                 mentions,
+                topic,
+                private,
+                role,
                 ..
             } => Ok(Joined {
                 room,
@@ -310,6 +345,9 @@ impl Connection {
                 read_seq,
                 unread,
                 mentions,
+                topic,
+                private,
+                role,
             }),
             other => Err(unexpected("joined", &other)),
         }
@@ -321,6 +359,27 @@ impl Connection {
             .request(
                 id,
                 &ClientFrame::Leave {
+                    id: Some(id),
+                    room: room.into(),
+                },
+            )
+            .await?
+        {
+            ServerFrame::Left { .. } => Ok(()),
+            other => Err(unexpected("left", &other)),
+        }
+    }
+
+    /// Ends the user's membership of `room` (protocol 1.1 §3): the answer
+    /// comes once the `member` event is stored, and every connection of
+    /// the user in the room gets `left` (reason `parted`). An owner must
+    /// hand the room over first (`conflict`).
+    pub async fn part(&mut self, room: &str) -> Result<()> {
+        let id = self.next_id();
+        match self
+            .request(
+                id,
+                &ClientFrame::Part {
                     id: Some(id),
                     room: room.into(),
                 },
@@ -524,18 +583,14 @@ impl Connection {
         }
     }
 
-    /// The next pushed room event (message, edit, delete, reaction),
-    /// skipping other frames.
+    /// The next pushed room event (message, edit, delete, reaction, member,
+    /// topic), skipping other frames.
     pub async fn next_event(&mut self, limit: Duration) -> Result<RoomEvent> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.recv_timeout(left).await? {
-                ServerFrame::Message(m) => return Ok(RoomEvent::Message(m)),
-                ServerFrame::Edited(e) => return Ok(RoomEvent::Edited(e)),
-                ServerFrame::Deleted(e) => return Ok(RoomEvent::Deleted(e)),
-                ServerFrame::Reaction(e) => return Ok(RoomEvent::Reaction(e)),
-                _ => continue,
+            if let Ok(event) = room_event(self.recv_timeout(left).await?) {
+                return Ok(event);
             }
         }
     }
@@ -573,4 +628,43 @@ fn unexpected(wanted: &str, got: &ServerFrame) -> ClientError {
 
 fn client_name() -> String {
     format!("parley-client/{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_protocol::{Member, MemberChange, Topic};
+
+    use super::*;
+
+    #[test]
+    fn every_event_push_is_a_room_event() {
+        let member = Member {
+            room: "plans".into(),
+            seq: 3,
+            from: "alice".into(),
+            user: "bob".into(),
+            change: MemberChange::Role,
+            role: Some(Role::Moderator),
+            reason: None,
+            ts: "t".into(),
+            nonce: None,
+        };
+        let topic = Topic {
+            room: "plans".into(),
+            seq: 4,
+            from: "alice".into(),
+            topic: "lunch".into(),
+            ts: "t".into(),
+            nonce: None,
+        };
+        for event in [RoomEvent::Member(member), RoomEvent::Topic(topic)] {
+            assert_eq!(room_event(event.clone().into_frame()), Ok(event));
+        }
+        let left = ServerFrame::Left {
+            re: None,
+            room: "plans".into(),
+            reason: Some("kicked".into()),
+        };
+        assert_eq!(room_event(left.clone()), Err(Box::new(left)));
+    }
 }

@@ -3,10 +3,11 @@
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Bytes;
-use parley_protocol::Message;
 use parley_protocol::rest::{
-    AuthReply, Credentials, ErrorBody, MessagesPage, PostMessage, RoomInfo, SearchPage,
+    AddMember, AuthReply, BansPage, CreateRoom, Credentials, ErrorBody, MembersPage, MessagesPage,
+    NewBan, PatchRoom, PostMessage, RoomInfo, SearchPage, SetRole,
 };
+use parley_protocol::{Message, Role, RoomEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
@@ -215,6 +216,152 @@ pub async fn post_message(
     .await
 }
 
+/// `POST /api/rooms`: creates `room`, owned by the caller (409 if it
+/// exists); `topic` and `private` as given.
+pub async fn create_room(
+    base: &str,
+    token: &str,
+    room: &str,
+    topic: Option<&str>,
+    private: bool,
+) -> Result<RoomInfo> {
+    let body = CreateRoom {
+        room: room.into(),
+        topic: topic.map(Into::into),
+        private: private.then_some(true),
+    };
+    json_call(base, "POST", "/api/rooms", Some(token), Some(&body)).await
+}
+
+/// `PATCH /api/rooms/{room}`: sets the topic (`""` clears it; owners and
+/// moderators). Returns the stored `topic` event.
+pub async fn set_topic(base: &str, token: &str, room: &str, topic: &str) -> Result<RoomEvent> {
+    let body = PatchRoom {
+        topic: topic.into(),
+    };
+    json_call(
+        base,
+        "PATCH",
+        &format!("/api/rooms/{}", encode_path(room)),
+        Some(token),
+        Some(&body),
+    )
+    .await
+}
+
+/// `GET /api/rooms/{room}/members`: the members with their roles.
+pub async fn members(base: &str, token: &str, room: &str) -> Result<MembersPage> {
+    json_call::<(), _>(base, "GET", &members_path(room, None), Some(token), None).await
+}
+
+/// `POST /api/rooms/{room}/members`: adds `user` (owners and moderators;
+/// how a private room lets someone in). Returns the stored `member` event.
+pub async fn add_member(base: &str, token: &str, room: &str, user: &str) -> Result<RoomEvent> {
+    let body = AddMember { user: user.into() };
+    json_call(
+        base,
+        "POST",
+        &members_path(room, None),
+        Some(token),
+        Some(&body),
+    )
+    .await
+}
+
+/// `PUT /api/rooms/{room}/members/{user}`: gives `user` a role (owners).
+/// Returns the stored `member` event.
+pub async fn set_role(
+    base: &str,
+    token: &str,
+    room: &str,
+    user: &str,
+    role: Role,
+) -> Result<RoomEvent> {
+    let body = SetRole { role };
+    json_call(
+        base,
+        "PUT",
+        &members_path(room, Some(user)),
+        Some(token),
+        Some(&body),
+    )
+    .await
+}
+
+/// `DELETE /api/rooms/{room}/members/{user}`: kicks `user` (owners and
+/// moderators), or, when `user` is the caller, parts. Every connection of
+/// `user` gets `left`. Returns the stored `member` event.
+pub async fn remove_member(base: &str, token: &str, room: &str, user: &str) -> Result<RoomEvent> {
+    json_call::<(), _>(
+        base,
+        "DELETE",
+        &members_path(room, Some(user)),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+/// `GET /api/rooms/{room}/bans` (owners and moderators).
+pub async fn bans(base: &str, token: &str, room: &str) -> Result<BansPage> {
+    json_call::<(), _>(base, "GET", &bans_path(room, None), Some(token), None).await
+}
+
+/// `POST /api/rooms/{room}/bans`: bans `user` (owners and moderators): out
+/// of the room, and kept out until unbanned. Returns the stored `member`
+/// event.
+pub async fn ban(
+    base: &str,
+    token: &str,
+    room: &str,
+    user: &str,
+    reason: Option<&str>,
+) -> Result<RoomEvent> {
+    let body = NewBan {
+        user: user.into(),
+        reason: reason.map(Into::into),
+    };
+    json_call(
+        base,
+        "POST",
+        &bans_path(room, None),
+        Some(token),
+        Some(&body),
+    )
+    .await
+}
+
+/// `DELETE /api/rooms/{room}/bans/{user}`: lifts a ban. Returns the stored
+/// `member` event.
+pub async fn unban(base: &str, token: &str, room: &str, user: &str) -> Result<RoomEvent> {
+    json_call::<(), _>(
+        base,
+        "DELETE",
+        &bans_path(room, Some(user)),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+fn members_path(room: &str, user: Option<&str>) -> String {
+    sub_path(room, "members", user)
+}
+
+fn bans_path(room: &str, user: Option<&str>) -> String {
+    sub_path(room, "bans", user)
+}
+
+/// `/api/rooms/{room}/{what}` or `/api/rooms/{room}/{what}/{user}`.
+fn sub_path(room: &str, what: &str, user: Option<&str>) -> String {
+    let mut path = format!("/api/rooms/{}/{what}", encode_path(room));
+    if let Some(user) = user {
+        path.push('/');
+        path.push_str(&encode_path(user));
+    }
+    path
+}
+
 /// Percent-encodes a path segment (room names may hold `:`).
 pub fn encode_path(segment: &str) -> String {
     segment
@@ -226,4 +373,47 @@ pub fn encode_path(segment: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_and_ban_paths_encode_their_segments() {
+        assert_eq!(members_path("plans", None), "/api/rooms/plans/members");
+        assert_eq!(
+            members_path("dm:a:b", Some("Bob.B")),
+            "/api/rooms/dm%3Aa%3Ab/members/Bob.B"
+        );
+        assert_eq!(
+            bans_path("plans", Some("carol")),
+            "/api/rooms/plans/bans/carol"
+        );
+    }
+
+    #[test]
+    fn moderation_bodies_are_the_protocol_bodies() {
+        let create = CreateRoom {
+            room: "plans".into(),
+            topic: None,
+            private: Some(true),
+        };
+        assert_eq!(
+            serde_json::to_string(&create).unwrap(),
+            r#"{"room":"plans","private":true}"#
+        );
+        let role = SetRole {
+            role: Role::Moderator,
+        };
+        assert_eq!(
+            serde_json::to_string(&role).unwrap(),
+            r#"{"role":"moderator"}"#
+        );
+        let ban = NewBan {
+            user: "carol".into(),
+            reason: None,
+        };
+        assert_eq!(serde_json::to_string(&ban).unwrap(), r#"{"user":"carol"}"#);
+    }
 }

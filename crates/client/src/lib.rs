@@ -1,7 +1,10 @@
 //! Parley's async client library, used by `parley chat`, `parley bench` and
 //! the test suites — and usable by any Rust bot.
 //!
-//! - [`http`]: register, login, rooms, history and REST send.
+//! - [`http`]: register, login, rooms, history, search and REST send; and
+//!   rooms with members (protocol 1.1 §3): create a room, set its topic,
+//!   list, add and remove members (a kick, or one's own part), give
+//!   roles, ban and unban.
 //! - [`Connection`]: one WebSocket connection with typed requests
 //!   (`hello`, `join`, `send`, …) that match replies by request id and keep
 //!   pushes that arrive meanwhile.
@@ -9,16 +12,19 @@
 //!   re-joins every room with `since`, fills gaps from history, retries
 //!   unacknowledged requests (sends, replies, edits, deletes, reactions)
 //!   with their nonce and read positions until stored, and hands the
-//!   application each room event exactly once, in `seq` order.
+//!   application each room event exactly once, in `seq` order. A part
+//!   ends a membership for good (it is not re-joined on reconnecting), and
+//!   so does a kick or ban (`left` push with its reason).
 //! - [`RoomState`]: a room folded from its event log, each message in its
-//!   current state (edits, deletes, reactions, replies).
+//!   current state (edits, deletes, reactions, replies), with the room's
+//!   topic, members' roles and bans.
 
 pub mod connection;
 pub mod http;
 pub mod resilient;
 pub mod room_state;
 
-pub use connection::{Ack, ConnectOptions, Connection, Joined, Welcome, messages_of};
+pub use connection::{Ack, ConnectOptions, Connection, Joined, Welcome, messages_of, room_event};
 pub use parley_protocol as protocol;
 pub use resilient::{Client, ClientConfig, Event};
 pub use room_state::{Applied, RoomState};

@@ -15,19 +15,26 @@
 //! are resent too: `read` only moves forward, so a repeat is harmless. The
 //! application therefore sees every event of a joined room exactly once and
 //! in `seq` order, and every request it queued is carried out once.
+//!
+//! Membership (protocol 1.1 §3): [`Client::part`] ends the user's
+//! membership of a room; the room is not re-joined after a reconnect, and a
+//! part asked while disconnected is carried out on reconnecting. A `left`
+//! push (the user was kicked or banned, or parted on another connection)
+//! takes the room out of the set the client re-joins, and is reported as
+//! [`Event::Left`] with its reason.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use parley_protocol::backoff::Backoff;
 use parley_protocol::{
-    ClientAction, ClientFrame, CloseCode, ErrorCode, MAX_EMOJI_BYTES, Message, PresenceState,
-    RoomEvent, ServerFrame, valid_emoji,
+    ClientAction, ClientFrame, CloseCode, ErrorCode, MAX_EMOJI_BYTES, Message, PresenceState, Role,
+    RoomEvent, ServerFrame, left_reason, valid_emoji,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::connection::{ConnectOptions, Connection, Welcome};
+use crate::connection::{ConnectOptions, Connection, Welcome, room_event};
 use crate::{ClientError, Result};
 
 #[derive(Debug, Clone)]
@@ -84,15 +91,29 @@ pub enum Event {
         read_seq: u64,
         unread: u64,
         mentions: u64,
+        /// The room's topic, if it has one (protocol 1.1 §3).
+        topic: Option<String>,
+        /// Only members see and join it.
+        private: bool,
+        /// The user's role in the room (None: a DM).
+        role: Option<Role>,
     },
+    /// The client is out of `room` and no longer re-joins it.
     Left {
         room: String,
+        /// None: this client asked to leave (the user stays a member).
+        /// Otherwise why the membership ended ([`left_reason`]): `parted`
+        /// (a part of this client, or of another connection of the
+        /// user), `kicked` or `banned` (an owner or moderator; the room's
+        /// `member` event saying who came just before).
+        reason: Option<String>,
     },
     /// A message of a joined room (exactly once, in seq order), or a direct
     /// message pushed for a DM room that was not joined.
     Message(Message),
-    /// An edit, delete or reaction of a joined room (protocol 1.1), exactly
-    /// once and in seq order with the messages: they share one sequence.
+    /// Any other event of a joined room — an edit, delete, reaction,
+    /// member or topic event (protocol 1.1) — exactly once and in seq
+    /// order with the messages: they share one sequence.
     Change(RoomEvent),
     /// A queued request (send, reply, edit, delete, reaction) was stored:
     /// `seq` is its event's (or, for a reaction that changed nothing, the
@@ -123,6 +144,21 @@ pub enum Event {
         room: String,
         seq: u64,
     },
+    /// The server refused to join `room` (a private room one is not a
+    /// member of, a ban, …): it is not joined, nor re-joined. Also after a
+    /// reconnect, for a room the user was taken out of meanwhile.
+    JoinFailed {
+        room: String,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The server refused to end the membership of `room` (the last
+    /// owner must hand the room over first, say): it stays joined.
+    PartFailed {
+        room: String,
+        code: ErrorCode,
+        message: String,
+    },
     /// Any other error reply.
     Error {
         code: ErrorCode,
@@ -133,6 +169,7 @@ pub enum Event {
 enum Command {
     Join(String),
     Leave(String),
+    Part(String),
     Send(Outgoing),
     Read { room: String, seq: u64 },
     Typing(String),
@@ -269,6 +306,8 @@ impl Client {
             inflight: HashMap::new(),
             reads: BTreeMap::new(),
             reads_inflight: HashMap::new(),
+            parts: BTreeMap::new(),
+            here: BTreeSet::new(),
             retry_at: None,
             attempt: 0,
         };
@@ -290,6 +329,15 @@ impl Client {
 
     pub fn leave(&self, room: &str) {
         let _ = self.commands.send(Command::Leave(room.to_string()));
+    }
+
+    /// Ends the user's membership of `room` (protocol 1.1 §3): the client
+    /// stops re-joining it at once, and asks the server until it answers
+    /// (on reconnecting, if disconnected). Done: [`Event::Left`] with
+    /// reason `parted`; refused (the last owner, say):
+    /// [`Event::PartFailed`], and the room stays joined.
+    pub fn part(&self, room: &str) {
+        let _ = self.commands.send(Command::Part(room.to_string()));
     }
 
     /// Tells the room's other members that this user is typing (best effort).
@@ -401,6 +449,12 @@ struct Task {
     /// Request id → (room, seq asked) of `read` requests on the current
     /// connection.
     reads_inflight: HashMap<u64, (String, u64)>,
+    /// Rooms to part, until the server answers → their entry in `rooms`
+    /// before the part (`Some(last)`: they were joined), to be joined
+    /// again as they were if the server refuses.
+    parts: BTreeMap<String, Option<Option<u64>>>,
+    /// The rooms the current connection is subscribed to.
+    here: BTreeSet<String>,
     retry_at: Option<tokio::time::Instant>,
     /// Connection attempts that failed or ended: picks the next URL.
     attempt: usize,
@@ -456,6 +510,7 @@ impl Task {
                 action,
             });
             self.inflight.clear();
+            self.here.clear();
             self.reads_inflight.clear();
             let wait = match action {
                 // A bad token or a refused frame does not get better by retrying.
@@ -482,8 +537,14 @@ impl Task {
                 _ = tokio::time::sleep_until(deadline) => return false,
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Stop) => return true,
-                    Some(Command::Join(room)) => { self.rooms.entry(room).or_insert(None); }
+                    Some(Command::Join(room)) => {
+                        // Joining again takes back a part not carried out
+                        // yet: the room resumes where it was.
+                        let last = self.parts.remove(&room).flatten().flatten();
+                        self.rooms.entry(room).or_insert(last);
+                    }
                     Some(Command::Leave(room)) => { self.rooms.remove(&room); }
+                    Some(Command::Part(room)) => self.want_part(room),
                     Some(Command::Send(out)) => {
                         if self.accept_send(&out) {
                             self.unacked.push(out);
@@ -515,6 +576,9 @@ impl Task {
         for (room, seq) in self.reads.clone() {
             self.transmit_read(&mut conn, &room, seq).await?;
         }
+        for room in self.parts.keys().cloned().collect::<Vec<_>>() {
+            self.part_room(&mut conn, &room).await?;
+        }
         Ok(conn)
     }
 
@@ -529,22 +593,29 @@ impl Task {
                             return Ended::Stop;
                         }
                         Some(Command::Join(room)) => {
+                            // Takes back a part not carried out yet.
+                            let last = self.parts.remove(&room).flatten().flatten();
                             if self.rooms.contains_key(&room) {
                                 Ok(())
                             } else {
-                                self.rooms.insert(room.clone(), None);
+                                self.rooms.insert(room.clone(), last);
                                 self.join_room(&mut conn, &room).await
                             }
                         }
                         Some(Command::Leave(room)) => {
                             self.rooms.remove(&room);
+                            self.here.remove(&room);
                             match conn.leave(&room).await {
                                 Ok(()) | Err(ClientError::Server { .. }) => {
-                                    self.emit(Event::Left { room });
+                                    self.emit(Event::Left { room, reason: None });
                                     Ok(())
                                 }
                                 Err(e) => Err(e),
                             }
+                        }
+                        Some(Command::Part(room)) => {
+                            self.want_part(room.clone());
+                            self.part_room(&mut conn, &room).await
                         }
                         Some(Command::Send(out)) => {
                             if self.accept_send(&out) {
@@ -605,6 +676,11 @@ impl Task {
                             return Ended::Lost(e);
                         }
                     }
+                    for room in self.parts.keys().cloned().collect::<Vec<_>>() {
+                        if let Err(e) = self.part_room(&mut conn, &room).await {
+                            return Ended::Lost(e);
+                        }
+                    }
                 }
             }
         }
@@ -650,6 +726,59 @@ impl Task {
         .await
     }
 
+    /// Notes a part to carry out: the room is no longer joined, nor
+    /// re-joined on reconnecting, until the server refuses the part.
+    fn want_part(&mut self, room: String) {
+        let last = self.rooms.remove(&room);
+        self.parts.entry(room).or_insert(last);
+    }
+
+    /// Asks the server to end the membership of `room` (noted in `parts`),
+    /// and settles it by the answer: done; refused for good, when the room
+    /// is joined again as it was (re-joined with `since` if this
+    /// connection is not in it); or kept for a retry (busy, lost
+    /// connection).
+    async fn part_room(&mut self, conn: &mut Connection, room: &str) -> Result<()> {
+        let done = match conn.part(room).await {
+            Ok(()) => Ok(()),
+            // Not a member (any more): a part whose answer a lost
+            // connection took, or one from another device.
+            Err(ClientError::Server {
+                code: ErrorCode::NotFound,
+                ..
+            }) => Ok(()),
+            Err(ClientError::Server { code, message }) => Err((code, message)),
+            Err(e) => return Err(e),
+        };
+        match done {
+            Ok(()) => {
+                self.parts.remove(room);
+                self.here.remove(room);
+                self.reads.remove(room);
+                self.emit(Event::Left {
+                    room: room.to_string(),
+                    reason: Some(left_reason::PARTED.to_string()),
+                });
+            }
+            Err((code, _)) if self.retry_soon(code) => {}
+            Err((code, message)) => {
+                self.emit(Event::PartFailed {
+                    room: room.to_string(),
+                    code,
+                    message,
+                });
+                if let Some(Some(last)) = self.parts.remove(room) {
+                    // Still a member: the room goes on.
+                    self.rooms.insert(room.to_string(), last);
+                    if !self.here.contains(room) {
+                        self.join_room(conn, room).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Joins (or re-joins with `since`) and hands out what was missed.
     async fn join_room(&mut self, conn: &mut Connection, room: &str) -> Result<()> {
         // A DM room whose pushes were already handed out resumes after them.
@@ -663,10 +792,17 @@ impl Task {
             self.rooms.insert(room.to_string(), Some(seq));
         }
         let joined = match conn.join(room, since).await {
-            Ok(j) => j,
+            Ok(j) => {
+                self.here.insert(room.to_string());
+                j
+            }
             Err(ClientError::Server { code, message }) => {
                 self.rooms.remove(room);
-                self.emit(Event::Error { code, message });
+                self.emit(Event::JoinFailed {
+                    room: room.to_string(),
+                    code,
+                    message,
+                });
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -678,6 +814,9 @@ impl Task {
             read_seq: joined.read_seq,
             unread: joined.unread,
             mentions: joined.mentions,
+            topic: joined.topic,
+            private: joined.private,
+            role: joined.role,
         });
         for e in joined.events {
             self.accept(e);
@@ -702,7 +841,11 @@ impl Task {
                 *last = Some(e.seq());
                 let event = match e {
                     RoomEvent::Message(m) => Event::Message(m),
-                    other => Event::Change(other),
+                    e @ (RoomEvent::Edited(_)
+                    | RoomEvent::Deleted(_)
+                    | RoomEvent::Reaction(_)
+                    | RoomEvent::Member(_)
+                    | RoomEvent::Topic(_)) => Event::Change(e),
                 };
                 let _ = self.events.send(event);
                 true
@@ -746,30 +889,35 @@ impl Task {
         Ok(())
     }
 
+    /// A pushed room event: handed out in order if its room is joined; a
+    /// direct message of a DM room not joined is handed out once.
+    async fn handle_event(&mut self, conn: &mut Connection, event: RoomEvent) -> Result<()> {
+        if self.rooms.contains_key(event.room()) {
+            return self.accept_or_fill(conn, event).await;
+        }
+        if let RoomEvent::Message(m) = event {
+            let seen = self.dm_seen.entry(m.room.clone()).or_insert(0);
+            if m.seq > *seen {
+                *seen = m.seq;
+                self.emit(Event::Message(m));
+            }
+        }
+        Ok(())
+    }
+
     async fn handle(&mut self, conn: &mut Connection, frame: ServerFrame) -> Result<()> {
+        let frame = match room_event(frame) {
+            Ok(event) => return self.handle_event(conn, event).await,
+            Err(frame) => *frame,
+        };
         match frame {
-            ServerFrame::Edited(_) | ServerFrame::Deleted(_) | ServerFrame::Reaction(_) => {
-                let event = match frame {
-                    ServerFrame::Edited(e) => RoomEvent::Edited(e),
-                    ServerFrame::Deleted(e) => RoomEvent::Deleted(e),
-                    ServerFrame::Reaction(e) => RoomEvent::Reaction(e),
-                    _ => return Ok(()),
-                };
-                if self.rooms.contains_key(event.room()) {
-                    self.accept_or_fill(conn, event).await?;
-                }
-            }
-            ServerFrame::Message(m) => {
-                if self.rooms.contains_key(&m.room) {
-                    self.accept_or_fill(conn, RoomEvent::Message(m)).await?;
-                } else {
-                    let seen = self.dm_seen.entry(m.room.clone()).or_insert(0);
-                    if m.seq > *seen {
-                        *seen = m.seq;
-                        self.emit(Event::Message(m));
-                    }
-                }
-            }
+            // The server took this connection out of the room: kicked,
+            // banned, or parted on another connection. Not re-joined.
+            ServerFrame::Left {
+                re: None,
+                room,
+                reason,
+            } => self.taken_out(room, reason),
             ServerFrame::Ack {
                 re: Some(id),
                 room,
@@ -836,9 +984,24 @@ impl Task {
                 self.emit(Event::Presence { room, user, state })
             }
             ServerFrame::Typing { room, user } => self.emit(Event::Typing { room, user }),
+            // Answers to requests no longer waited for, and frames that
+            // come only as answers (welcome, joined, history, pong).
             _ => {}
         }
         Ok(())
+    }
+
+    /// A `left` push: the room is no longer joined nor re-joined, and what
+    /// was queued for it stays queued only to be refused.
+    fn taken_out(&mut self, room: String, reason: Option<String>) {
+        // A part still to be carried out is moot now.
+        let parting = self.parts.remove(&room).is_some();
+        self.here.remove(&room);
+        self.reads.remove(&room);
+        // Once: a part of this client was reported with its answer.
+        if self.rooms.remove(&room).is_some() || parting {
+            self.emit(Event::Left { room, reason });
+        }
     }
 }
 

@@ -7,6 +7,12 @@
 //! and when it was edited, whether it was deleted, and who reacted with
 //! what. It holds a bounded window of the newest messages.
 //!
+//! The room itself is folded too (protocol 1.1 §3): its topic (from the
+//! join, then `topic` events), whether it is private, the members whose
+//! role it has heard of (the user's own from the join, the others from
+//! `member` events or a members list), who is banned, and — once the
+//! server took the user out — why (`left` reason).
+//!
 //! History lists already show each message in its state as of the read,
 //! and the events after it follow in the same list; applying those events
 //! again is harmless, because each one sets a state (a text, a flag, a user
@@ -14,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use parley_protocol::{Message, RoomEvent, same_user};
+use parley_protocol::{Member, MemberChange, Message, Role, RoomEvent, fold_username, same_user};
 
 /// Messages held by default (the oldest are dropped first).
 pub const DEFAULT_LIMIT: usize = 2000;
@@ -26,6 +32,8 @@ pub enum Applied {
     Message(u64),
     /// The message with this seq changed (edited, deleted, reacted to).
     Changed(u64),
+    /// The room itself changed: a `member` or `topic` event with this seq.
+    Room(u64),
     /// Nothing: an event already applied, or one that changes a message
     /// this state does not hold (older than its window).
     Nothing,
@@ -48,6 +56,15 @@ pub struct RoomState {
     /// The highest seq applied from the log (any event type).
     last_seq: u64,
     limit: usize,
+    topic: Option<String>,
+    private: bool,
+    /// Members whose role is known, by case-folded name: (name, role).
+    members: BTreeMap<String, (String, Role)>,
+    /// Users banned by the events seen, by case-folded name.
+    banned: BTreeMap<String, String>,
+    /// Why the server took the user out of the room (`kicked`, `banned`,
+    /// `parted`); None while in it.
+    left: Option<String>,
 }
 
 impl RoomState {
@@ -62,6 +79,11 @@ impl RoomState {
             messages: BTreeMap::new(),
             last_seq: 0,
             limit: limit.max(1),
+            topic: None,
+            private: false,
+            members: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            left: None,
         }
     }
 
@@ -120,7 +142,116 @@ impl RoomState {
                     m.reactions.remove(&r.emoji);
                 }
             }),
+            RoomEvent::Member(e) => {
+                self.member(e);
+                Applied::Room(e.seq)
+            }
+            RoomEvent::Topic(t) => {
+                self.topic = Some(t.topic.clone()).filter(|t| !t.is_empty());
+                Applied::Room(t.seq)
+            }
         }
+    }
+
+    /// Folds a `member` event into the members and bans known.
+    fn member(&mut self, e: &Member) {
+        let key = fold_username(&e.user);
+        match e.change {
+            MemberChange::Added => {
+                self.banned.remove(&key);
+                self.members
+                    .entry(key)
+                    .or_insert_with(|| (e.user.clone(), Role::Member));
+            }
+            MemberChange::Removed => {
+                self.members.remove(&key);
+            }
+            MemberChange::Banned => {
+                self.members.remove(&key);
+                self.banned.insert(key, e.user.clone());
+            }
+            MemberChange::Unbanned => {
+                self.banned.remove(&key);
+            }
+            MemberChange::Role => {
+                // A role event without a role changes nothing known.
+                if let Some(role) = e.role {
+                    self.members.insert(key, (e.user.clone(), role));
+                }
+            }
+        }
+    }
+
+    /// The room's topic (None: none set).
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
+    }
+
+    /// Whether only members see the room.
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+
+    /// What a `joined` says of the room: its topic and privacy, and the
+    /// joining user's role. The user is back in the room.
+    pub fn joined(&mut self, topic: Option<String>, private: bool, me: &str, role: Option<Role>) {
+        self.topic = topic.filter(|t| !t.is_empty());
+        self.private = private;
+        self.left = None;
+        match role {
+            Some(role) => self.set_role(me, role),
+            None => {
+                self.members.remove(&fold_username(me));
+            }
+        }
+    }
+
+    /// Notes `user`'s role (from a members list, or the join).
+    pub fn set_role(&mut self, user: &str, role: Role) {
+        self.members
+            .insert(fold_username(user), (user.to_string(), role));
+    }
+
+    /// Replaces the members known by a full list (`GET …/members`).
+    pub fn set_members<'a>(&mut self, members: impl IntoIterator<Item = (&'a str, Role)>) {
+        self.members = members
+            .into_iter()
+            .map(|(user, role)| (fold_username(user), (user.to_string(), role)))
+            .collect();
+    }
+
+    /// `user`'s role, if known (None: not a member, or not heard of).
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        self.members
+            .get(&fold_username(user))
+            .map(|(_, role)| *role)
+    }
+
+    /// The members whose role is known, highest role first, then by name.
+    pub fn members(&self) -> Vec<(&str, Role)> {
+        let mut members: Vec<(&str, Role)> = self
+            .members
+            .values()
+            .map(|(user, role)| (user.as_str(), *role))
+            .collect();
+        members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        members
+    }
+
+    /// Whether the events seen ban `user` (and no later one lifted it).
+    pub fn is_banned(&self, user: &str) -> bool {
+        self.banned.contains_key(&fold_username(user))
+    }
+
+    /// The server took the user out of the room (`left` push): why.
+    pub fn mark_left(&mut self, reason: &str) {
+        self.left = Some(reason.to_string());
+    }
+
+    /// Why the server took the user out (`kicked`, `banned`, `parted`);
+    /// None while in the room.
+    pub fn left(&self) -> Option<&str> {
+        self.left.as_deref()
     }
 
     /// Applies a page of the log, in order; returns what each event did.
@@ -270,6 +401,109 @@ mod tests {
             ts: format!("t{seq}"),
             nonce: None,
         })
+    }
+
+    fn member(
+        seq: u64,
+        from: &str,
+        user: &str,
+        change: MemberChange,
+        role: Option<Role>,
+    ) -> RoomEvent {
+        RoomEvent::Member(Member {
+            room: "general".into(),
+            seq,
+            from: from.into(),
+            user: user.into(),
+            change,
+            role,
+            reason: None,
+            ts: format!("t{seq}"),
+            nonce: None,
+        })
+    }
+
+    fn topic(seq: u64, text: &str) -> RoomEvent {
+        RoomEvent::Topic(parley_protocol::Topic {
+            room: "general".into(),
+            seq,
+            from: "alice".into(),
+            topic: text.into(),
+            ts: format!("t{seq}"),
+            nonce: None,
+        })
+    }
+
+    #[test]
+    fn member_and_topic_events_fold_into_the_room() {
+        use MemberChange::{Added, Banned, Removed, Unbanned};
+        let mut s = RoomState::new("general");
+        s.joined(Some("old".into()), true, "Alice", Some(Role::Owner));
+        assert_eq!((s.topic(), s.is_private()), (Some("old"), true));
+        assert_eq!(s.role_of("alice"), Some(Role::Owner));
+        let log = [
+            msg(1, "alice", "hi"),
+            topic(2, "lunch plans"),
+            member(3, "alice", "bob", Added, None),
+            member(4, "alice", "carol", Added, None),
+            member(5, "alice", "Bob", MemberChange::Role, Some(Role::Moderator)),
+            member(6, "bob", "carol", Removed, None),
+            member(7, "bob", "dave", Banned, None),
+        ];
+        assert_eq!(
+            s.apply_all(&log),
+            [
+                Applied::Message(1),
+                Applied::Room(2),
+                Applied::Room(3),
+                Applied::Room(4),
+                Applied::Room(5),
+                Applied::Room(6),
+                Applied::Room(7),
+            ]
+        );
+        assert_eq!(s.topic(), Some("lunch plans"));
+        assert_eq!(
+            s.members(),
+            [("Alice", Role::Owner), ("Bob", Role::Moderator)]
+        );
+        assert_eq!(s.role_of("carol"), None);
+        assert!(s.is_banned("DAVE"));
+        assert_eq!(s.last_seq(), 7, "room events move the log too");
+        // A repeat changes nothing; an unban and a cleared topic do.
+        assert_eq!(
+            s.apply(&member(5, "alice", "bob", Removed, None)),
+            Applied::Nothing
+        );
+        assert_eq!(s.role_of("bob"), Some(Role::Moderator));
+        s.apply(&member(8, "bob", "dave", Unbanned, None));
+        s.apply(&topic(9, ""));
+        assert!(!s.is_banned("dave"));
+        assert_eq!(s.topic(), None);
+        // An invite keeps a known role; a members list replaces what is known.
+        s.apply(&member(10, "alice", "bob", Added, None));
+        assert_eq!(s.role_of("bob"), Some(Role::Moderator));
+        s.set_members([("erin", Role::Member), ("Alice", Role::Owner)]);
+        assert_eq!(
+            s.members(),
+            [("Alice", Role::Owner), ("erin", Role::Member)]
+        );
+    }
+
+    #[test]
+    fn being_taken_out_is_noted_until_joined_again() {
+        let mut s = RoomState::new("general");
+        s.apply(&msg(1, "bob", "bye"));
+        assert_eq!(s.left(), None);
+        s.mark_left("kicked");
+        assert_eq!(s.left(), Some("kicked"));
+        assert_eq!(s.len(), 1, "what was shown stays");
+        s.joined(None, false, "alice", Some(Role::Member));
+        assert_eq!(s.left(), None);
+        assert_eq!(s.role_of("alice"), Some(Role::Member));
+        // A DM has no roles.
+        s.joined(None, false, "alice", None);
+        assert_eq!(s.role_of("alice"), None);
     }
 
     #[test]

@@ -152,6 +152,124 @@ pub struct Reaction {
     pub nonce: Option<String>,
 }
 
+/// A member's role in a room (protocol 1.1 §3), lowest first: the order
+/// is the rank the moderation rules compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Moderator,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Moderator => "moderator",
+            Role::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "member" => Some(Role::Member),
+            "moderator" => Some(Role::Moderator),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a `member` event did to its `user` (protocol 1.1 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// Invited by an owner or moderator.
+    Added,
+    /// Kicked (`from` ≠ `user`) or parted (`from` = `user`).
+    Removed,
+    Banned,
+    Unbanned,
+    /// Given `role`.
+    Role,
+}
+
+impl MemberChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberChange::Added => "added",
+            MemberChange::Removed => "removed",
+            MemberChange::Banned => "banned",
+            MemberChange::Unbanned => "unbanned",
+            MemberChange::Role => "role",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MemberChange> {
+        match s {
+            "added" => Some(MemberChange::Added),
+            "removed" => Some(MemberChange::Removed),
+            "banned" => Some(MemberChange::Banned),
+            "unbanned" => Some(MemberChange::Unbanned),
+            "role" => Some(MemberChange::Role),
+            _ => None,
+        }
+    }
+}
+
+/// A `member` event: `from` changed `user`'s membership of the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub user: String,
+    pub change: MemberChange,
+    /// The role given (`change: "role"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Why, as the moderator said (bans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// A `topic` event: `from` set the room's topic (`""`: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub topic: String,
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// Why a connection was taken out of a room without asking (`left` push).
+pub mod left_reason {
+    /// An owner or moderator removed the user.
+    pub const KICKED: &str = "kicked";
+    /// An owner or moderator banned the user.
+    pub const BANNED: &str = "banned";
+    /// The user parted on another connection.
+    pub const PARTED: &str = "parted";
+}
+
+/// Longest room topic, in bytes of UTF-8.
+pub const MAX_TOPIC_BYTES: usize = 512;
+/// Longest ban reason, in bytes of UTF-8.
+pub const MAX_REASON_BYTES: usize = 512;
+
 /// One event of a room's log (protocol 1.1 §1): every change to a room's
 /// content takes the room's next `seq`. The element of history lists,
 /// tagged with `type` as its push is.
@@ -162,6 +280,8 @@ pub enum RoomEvent {
     Edited(Edited),
     Deleted(Deleted),
     Reaction(Reaction),
+    Member(Member),
+    Topic(Topic),
 }
 
 impl RoomEvent {
@@ -171,6 +291,8 @@ impl RoomEvent {
             RoomEvent::Edited(e) => e.seq,
             RoomEvent::Deleted(e) => e.seq,
             RoomEvent::Reaction(e) => e.seq,
+            RoomEvent::Member(e) => e.seq,
+            RoomEvent::Topic(e) => e.seq,
         }
     }
 
@@ -180,6 +302,8 @@ impl RoomEvent {
             RoomEvent::Edited(e) => &e.room,
             RoomEvent::Deleted(e) => &e.room,
             RoomEvent::Reaction(e) => &e.room,
+            RoomEvent::Member(e) => &e.room,
+            RoomEvent::Topic(e) => &e.room,
         }
     }
 
@@ -198,6 +322,8 @@ impl RoomEvent {
             RoomEvent::Edited(e) => ServerFrame::Edited(e),
             RoomEvent::Deleted(e) => ServerFrame::Deleted(e),
             RoomEvent::Reaction(e) => ServerFrame::Reaction(e),
+            RoomEvent::Member(e) => ServerFrame::Member(e),
+            RoomEvent::Topic(e) => ServerFrame::Topic(e),
         }
     }
 }
@@ -237,6 +363,13 @@ pub enum ClientFrame {
         since: Option<u64>,
     },
     Leave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room: String,
+    },
+    /// End one's membership of `room` (protocol 1.1 §3): every connection
+    /// of the user gets `left`.
+    Part {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         room: String,
@@ -321,6 +454,7 @@ impl ClientFrame {
             ClientFrame::Hello { id, .. }
             | ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
+            | ClientFrame::Part { id, .. }
             | ClientFrame::Send { id, .. }
             | ClientFrame::Edit { id, .. }
             | ClientFrame::Delete { id, .. }
@@ -391,8 +525,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 const KNOWN_CLIENT_TYPES: &[&str] = &[
-    "hello", "join", "leave", "send", "edit", "delete", "react", "read", "history", "typing",
-    "ping",
+    "hello", "join", "leave", "part", "send", "edit", "delete", "react", "read", "history",
+    "typing", "ping",
 ];
 
 /// Presence state carried by `presence` pushes.
@@ -433,6 +567,15 @@ pub enum ServerFrame {
         /// The unread ones that mention the user.
         #[serde(default)]
         mentions: u64,
+        /// The room's topic, if it has one (protocol 1.1 §3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        /// Only members see and join it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        private: bool,
+        /// The user's role in the room (absent: DMs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
     },
     /// The answer to `read` (with `re`), and the push to the user's other
     /// connections when the position moved.
@@ -446,6 +589,10 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         re: Option<u64>,
         room: String,
+        /// A push only: why the connection is out of the room
+        /// ([`left_reason`]: `kicked`, `banned`, `parted`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Ack {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -486,6 +633,8 @@ pub enum ServerFrame {
     Edited(Edited),
     Deleted(Deleted),
     Reaction(Reaction),
+    Member(Member),
+    Topic(Topic),
 }
 
 impl ServerFrame {
@@ -515,7 +664,9 @@ impl ServerFrame {
             | ServerFrame::Message(_)
             | ServerFrame::Edited(_)
             | ServerFrame::Deleted(_)
-            | ServerFrame::Reaction(_) => None,
+            | ServerFrame::Reaction(_)
+            | ServerFrame::Member(_)
+            | ServerFrame::Topic(_) => None,
         }
     }
 
@@ -570,6 +721,9 @@ mod tests {
             read_seq: 0,
             unread: 0,
             mentions: 0,
+            topic: None,
+            private: false,
+            role: None,
         };
         let v: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
         assert_eq!(v["type"], "joined");
@@ -627,7 +781,7 @@ mod tests {
         assert!(e.message.contains("unknown frame type"), "{}", e.message);
         assert!(e.unknown_type);
         // Requests of a later version, extra fields and all, are unknown types.
-        let e = parse_client_frame(r#"{"type":"part","id":2,"room":"r"}"#).unwrap_err();
+        let e = parse_client_frame(r#"{"type":"kick","id":2,"room":"r"}"#).unwrap_err();
         assert!(e.unknown_type && e.id == Some(2), "{e:?}");
         let e = parse_client_frame(r#"{"type":"join","id":2}"#).unwrap_err();
         assert_eq!(e.id, Some(2));
@@ -706,6 +860,27 @@ mod tests {
                 nonce: None,
             }),
         ];
+        let events = events.into_iter().chain([
+            RoomEvent::Member(Member {
+                room: "general".into(),
+                seq: 8,
+                from: "alice".into(),
+                user: "carol".into(),
+                change: MemberChange::Role,
+                role: Some(Role::Moderator),
+                reason: None,
+                ts: "t".into(),
+                nonce: None,
+            }),
+            RoomEvent::Topic(Topic {
+                room: "general".into(),
+                seq: 9,
+                from: "alice".into(),
+                topic: "plans".into(),
+                ts: "t".into(),
+                nonce: None,
+            }),
+        ]);
         for event in events {
             let frame = event.clone().into_frame();
             let json = frame.to_json();
@@ -751,6 +926,53 @@ mod tests {
         let e = parse_client_frame(r#"{"type":"react","id":4,"room":"general","target":57}"#)
             .unwrap_err();
         assert!(!e.unknown_type && e.id == Some(4));
+    }
+
+    #[test]
+    fn membership_frames_read_as_the_protocol_writes_them() {
+        let f = parse_client_frame(r#"{"type":"part","id":5,"room":"plans"}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Part {
+                id: Some(5),
+                room: "plans".into()
+            }
+        );
+        let v: serde_json::Value = serde_json::from_str(
+            &ServerFrame::Left {
+                re: None,
+                room: "plans".into(),
+                reason: Some(left_reason::KICKED.into()),
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["reason"].as_str()),
+            (Some("left"), Some("kicked"))
+        );
+        let m: RoomEvent = serde_json::from_str(
+            r#"{"type":"member","room":"plans","seq":3,"from":"alice","user":"bob","change":"banned","reason":"spam","ts":"t"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&m, RoomEvent::Member(m) if m.change == MemberChange::Banned && m.role.is_none())
+        );
+        assert!(Role::Owner > Role::Moderator && Role::Moderator > Role::Member);
+        for role in [Role::Owner, Role::Moderator, Role::Member] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        for change in [
+            MemberChange::Added,
+            MemberChange::Removed,
+            MemberChange::Banned,
+            MemberChange::Unbanned,
+            MemberChange::Role,
+        ] {
+            assert_eq!(MemberChange::parse(change.as_str()), Some(change));
+            let json = serde_json::to_string(&change).unwrap();
+            assert_eq!(json, format!("\"{}\"", change.as_str()));
+        }
     }
 
     #[test]

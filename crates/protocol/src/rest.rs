@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, RoomEvent};
+use crate::{ErrorCode, Role, RoomEvent};
 
 /// `POST /api/auth/register` and `POST /api/auth/login`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +47,88 @@ pub struct RoomInfo {
     pub unread: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mentions: Option<u64>,
+    /// Protocol 1.1 §3: only members see a private room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The caller's role, in the rooms it is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// `POST /api/rooms`: a room to create, owned by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    pub room: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
+}
+
+/// `PATCH /api/rooms/{room}`: the new topic (`""` clears it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRoom {
+    pub topic: String,
+}
+
+/// `POST /api/rooms/{room}/members`: the user to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub user: String,
+}
+
+/// `PUT /api/rooms/{room}/members/{user}`: the role to give.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    pub role: Role,
+}
+
+/// `POST /api/rooms/{room}/bans`: the user to ban, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBan {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One element of `GET /api/rooms/{room}/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub user: String,
+    pub role: Role,
+    /// When the user became a member (RFC 3339).
+    pub since: String,
+}
+
+/// `GET /api/rooms/{room}/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersPage {
+    pub room: String,
+    pub members: Vec<MemberInfo>,
+}
+
+/// One element of `GET /api/rooms/{room}/bans`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanInfo {
+    pub user: String,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub ts: String,
+}
+
+/// `GET /api/rooms/{room}/bans` (owners and moderators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BansPage {
+    pub room: String,
+    pub bans: Vec<BanInfo>,
 }
 
 /// `GET /api/rooms/{room}/messages`.

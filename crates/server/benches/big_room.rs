@@ -202,6 +202,7 @@ async fn search(store: &Arc<dyn Store>, q: &str) -> usize {
         room: None,
         before: None,
         limit: 20,
+        admin: false,
     };
     store.search(&query).await.unwrap().hits.len()
 }

@@ -163,9 +163,11 @@ async fn commit(
             Ok(outcomes) => {
                 for outcome in &outcomes {
                     if let AppendOutcome::Stored(m) = outcome {
-                        for envelope in
-                            Envelope::for_message(&m.room, m.seq, Utf8Bytes::from(m.encode()))
-                        {
+                        let frame = Utf8Bytes::from(m.encode());
+                        if let Some(notice) = crate::access::notice(m, &frame) {
+                            bus.publish(notice);
+                        }
+                        for envelope in Envelope::for_message(&m.room, m.seq, frame) {
                             bus.publish(envelope);
                         }
                     }

@@ -8,8 +8,9 @@
 //! 1. [`http`] — the axum router: REST API, WebSocket upgrade, health, metrics, web UI.
 //! 2. [`session`] — one WebSocket connection: parses frames, answers them,
 //!    writes its [`outbox`] (the bounded per-connection queue) to the socket.
-//! 3. [`node`] — the chat rules shared by WebSocket and REST (who may read
-//!    or write a room, text limits, rate limits, history).
+//! 3. [`node`] — the chat rules shared by WebSocket and REST (text limits,
+//!    rate limits, history); [`access`] — who may see, join and moderate a
+//!    room (members, roles, bans, private rooms).
 //! 4. [`commit`] — **where a message is stored, then fanned out**: batches
 //!    appends into one [`store`] transaction, then publishes each stored
 //!    message exactly once on the [`bus`] (persist, then publish).
@@ -22,6 +23,7 @@
 //! ([`shutdown`]). [`auth`], [`ratelimit`], [`config`], [`metrics`] and
 //! [`error`] serve every layer.
 
+pub mod access;
 pub mod auth;
 pub mod bus;
 pub mod commit;

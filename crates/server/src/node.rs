@@ -1,7 +1,8 @@
 //! The node's shared state, and the chat rules that the WebSocket sessions
-//! and the REST API have in common: who may read or write a room, what a
+//! and the REST API have in common: the naming rules of rooms, what a
 //! valid message is, the rate limit, history paging, and submitting an
 //! append. Keeping them here is what makes REST and WebSocket behave alike.
+//! Who may see, join and moderate a room is [`crate::access`]'s.
 //!
 //! Sessions and REST handlers call in here; the node calls the store (reads,
 //! and `ensure_room`), the committer (every message write) and the hub. It
@@ -48,7 +49,7 @@ pub struct Page {
 
 /// Whether a submit counts against the sender's rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Limit {
+pub(crate) enum Limit {
     PerUser,
     None,
 }
@@ -70,8 +71,10 @@ fn storable(field: &str, value: &str) -> Result<(), ChatError> {
 }
 
 impl Node {
-    /// May `user` read `room`? Checks the name, then DM privacy.
-    pub fn check_read(&self, user: &str, room: &str) -> Result<(), ChatError> {
+    /// The naming rules of `room`, and DM privacy: a DM room names its two
+    /// users. What a room's membership allows is
+    /// [`Node::check_read`](crate::access)'s.
+    pub fn check_name(&self, user: &str, room: &str) -> Result<(), ChatError> {
         if is_dm_room(room) {
             let (a, b) = dm_members(room).ok_or_else(|| {
                 ChatError::bad_request(format!(
@@ -268,7 +271,7 @@ impl Node {
     /// the room's last seq, never back; protocol 1.1 §2); returns the
     /// stored position. Not a room event: it is the user's, not the room's.
     pub async fn mark_read(&self, user: &str, room: &str, seq: u64) -> Result<u64, ChatError> {
-        self.check_read(user, room)?;
+        self.check_read(user, room).await?;
         let key = parley_protocol::fold_username(user);
         match self.store.mark_read(&key, room, seq).await? {
             Some(position) => Ok(position),
@@ -303,8 +306,7 @@ impl Node {
         }
         parley_protocol::text::storable(q).map_err(|e| ChatError::bad_request(format!("q {e}")))?;
         if let Some(room) = room {
-            self.check_read(user, room)?;
-            self.existing_room(room).await?;
+            self.check_read(user, room).await?;
         }
         let limit = self.page_limit(limit, "results")?;
         let key = parley_protocol::fold_username(user);
@@ -314,6 +316,7 @@ impl Node {
             room,
             before,
             limit,
+            admin: self.is_admin(user).await?,
         };
         Ok(self.store.search(&query).await?)
     }
@@ -352,6 +355,9 @@ impl Node {
             AppendOutcome::Refused(Refusal::Forbidden(why)) => {
                 Err(ChatError::forbidden(why.clone()))
             }
+            AppendOutcome::Refused(Refusal::Conflict(why)) => {
+                Err(ChatError::new(ErrorCode::Conflict, why.clone()))
+            }
         }
     }
 
@@ -370,7 +376,7 @@ impl Node {
             .await
     }
 
-    async fn submit_as(
+    pub(crate) async fn submit_as(
         &self,
         user: &str,
         room: &str,
@@ -383,7 +389,10 @@ impl Node {
             Change::Message | Change::Reply { .. } | Change::Edit { .. } => {
                 self.validate_message(&text, nonce.as_deref())?
             }
-            Change::Delete { .. } | Change::React { .. } => {
+            Change::Delete { .. }
+            | Change::React { .. }
+            | Change::Member { .. }
+            | Change::Topic { .. } => {
                 self.validate_nonce(nonce.as_deref())?;
                 if let Change::React { emoji, .. } = &change
                     && !parley_protocol::valid_emoji(emoji)

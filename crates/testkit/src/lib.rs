@@ -379,8 +379,8 @@ pub mod faulty {
 
     use parley_server::store::search::{SearchPage, SearchQuery};
     use parley_server::store::{
-        Account, AppendOutcome, AuthChanges, LoginAttempt, NewMessage, Store, StoreError,
-        StoredMessage, Unread,
+        Access, Account, AppendOutcome, AuthChanges, BanRow, LoginAttempt, MemberRow, NewMessage,
+        RoomListing, Store, StoreError, StoredMessage, Unread,
     };
 
     pub struct FaultyStore {
@@ -425,6 +425,40 @@ pub mod faulty {
         async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
             self.check()?;
             self.inner.last_seq(room).await
+        }
+        async fn create_room(
+            &self,
+            room: &str,
+            owner: &str,
+            private: bool,
+            topic: &str,
+        ) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.create_room(room, owner, private, topic).await
+        }
+        async fn access(&self, room: &str, user_key: &str) -> Result<Access, StoreError> {
+            self.check()?;
+            self.inner.access(room, user_key).await
+        }
+        async fn enter_room(&self, room: &str, user: &str) -> Result<Access, StoreError> {
+            self.check()?;
+            self.inner.enter_room(room, user).await
+        }
+        async fn members(&self, room: &str) -> Result<Vec<MemberRow>, StoreError> {
+            self.check()?;
+            self.inner.members(room).await
+        }
+        async fn bans(&self, room: &str) -> Result<Vec<BanRow>, StoreError> {
+            self.check()?;
+            self.inner.bans(room).await
+        }
+        async fn room_list(
+            &self,
+            user_key: &str,
+            all: bool,
+        ) -> Result<Vec<RoomListing>, StoreError> {
+            self.check()?;
+            self.inner.room_list(user_key, all).await
         }
         async fn last_seqs(
             &self,
@@ -825,4 +859,85 @@ pub fn report_count(report: &serde_json::Value, field: &str) -> u64 {
     report[field]
         .as_u64()
         .unwrap_or_else(|| panic!("report has no count {field:?}: {report}"))
+}
+
+// ------------------------------------- room events and store handles
+
+/// The kind of a room event, as the `type` of its push names it:
+/// "message", "edited", "deleted", "reaction", "member" or "topic".
+pub fn event_kind(event: &parley_protocol::RoomEvent) -> &'static str {
+    use parley_protocol::RoomEvent;
+    match event {
+        RoomEvent::Message(_) => "message",
+        RoomEvent::Edited(_) => "edited",
+        RoomEvent::Deleted(_) => "deleted",
+        RoomEvent::Reaction(_) => "reaction",
+        RoomEvent::Member(_) => "member",
+        RoomEvent::Topic(_) => "topic",
+    }
+}
+
+/// `kind seq` of each event ("message 1", "edited 2", …), for compact
+/// assertions on a room's log.
+pub fn kinds(events: &[parley_protocol::RoomEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| format!("{} {}", event_kind(e), e.seq()))
+        .collect()
+}
+
+/// `n` independent handles on one fresh SQLite file (like `n` nodes), with
+/// `pool` connections each; the file lives as long as the `TempDir`.
+pub async fn sqlite_stores(n: usize, pool: u32) -> (TempDir, Vec<StoreHandle>) {
+    let dir = TempDir::new().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let mut stores = Vec::new();
+    for _ in 0..n {
+        stores.push(open_store(&url, pool).await);
+    }
+    (dir, stores)
+}
+
+/// `n` independent handles on a fresh PostgreSQL server (like `n` nodes),
+/// with `pool` connections each; the server stops when the `Postgres` is
+/// dropped.
+pub async fn postgres_stores(n: usize, pool: u32) -> (services::Postgres, Vec<StoreHandle>) {
+    let pg = tokio::task::spawn_blocking(services::Postgres::start)
+        .await
+        .expect("postgres task");
+    let mut stores = Vec::new();
+    for _ in 0..n {
+        stores.push(open_store(&pg.url(), pool).await);
+    }
+    (pg, stores)
+}
+
+/// Two handles of [`sqlite_stores`], with 4 connections each.
+pub async fn sqlite_pair() -> (TempDir, StoreHandle, StoreHandle) {
+    let (dir, stores) = sqlite_stores(2, 4).await;
+    let (a, b) = two(stores);
+    (dir, a, b)
+}
+
+/// Two handles of [`postgres_stores`], with 8 connections each.
+pub async fn postgres_pair() -> (services::Postgres, StoreHandle, StoreHandle) {
+    let (pg, stores) = postgres_stores(2, 8).await;
+    let (a, b) = two(stores);
+    (pg, a, b)
+}
+
+/// A handle on a store, as a node holds it.
+pub type StoreHandle = std::sync::Arc<dyn parley_server::store::Store>;
+
+fn two(stores: Vec<StoreHandle>) -> (StoreHandle, StoreHandle) {
+    let [a, b] = <[StoreHandle; 2]>::try_from(stores)
+        .ok()
+        .expect("two handles");
+    (a, b)
+}
+
+async fn open_store(url: &str, pool: u32) -> StoreHandle {
+    parley_server::store::open(url, pool)
+        .await
+        .expect("store opens")
 }

@@ -3,7 +3,10 @@
 //! Pure parsing; [`super::session`] carries the commands out.
 
 use parley_client::protocol::rest::MAX_SEARCH_QUERY_BYTES;
-use parley_client::protocol::{MAX_EMOJI_BYTES, valid_emoji, valid_room, valid_username};
+use parley_client::protocol::{
+    MAX_EMOJI_BYTES, MAX_REASON_BYTES, MAX_TOPIC_BYTES, Role, is_dm_room, valid_emoji, valid_room,
+    valid_username,
+};
 
 /// The largest message text sent (bytes of UTF-8): the protocol's default
 /// limit. A larger one would be refused by the node; one over the frame
@@ -12,10 +15,20 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 
 /// The help text of `/help`, one line per command.
 pub const HELP: &[&str] = &[
-    "/join ROOM      join ROOM and talk there",
-    "/leave [ROOM]   leave ROOM (default: the current room)",
-    "/rooms          list the rooms of the server",
-    "/who            who is in the current room",
+    "/join ROOM      join ROOM and talk there (and become a member)",
+    "/leave [ROOM]   stop showing ROOM here (default: the current room); you stay a member",
+    "/part [ROOM]    end your membership of ROOM (default: the current room)",
+    "/rooms          list the rooms you may see: private ones, your role, topics",
+    "/who            who is in the current room now",
+    "/create NAME [--private] [TOPIC]  create room NAME (you own it) and join it",
+    "/topic [TEXT]   show the current room's topic, or set it (--clear clears it)",
+    "/members        the members of the current room with their roles",
+    "/invite USER    add USER to the current room (owners, moderators)",
+    "/kick USER      take USER out of the current room (owners, moderators)",
+    "/ban USER [REASON]  kick USER and keep them out (owners, moderators)",
+    "/unban USER     lift USER's ban",
+    "/bans           the current room's bans (owners, moderators)",
+    "/role USER owner|moderator|member  give USER a role (owners); /promote USER, /demote USER",
     "/dm USER        talk to USER in private",
     "/history        show again what this client holds of the current room",
     "/history N      fetch the N messages before the oldest one shown",
@@ -42,7 +55,27 @@ pub enum Input {
 pub enum Command {
     Join(String),
     Leave(Option<String>),
+    /// End one's membership of a room (default: the current one).
+    Part(Option<String>),
     Rooms,
+    /// Create a room (owned by the user) and join it.
+    Create {
+        room: String,
+        private: bool,
+        topic: Option<String>,
+    },
+    /// `None`: show the current room's topic; `Some("")` clears it.
+    Topic(Option<String>),
+    /// The members of the current room with their roles.
+    Members,
+    Invite(String),
+    Kick(String),
+    /// Ban a user from the current room, with a reason.
+    Ban(String, Option<String>),
+    Unban(String),
+    Bans,
+    /// Give a user a role in the current room.
+    Role(String, Role),
     Who,
     Dm(String),
     /// `None`: re-print the local buffer; `Some(n)`: fetch n older messages.
@@ -77,13 +110,52 @@ pub fn parse_input(line: &str) -> Result<Input, String> {
     let name = words.next().unwrap_or_default().to_ascii_lowercase();
     let args: Vec<&str> = words.collect();
     // The text after `/name SEQ`, as typed (inner spacing kept).
-    let after_seq = || {
-        let rest = rest.trim_start();
-        let rest = rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..].trim_start();
-        let text = &rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..];
-        text.trim_start().to_string()
-    };
+    let after_seq = || after_words(rest, 2).to_string();
     let command = match (name.as_str(), args.as_slice()) {
+        ("part", []) => Command::Part(None),
+        ("part", [room]) => Command::Part(Some(room_name(room)?)),
+        ("part", _) => return Err("usage: /part [ROOM]".into()),
+        ("create" | "mkroom", [_, ..]) => create(rest, &args)?,
+        ("create" | "mkroom", []) => return Err("usage: /create NAME [--private] [TOPIC]".into()),
+        ("topic", []) => Command::Topic(None),
+        ("topic", ["--clear"]) => Command::Topic(Some(String::new())),
+        ("topic", _) => {
+            let topic = after_words(rest, 1).trim_end();
+            if topic.len() > MAX_TOPIC_BYTES {
+                return Err(format!(
+                    "the topic is {} bytes; the limit is {MAX_TOPIC_BYTES}",
+                    topic.len()
+                ));
+            }
+            Command::Topic(Some(topic.to_string()))
+        }
+        ("members", []) => Command::Members,
+        ("bans", []) => Command::Bans,
+        ("invite" | "add", [user]) => Command::Invite(username(user)?),
+        ("invite" | "add", _) => return Err("usage: /invite USER".into()),
+        ("kick" | "remove", [user]) => Command::Kick(username(user)?),
+        ("kick" | "remove", _) => return Err("usage: /kick USER".into()),
+        ("ban", [user, ..]) => {
+            let user = username(user)?;
+            let reason = after_words(rest, 2).trim_end();
+            if reason.len() > MAX_REASON_BYTES {
+                return Err(format!(
+                    "the reason is {} bytes; the limit is {MAX_REASON_BYTES}",
+                    reason.len()
+                ));
+            }
+            Command::Ban(user, Some(reason.to_string()).filter(|r| !r.is_empty()))
+        }
+        ("ban", []) => return Err("usage: /ban USER [REASON]".into()),
+        ("unban", [user]) => Command::Unban(username(user)?),
+        ("unban", _) => return Err("usage: /unban USER".into()),
+        ("role", [user, role]) => Command::Role(username(user)?, role_name(role)?),
+        ("role", _) => return Err("usage: /role USER owner|moderator|member".into()),
+        ("promote" | "op", [user]) => Command::Role(username(user)?, Role::Moderator),
+        ("promote" | "op", [user, role]) => Command::Role(username(user)?, role_name(role)?),
+        ("promote" | "op", _) => return Err("usage: /promote USER [owner|moderator]".into()),
+        ("demote" | "deop", [user]) => Command::Role(username(user)?, Role::Member),
+        ("demote" | "deop", _) => return Err("usage: /demote USER".into()),
         ("reply" | "re", [seq, _, ..]) => {
             Command::Reply(parse_seq(seq, "reply")?, message_text(after_seq())?)
         }
@@ -115,30 +187,14 @@ pub fn parse_input(line: &str) -> Result<Input, String> {
             Command::Search(q)
         }
         ("search" | "find", []) => return Err("usage: /search WORDS".into()),
-        ("join" | "j", [room]) => {
-            let room = room.to_string();
-            if !valid_room(&room) {
-                return Err(format!(
-                    "{room:?} is not a room name (a–z 0–9 _ -, starting with a letter or digit, at most 64)"
-                ));
-            }
-            Command::Join(room)
-        }
+        ("join" | "j", [room]) => Command::Join(room_name(room)?),
         ("join" | "j", _) => return Err("usage: /join ROOM".into()),
-        ("leave" | "part", []) => Command::Leave(None),
-        ("leave" | "part", [room]) => Command::Leave(Some(room.to_string())),
-        ("leave" | "part", _) => return Err("usage: /leave [ROOM]".into()),
+        ("leave", []) => Command::Leave(None),
+        ("leave", [room]) => Command::Leave(Some(room.to_string())),
+        ("leave", _) => return Err("usage: /leave [ROOM]".into()),
         ("rooms" | "list", []) => Command::Rooms,
         ("who" | "names", []) => Command::Who,
-        ("dm" | "msg" | "query", [user]) => {
-            let user = user.to_string();
-            if !valid_username(&user) {
-                return Err(format!(
-                    "{user:?} is not a username (1–32 of A–Z a–z 0–9 _ . -)"
-                ));
-            }
-            Command::Dm(user)
-        }
+        ("dm" | "msg" | "query", [user]) => Command::Dm(username(user)?),
         ("dm" | "msg" | "query", _) => return Err("usage: /dm USER".into()),
         ("history", []) => Command::History(None),
         ("history", [n]) => match n.parse::<u32>() {
@@ -148,12 +204,91 @@ pub fn parse_input(line: &str) -> Result<Input, String> {
         ("history", _) => return Err("usage: /history [N]".into()),
         ("help" | "?", _) => Command::Help,
         ("quit" | "exit" | "q", _) => Command::Quit,
-        ("rooms" | "list" | "who" | "names", _) => {
+        ("rooms" | "list" | "who" | "names" | "members" | "bans", _) => {
             return Err(format!("usage: /{name} (no arguments)"));
         }
         _ => return Err(format!("unknown command /{name}; /help lists the commands")),
     };
     Ok(Input::Command(command))
+}
+
+/// `/create NAME [--private] [TOPIC]` (`--private` may come first too).
+fn create(rest: &str, args: &[&str]) -> Result<Command, String> {
+    let mut private = false;
+    let mut room = None;
+    // Words taken by the command name, the room and the flags.
+    let mut used = 1;
+    for word in args {
+        match *word {
+            "--private" | "-p" => private = true,
+            flag if flag.starts_with("--") && room.is_none() => {
+                return Err(format!(
+                    "/create: unknown option {flag}; usage: /create NAME [--private] [TOPIC]"
+                ));
+            }
+            word if room.is_none() => room = Some(word),
+            _ => break,
+        }
+        used += 1;
+    }
+    let Some(room) = room else {
+        return Err("usage: /create NAME [--private] [TOPIC]".into());
+    };
+    let room = room_name(room)?;
+    if is_dm_room(&room) {
+        return Err(format!(
+            "{room} is a DM room: /dm USER talks to someone in private"
+        ));
+    }
+    let topic = after_words(rest, used).trim_end();
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(format!(
+            "the topic is {} bytes; the limit is {MAX_TOPIC_BYTES}",
+            topic.len()
+        ));
+    }
+    Ok(Command::Create {
+        room,
+        private,
+        topic: Some(topic.to_string()).filter(|t| !t.is_empty()),
+    })
+}
+
+/// What follows the first `n` words of `rest`, as typed (inner and
+/// trailing spacing kept).
+fn after_words(rest: &str, n: usize) -> &str {
+    let mut rest = rest.trim_start();
+    for _ in 0..n {
+        rest = rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..].trim_start();
+    }
+    rest
+}
+
+/// A room name as typed, checked.
+fn room_name(room: &str) -> Result<String, String> {
+    if !valid_room(room) {
+        return Err(format!(
+            "{room:?} is not a room name (a–z 0–9 _ -, starting with a letter or digit, at most 64)"
+        ));
+    }
+    Ok(room.to_string())
+}
+
+/// A username as typed, checked.
+fn username(user: &str) -> Result<String, String> {
+    if !valid_username(user) {
+        return Err(format!(
+            "{user:?} is not a username (1–32 of A–Z a–z 0–9 _ . -)"
+        ));
+    }
+    Ok(user.to_string())
+}
+
+/// `owner`, `moderator` (or `mod`), `member`.
+fn role_name(role: &str) -> Result<Role, String> {
+    let role = role.to_ascii_lowercase();
+    let role = if role == "mod" { "moderator" } else { &role };
+    Role::parse(role).ok_or_else(|| format!("{role:?} is not a role: owner, moderator or member"))
 }
 
 fn text_input(text: String) -> Result<Input, String> {
@@ -259,6 +394,104 @@ mod tests {
         // A reply or edit text over the limit is refused like a message.
         let long = format!("/edit 1 {}", "x".repeat(MAX_TEXT_BYTES + 1));
         assert!(parse_input(&long).unwrap_err().contains("limit"));
+        let long = format!("/topic {}", "x".repeat(MAX_TOPIC_BYTES + 1));
+        assert!(parse_input(&long).unwrap_err().contains("limit"));
+        let long = format!("/ban carol {}", "x".repeat(MAX_REASON_BYTES + 1));
+        assert!(parse_input(&long).unwrap_err().contains("limit"));
+        let long = format!("/create plans {}", "x".repeat(MAX_TOPIC_BYTES + 1));
+        assert!(parse_input(&long).unwrap_err().contains("limit"));
+    }
+
+    #[test]
+    fn room_and_moderation_commands() {
+        assert_eq!(cmd("/part"), Command::Part(None));
+        assert_eq!(cmd("/part plans"), Command::Part(Some("plans".into())));
+        assert_eq!(cmd("/leave plans"), Command::Leave(Some("plans".into())));
+        assert_eq!(
+            cmd("/create plans"),
+            Command::Create {
+                room: "plans".into(),
+                private: false,
+                topic: None
+            }
+        );
+        assert_eq!(
+            cmd("/create plans --private lunch  on   friday "),
+            Command::Create {
+                room: "plans".into(),
+                private: true,
+                topic: Some("lunch  on   friday".into())
+            }
+        );
+        assert_eq!(
+            cmd("/create --private plans"),
+            Command::Create {
+                room: "plans".into(),
+                private: true,
+                topic: None
+            }
+        );
+        // Past the topic's first word, `--private` is part of the topic.
+        assert_eq!(
+            cmd("/create plans about --private rooms"),
+            Command::Create {
+                room: "plans".into(),
+                private: false,
+                topic: Some("about --private rooms".into())
+            }
+        );
+        assert_eq!(cmd("/topic"), Command::Topic(None));
+        assert_eq!(
+            cmd("/topic lunch:  friday, 1pm "),
+            Command::Topic(Some("lunch:  friday, 1pm".into()))
+        );
+        assert_eq!(cmd("/topic --clear"), Command::Topic(Some(String::new())));
+        assert_eq!(cmd("/members"), Command::Members);
+        assert_eq!(cmd("/bans"), Command::Bans);
+        assert_eq!(cmd("/invite Bob.B"), Command::Invite("Bob.B".into()));
+        assert_eq!(cmd("/kick carol"), Command::Kick("carol".into()));
+        assert_eq!(cmd("/ban carol"), Command::Ban("carol".into(), None));
+        assert_eq!(
+            cmd("/ban carol  spamming   links"),
+            Command::Ban("carol".into(), Some("spamming   links".into()))
+        );
+        assert_eq!(cmd("/unban carol"), Command::Unban("carol".into()));
+        assert_eq!(
+            cmd("/role bob moderator"),
+            Command::Role("bob".into(), Role::Moderator)
+        );
+        assert_eq!(
+            cmd("/role bob OWNER"),
+            Command::Role("bob".into(), Role::Owner)
+        );
+        assert_eq!(
+            cmd("/role bob mod"),
+            Command::Role("bob".into(), Role::Moderator)
+        );
+        assert_eq!(
+            cmd("/promote bob"),
+            Command::Role("bob".into(), Role::Moderator)
+        );
+        assert_eq!(
+            cmd("/promote bob owner"),
+            Command::Role("bob".into(), Role::Owner)
+        );
+        assert_eq!(
+            cmd("/demote bob"),
+            Command::Role("bob".into(), Role::Member)
+        );
+        // Every command is in the help.
+        for name in [
+            "/part", "/create", "/topic", "/members", "/invite", "/kick", "/ban", "/unban",
+            "/bans", "/role", "/promote", "/demote",
+        ] {
+            assert!(
+                HELP.iter().any(|h| h.contains(&format!("{name} "))
+                    || h.contains(&format!("{name},"))
+                    || h.ends_with(name)),
+                "{name} missing from /help"
+            );
+        }
     }
 
     #[test]
@@ -290,6 +523,23 @@ mod tests {
                 "not a reaction",
             ),
             ("/search", "usage: /search WORDS"),
+            ("/part a b", "usage: /part [ROOM]"),
+            ("/part Plans", "not a room name"),
+            ("/create", "usage: /create NAME"),
+            ("/create --private", "usage: /create NAME"),
+            ("/create --secret plans", "unknown option --secret"),
+            ("/create Bad!", "not a room name"),
+            ("/create dm:alice:bob", "is a DM room"),
+            ("/invite", "usage: /invite USER"),
+            ("/invite a b", "usage: /invite USER"),
+            ("/kick b:c", "not a username"),
+            ("/ban", "usage: /ban USER"),
+            ("/unban", "usage: /unban USER"),
+            ("/role bob", "usage: /role USER"),
+            ("/role bob king", "\"king\" is not a role"),
+            ("/promote", "usage: /promote USER"),
+            ("/demote a b", "usage: /demote USER"),
+            ("/members all", "no arguments"),
             ("/", "unknown command /"),
         ] {
             let err = parse_input(line).unwrap_err();

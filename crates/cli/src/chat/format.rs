@@ -1,12 +1,13 @@
 //! The text the client shows: message lines (with their edits, deletes,
-//! reactions and quoted replies), status lines, clock times.
+//! reactions and quoted replies), the lines of member and topic events,
+//! status lines, clock times.
 //!
 //! Pure functions; both the line mode and the TUI build on them.
 
-use parley_client::protocol::Message;
+use parley_client::protocol::{Member, MemberChange, Message, Role, Topic, left_reason, same_user};
 use parley_client::room_state::reaction_counts;
 
-use super::state::{Quote, Shown};
+use super::state::{EventLine, Quote, Shown};
 
 /// Characters of a quoted message shown under a reply.
 const QUOTE_CHARS: usize = 40;
@@ -81,6 +82,76 @@ pub fn reactions(m: &Message) -> Option<String> {
             .collect::<Vec<_>>()
             .join(" "),
     )
+}
+
+/// A member or topic event as a status line of line mode, with its seq
+/// like a message: `* [plans] #5 alice made bob moderator`.
+pub fn event_line(e: &EventLine) -> String {
+    status_line(&format!("[{}] #{} {}", e.room, e.seq, e.text))
+}
+
+/// What a `member` event did: `alice added bob`, `bob kicked carol`,
+/// `bob banned carol: spam`, `bob unbanned carol`, `alice made bob
+/// moderator`, `carol parted`.
+pub fn member_text(m: &Member) -> String {
+    let (from, user) = (&m.from, &m.user);
+    match m.change {
+        MemberChange::Added => format!("{from} added {user}"),
+        MemberChange::Removed if same_user(from, user) => format!("{user} parted"),
+        MemberChange::Removed => format!("{from} kicked {user}"),
+        MemberChange::Banned => match m.reason.as_deref().filter(|r| !r.is_empty()) {
+            Some(reason) => format!("{from} banned {user}: {reason}"),
+            None => format!("{from} banned {user}"),
+        },
+        MemberChange::Unbanned => format!("{from} unbanned {user}"),
+        MemberChange::Role => match m.role {
+            Some(role) => format!("{from} made {user} {role}"),
+            None => format!("{from} changed the role of {user}"),
+        },
+    }
+}
+
+/// What a `topic` event did: `alice set the topic: lunch plans`, or
+/// `alice cleared the topic`.
+pub fn topic_text(t: &Topic) -> String {
+    if t.topic.is_empty() {
+        format!("{} cleared the topic", t.from)
+    } else {
+        format!("{} set the topic: {}", t.from, t.topic)
+    }
+}
+
+/// What the user is told when the server took them out of `room`:
+/// `you were kicked from #plans by bob`, `you were banned from #plans by
+/// bob: spam`. `by` is the member event that did it, when it came first.
+pub fn taken_out(room: &str, reason: &str, by: Option<&Member>) -> String {
+    let by_whom = by.map(|m| format!(" by {}", m.from)).unwrap_or_default();
+    match reason {
+        left_reason::KICKED => format!("you were kicked from #{room}{by_whom}"),
+        left_reason::BANNED => {
+            let why = by
+                .and_then(|m| m.reason.as_deref())
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            format!("you were banned from #{room}{by_whom}{why}")
+        }
+        left_reason::PARTED => format!("you parted #{room} (on another connection)"),
+        other => format!("you are out of #{room} ({other})"),
+    }
+}
+
+/// A room's traits as `/rooms` and the TUI header show them: `private,
+/// you are owner`; empty for a public room one has no role in.
+pub fn room_traits(private: bool, role: Option<Role>) -> String {
+    let mut traits = Vec::new();
+    if private {
+        traits.push("private".to_string());
+    }
+    if let Some(role) = role {
+        traits.push(format!("you are {role}"));
+    }
+    traits.join(", ")
 }
 
 /// A status line of line mode: `* text`.
@@ -218,6 +289,106 @@ mod tests {
         assert_eq!(line, "[general] #58 alice: \\u{1b}[2Jboom\\u{7}");
         assert!(!line.chars().any(char::is_control));
         assert_eq!(escape("héllo wörld ✓"), "héllo wörld ✓");
+    }
+
+    fn member(from: &str, user: &str, change: MemberChange) -> Member {
+        Member {
+            room: "plans".into(),
+            seq: 5,
+            from: from.into(),
+            user: user.into(),
+            change,
+            role: None,
+            reason: None,
+            ts: "2026-11-22T21:00:00.123Z".into(),
+            nonce: None,
+        }
+    }
+
+    #[test]
+    fn member_and_topic_events_say_who_did_what() {
+        use MemberChange::{Added, Banned, Removed, Unbanned};
+        assert_eq!(
+            member_text(&member("alice", "bob", Added)),
+            "alice added bob"
+        );
+        assert_eq!(
+            member_text(&member("bob", "carol", Removed)),
+            "bob kicked carol"
+        );
+        assert_eq!(
+            member_text(&member("Carol", "carol", Removed)),
+            "carol parted"
+        );
+        let mut ban = member("bob", "carol", Banned);
+        assert_eq!(member_text(&ban), "bob banned carol");
+        ban.reason = Some("spam".into());
+        assert_eq!(member_text(&ban), "bob banned carol: spam");
+        assert_eq!(
+            member_text(&member("bob", "carol", Unbanned)),
+            "bob unbanned carol"
+        );
+        let mut role = member("alice", "bob", MemberChange::Role);
+        role.role = Some(Role::Moderator);
+        assert_eq!(member_text(&role), "alice made bob moderator");
+        let mut topic = Topic {
+            room: "plans".into(),
+            seq: 6,
+            from: "alice".into(),
+            topic: "lunch\nplans".into(),
+            ts: "t".into(),
+            nonce: None,
+        };
+        assert_eq!(topic_text(&topic), "alice set the topic: lunch\nplans");
+        let line = EventLine {
+            room: "plans".into(),
+            seq: 6,
+            ts: "t".into(),
+            text: topic_text(&topic),
+        };
+        // Escaped like every line: one line, whatever the topic holds.
+        assert_eq!(
+            event_line(&line),
+            "* [plans] #6 alice set the topic: lunch\\nplans"
+        );
+        topic.topic.clear();
+        assert_eq!(topic_text(&topic), "alice cleared the topic");
+    }
+
+    #[test]
+    fn being_taken_out_says_by_whom_and_why() {
+        let mut ban = member("bob", "carol", MemberChange::Banned);
+        ban.reason = Some("spam".into());
+        assert_eq!(
+            taken_out(
+                "plans",
+                "kicked",
+                Some(&member("bob", "carol", MemberChange::Removed))
+            ),
+            "you were kicked from #plans by bob"
+        );
+        assert_eq!(
+            taken_out("plans", "kicked", None),
+            "you were kicked from #plans"
+        );
+        assert_eq!(
+            taken_out("plans", "banned", Some(&ban)),
+            "you were banned from #plans by bob: spam"
+        );
+        assert_eq!(
+            taken_out("plans", "parted", None),
+            "you parted #plans (on another connection)"
+        );
+        assert_eq!(
+            taken_out("plans", "closed", None),
+            "you are out of #plans (closed)"
+        );
+        assert_eq!(
+            room_traits(true, Some(Role::Owner)),
+            "private, you are owner"
+        );
+        assert_eq!(room_traits(false, Some(Role::Member)), "you are member");
+        assert_eq!(room_traits(false, None), "");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use super::format::{message_line, status_line};
+use super::format::{event_line, message_line, status_line};
 use super::session::{Action, Frontend};
 use super::state::{ChatState, Output};
 
@@ -28,6 +28,7 @@ pub fn render(out: &Output) -> String {
         Output::Message(shown) => message_line(shown),
         // A status line, so that message lines stay once per seq.
         Output::Changed { what, shown } => status_line(&format!("{what}: {}", message_line(shown))),
+        Output::Event(e) => event_line(e),
         Output::Status(s) => status_line(s),
     }
 }

@@ -18,10 +18,17 @@
 //! current room or DM. The connection is the resilient
 //! [`parley_client::Client`]: it reconnects, resumes every room with `since`
 //! and delivers every event exactly once, in order. Commands: `/join ROOM`,
-//! `/leave [ROOM]`, `/rooms` (with unread messages and mentions), `/who`,
+//! `/leave [ROOM]` (stop showing it; still a member), `/part [ROOM]` (end
+//! the membership), `/rooms` (with unread messages and mentions, private
+//! rooms marked, one's role and each topic), `/who`, `/create NAME
+//! [--private] [TOPIC]`, `/topic [TEXT]`, `/members`, and for owners and
+//! moderators `/invite USER`, `/kick USER`, `/ban USER [REASON]`, `/unban
+//! USER`, `/bans`, and for owners `/role USER owner|moderator|member`
+//! (`/promote USER`, `/demote USER`),
 //! `/dm USER`, `/history` (what this client holds of the current room),
 //! `/history N` (N older ones, over REST), `/reply SEQ TEXT`, `/edit SEQ
-//! TEXT` (one's own messages), `/delete SEQ`, `/react SEQ EMOJI` (adds
+//! TEXT` (one's own messages), `/delete SEQ` (one's own; any, for owners
+//! and moderators), `/react SEQ EMOJI` (adds
 //! one's reaction, or takes it back), `/search WORDS` (over every room one
 //! may read), `/help`, `/quit`; `//text` sends text that starts with a
 //! slash. The room being looked at is read: its read position follows its
@@ -30,8 +37,10 @@
 //! # Two modes
 //!
 //! When stdin and stdout are both terminals (and `--lines` is not given), a
-//! full-screen TUI: message pane with UTC `HH:MM:SS` times, a status bar
-//! (user, connection state, room, who is typing) and an input line.
+//! full-screen TUI: a header (the current room, private or not, one's role
+//! in it, its topic), message pane with UTC `HH:MM:SS` times, a room list,
+//! a status bar (user, connection state, room, who is typing) and an input
+//! line.
 //!
 //! Otherwise **line mode**, for scripts and tests. Each line of stdin is one
 //! typed line. Each line of stdout is one of:
@@ -39,6 +48,10 @@
 //! ```text
 //! [ROOM] #SEQ FROM: TEXT      a message (history first, then live; own messages too,
 //!                             as the server pushes them back), exactly once per seq
+//! * [ROOM] #SEQ EVENT         a member or topic event, once per seq: `alice added bob`,
+//!                             `bob kicked carol`, `bob banned carol: REASON`, `bob
+//!                             unbanned carol`, `alice made bob moderator`, `carol
+//!                             parted`, `bob set the topic: TOPIC`, `bob cleared the topic`
 //! * STATUS                    anything else
 //! ```
 //!
@@ -65,6 +78,11 @@
 //! * left ROOM
 //! * USER joined ROOM / * USER left ROOM      (presence)
 //! * message not sent (CODE): …               (a send the server refused)
+//! * cannot join ROOM (CODE): …               (a private room, a ban)
+//! * you were kicked from #ROOM by USER        (the room is dropped; also `banned`,
+//!                                              with `: REASON`)
+//! * you parted #ROOM
+//! * ACTION failed (CODE): …                  (a refused /invite, /kick, /topic, …)
 //! * error (CODE): …
 //! ```
 //!

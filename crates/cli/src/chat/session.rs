@@ -1,13 +1,15 @@
 //! The loop both front ends share: client events, background results and
 //! user input in, [`Output`]s out; typed lines carried out against the
 //! [`Client`] (messages, replies, edits, deletes, reactions, read
-//! positions) and the REST API (room list, older history, search).
+//! positions, joins and parts) and the REST API (room list, older history,
+//! search, creating rooms, topics, members, roles, kicks and bans).
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::bail;
-use parley_client::protocol::same_user;
-use parley_client::{Client, Event, http};
+use parley_client::protocol::{RoomEvent, is_dm_room, same_user};
+use parley_client::{Client, ClientError, Event, http};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
@@ -28,6 +30,58 @@ fn current_room(state: &ChatState) -> Result<String, String> {
         Some(t) if !state.is_joined(t.room()) => Err(format!("not joined to {} (yet)", t.room())),
         Some(t) => Ok(t.room().to_string()),
     }
+}
+
+/// The room a moderation command acts on: the current one, not a DM.
+fn moderated_room(state: &ChatState) -> Result<String, String> {
+    let room = current_room(state)?;
+    if is_dm_room(&room) {
+        return Err(format!(
+            "{room} is a DM: it has no members to manage; /join ROOM first"
+        ));
+    }
+    Ok(room)
+}
+
+/// A REST call that failed, as a status line: `kick bob failed
+/// (forbidden): cannot act against a higher role`.
+pub fn failed(what: &str, e: &ClientError) -> String {
+    match e {
+        ClientError::Http {
+            code: Some(code),
+            message,
+            ..
+        } => format!("{what} failed ({code}): {message}"),
+        e => format!("{what} failed: {e}"),
+    }
+}
+
+/// A line of `/rooms`: `room plans: private, you are owner, 2 online, 5
+/// messages, 0 unread · topic: lunch`.
+pub fn room_line(r: &parley_client::protocol::rest::RoomInfo) -> String {
+    let mut line = format!("room {}: ", r.room);
+    let traits = super::format::room_traits(r.private, r.role);
+    if !traits.is_empty() {
+        line.push_str(&traits);
+        line.push_str(", ");
+    }
+    line.push_str(&format!(
+        "{} online, {} messages",
+        r.members_online, r.last_seq
+    ));
+    // Only for rooms the user belongs to (protocol 1.1 §2).
+    if let Some(unread) = r.unread {
+        line.push_str(&format!(", {unread} unread"));
+        match r.mentions.unwrap_or(0) {
+            0 => {}
+            1 => line.push_str(", 1 mention"),
+            n => line.push_str(&format!(", {n} mentions")),
+        }
+    }
+    if let Some(topic) = r.topic.as_deref().filter(|t| !t.is_empty()) {
+        line.push_str(&format!(" · topic: {topic}"));
+    }
+    line
 }
 
 /// How long stopping the client may take before the process just ends.
@@ -151,9 +205,152 @@ impl Session {
                     _ => Vec::new(),
                 }
             }
+            Input::Command(Command::Part(room)) => {
+                let Some(room) =
+                    room.or_else(|| state.target.as_ref().map(|t| t.room().to_string()))
+                else {
+                    return (status("not in a room".into()), false);
+                };
+                if is_dm_room(&room) {
+                    return (
+                        status(format!(
+                            "{room} is a DM: it cannot be parted; /leave stops showing it"
+                        )),
+                        false,
+                    );
+                }
+                // The room goes when the server answers (`left`).
+                state.parting(&room);
+                self.client.part(&room);
+                Vec::new()
+            }
+            Input::Command(Command::Create {
+                room,
+                private,
+                topic,
+            }) => {
+                let (base, token) = (self.http.clone(), self.token.clone());
+                self.background(state, async move {
+                    let what = format!("create {room}");
+                    match http::create_room(&base, &token, &room, topic.as_deref(), private).await {
+                        Ok(info) => Notice::Created {
+                            room: info.room,
+                            private: info.private,
+                            topic: info.topic,
+                        },
+                        Err(e) => Notice::Status(vec![failed(&what, &e)]),
+                    }
+                });
+                Vec::new()
+            }
+            Input::Command(Command::Topic(None)) => match current_room(state) {
+                Err(why) => status(why),
+                Ok(room) => match state.topic(&room) {
+                    Some(topic) => status(format!("topic of {room}: {topic}")),
+                    None => status(format!("{room} has no topic; /topic TEXT sets one")),
+                },
+            },
+            Input::Command(Command::Topic(Some(topic))) => {
+                let what = if topic.is_empty() {
+                    "clearing the topic".to_string()
+                } else {
+                    "setting the topic".to_string()
+                };
+                self.moderate(state, what, move |base, token, room| async move {
+                    http::set_topic(&base, &token, &room, &topic).await
+                })
+            }
+            Input::Command(Command::Invite(user)) => self.moderate(
+                state,
+                format!("invite {user}"),
+                move |base, token, room| async move {
+                    http::add_member(&base, &token, &room, &user).await
+                },
+            ),
+            Input::Command(Command::Kick(user)) if same_user(&user, &state.me) => {
+                status("/part ends your own membership".into())
+            }
+            Input::Command(Command::Kick(user)) => self.moderate(
+                state,
+                format!("kick {user}"),
+                move |base, token, room| async move {
+                    http::remove_member(&base, &token, &room, &user).await
+                },
+            ),
+            Input::Command(Command::Ban(user, reason)) => self.moderate(
+                state,
+                format!("ban {user}"),
+                move |base, token, room| async move {
+                    http::ban(&base, &token, &room, &user, reason.as_deref()).await
+                },
+            ),
+            Input::Command(Command::Unban(user)) => {
+                self.moderate(
+                    state,
+                    format!("unban {user}"),
+                    move |base, token, room| async move {
+                        http::unban(&base, &token, &room, &user).await
+                    },
+                )
+            }
+            Input::Command(Command::Role(user, role)) => self.moderate(
+                state,
+                format!("making {user} {role}"),
+                move |base, token, room| async move {
+                    http::set_role(&base, &token, &room, &user, role).await
+                },
+            ),
+            Input::Command(Command::Members) => match current_room(state) {
+                Err(why) => status(why),
+                Ok(room) => {
+                    let (base, token) = (self.http.clone(), self.token.clone());
+                    self.background(state, async move {
+                        match http::members(&base, &token, &room).await {
+                            Ok(page) => Notice::Members {
+                                room: page.room,
+                                members: page.members,
+                            },
+                            Err(e) => Notice::Status(vec![failed(
+                                &format!("listing the members of {room}"),
+                                &e,
+                            )]),
+                        }
+                    });
+                    Vec::new()
+                }
+            },
+            Input::Command(Command::Bans) => match moderated_room(state) {
+                Err(why) => status(why),
+                Ok(room) => {
+                    let (base, token) = (self.http.clone(), self.token.clone());
+                    self.background(state, async move {
+                        Notice::Status(match http::bans(&base, &token, &room).await {
+                            Ok(page) if page.bans.is_empty() => vec![format!("no bans in {room}")],
+                            Ok(page) => {
+                                let n = page.bans.len();
+                                let mut lines = vec![format!(
+                                    "{n} ban{} in {room}:",
+                                    if n == 1 { "" } else { "s" }
+                                )];
+                                lines.extend(page.bans.iter().map(|b| {
+                                    let mut line =
+                                        format!("banned {} by {} at {}", b.user, b.by, b.ts);
+                                    if let Some(reason) = &b.reason {
+                                        line.push_str(&format!(": {reason}"));
+                                    }
+                                    line
+                                }));
+                                lines
+                            }
+                            Err(e) => vec![failed(&format!("listing the bans of {room}"), &e)],
+                        })
+                    });
+                    Vec::new()
+                }
+            },
             Input::Command(Command::Who) => vec![state.who()],
             Input::Command(Command::Rooms) => {
-                self.list_rooms();
+                self.list_rooms(state);
                 Vec::new()
             }
             Input::Command(Command::History(None)) => state.history(),
@@ -212,14 +409,15 @@ impl Session {
                 }
             },
             Input::Command(Command::Search(words)) => {
-                self.search(words);
+                self.search(state, words);
                 Vec::new()
             }
             Input::Command(Command::History(Some(limit))) => match &state.target {
                 None => status("not in a room; /join ROOM or /dm USER".into()),
                 Some(target) => {
                     let room = target.room().to_string();
-                    self.fetch_older(room.clone(), state.oldest(&room), limit);
+                    let before = state.oldest(&room);
+                    self.fetch_older(state, room, before, limit);
                     Vec::new()
                 }
             },
@@ -227,44 +425,66 @@ impl Session {
         (out, false)
     }
 
-    /// `GET /api/rooms` in the background.
-    fn list_rooms(&self) {
-        let (base, token, notices) = (self.http.clone(), self.token.clone(), self.notices.clone());
+    /// Runs a REST call in the background; the [`Notice`] it makes comes
+    /// back through the notices channel (and ends the call for
+    /// [`ChatState::settled`]).
+    fn background(
+        &self,
+        state: &mut ChatState,
+        call: impl Future<Output = Notice> + Send + 'static,
+    ) {
+        state.rest_started();
+        let notices = self.notices.clone();
         tokio::spawn(async move {
+            let _ = notices.send(call.await);
+        });
+    }
+
+    /// A moderation call on the current room (`call(base, token, room)`).
+    /// Done, it shows nothing: its event comes live, like everyone's. A
+    /// refusal is a status line saying `what` failed and why.
+    fn moderate<F, Fut>(&self, state: &mut ChatState, what: String, call: F) -> Vec<Output>
+    where
+        F: FnOnce(String, String, String) -> Fut,
+        Fut: Future<Output = parley_client::Result<RoomEvent>> + Send + 'static,
+    {
+        let room = match moderated_room(state) {
+            Ok(room) => room,
+            Err(why) => return vec![Output::Status(why)],
+        };
+        let call = call(self.http.clone(), self.token.clone(), room);
+        self.background(state, async move {
+            Notice::Status(match call.await {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![failed(&what, &e)],
+            })
+        });
+        Vec::new()
+    }
+
+    /// `GET /api/rooms` in the background.
+    fn list_rooms(&self, state: &mut ChatState) {
+        let (base, token) = (self.http.clone(), self.token.clone());
+        self.background(state, async move {
             let lines = match http::rooms(&base, &token).await {
                 Ok(rooms) if rooms.is_empty() => vec!["no rooms yet".to_string()],
                 Ok(rooms) => {
                     let n = rooms.len();
                     let mut lines = vec![format!("{n} room{}:", if n == 1 { "" } else { "s" })];
-                    lines.extend(rooms.iter().map(|r| {
-                        let mut line = format!(
-                            "room {}: {} online, {} messages",
-                            r.room, r.members_online, r.last_seq
-                        );
-                        // Only for rooms the user has read in (protocol 1.1 §2).
-                        if let Some(unread) = r.unread {
-                            line.push_str(&format!(", {unread} unread"));
-                            match r.mentions.unwrap_or(0) {
-                                0 => {}
-                                1 => line.push_str(", 1 mention"),
-                                n => line.push_str(&format!(", {n} mentions")),
-                            }
-                        }
-                        line
-                    }));
+                    lines.extend(rooms.iter().map(room_line));
                     lines
                 }
-                Err(e) => vec![format!("listing the rooms failed: {e}")],
+                Err(e) => vec![failed("listing the rooms", &e)],
             };
-            let _ = notices.send(Notice::Status(lines));
+            Notice::Status(lines)
         });
     }
 
     /// `GET /api/search?q=…` in the background: one status line per hit,
     /// `[room] #seq from: text`, newest first.
-    fn search(&self, words: String) {
-        let (base, token, notices) = (self.http.clone(), self.token.clone(), self.notices.clone());
-        tokio::spawn(async move {
+    fn search(&self, state: &mut ChatState, words: String) {
+        let (base, token) = (self.http.clone(), self.token.clone());
+        self.background(state, async move {
             let lines =
                 match http::search(&base, &token, &words, None, Some(SEARCH_LIMIT), None).await {
                     Ok(page) if page.results.is_empty() => {
@@ -285,36 +505,37 @@ impl Session {
                         }
                         lines
                     }
-                    Err(e) => vec![format!("search failed: {e}")],
+                    Err(e) => vec![failed("search", &e)],
                 };
-            let _ = notices.send(Notice::Status(lines));
+            Notice::Status(lines)
         });
     }
 
-    /// Sends the `read` requests the state says are due (the room looked
-    /// at has new events).
-    pub fn flush_reads(&self, state: &mut ChatState) {
+    /// Carries out what the state says is due: `read` requests (the room
+    /// looked at has new events), joins (a room just created).
+    pub fn flush(&self, state: &mut ChatState) {
         for (room, seq) in state.take_reads() {
             self.client.read(&room, seq);
+        }
+        for room in state.take_joins() {
+            self.client.join(&room);
         }
     }
 
     /// `GET /api/rooms/{room}/messages?before=…` in the background.
-    fn fetch_older(&self, room: String, before: Option<u64>, limit: u32) {
-        let (base, token, notices) = (self.http.clone(), self.token.clone(), self.notices.clone());
-        tokio::spawn(async move {
-            let notice = match http::messages(&base, &token, &room, before, None, Some(limit)).await
-            {
+    fn fetch_older(&self, state: &mut ChatState, room: String, before: Option<u64>, limit: u32) {
+        let (base, token) = (self.http.clone(), self.token.clone());
+        self.background(state, async move {
+            match http::messages(&base, &token, &room, before, None, Some(limit)).await {
                 Ok(page) => Notice::Older {
                     room,
                     messages: parley_client::messages_of(&page.messages),
                     more: page.more,
                 },
                 Err(e) => {
-                    Notice::Status(vec![format!("fetching the history of {room} failed: {e}")])
+                    Notice::Status(vec![failed(&format!("fetching the history of {room}"), &e)])
                 }
-            };
-            let _ = notices.send(notice);
+            }
         });
     }
 }
@@ -349,11 +570,12 @@ pub async fn drive<F: Frontend>(
                 if let Some(why) = &state.fatal {
                     bail!("{why}");
                 }
-                session.flush_reads(state);
+                session.flush(state);
             }
             Some(notice) = notices.recv() => {
                 let out = state.apply_notice(notice);
                 frontend.show(state, out)?;
+                session.flush(state);
             }
             input = inputs.recv(), if closing.is_none() => {
                 let action = match input {
@@ -367,7 +589,7 @@ pub async fn drive<F: Frontend>(
                         let (out, quit) = session.submit(state, &line);
                         frontend.show(state, out)?;
                         // Switching rooms reads the one switched to.
-                        session.flush_reads(state);
+                        session.flush(state);
                         quit
                     }
                 };
@@ -409,4 +631,83 @@ pub async fn drive<F: Frontend>(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_client::protocol::rest::RoomInfo;
+    use parley_client::protocol::{ErrorCode, Role};
+
+    use super::*;
+
+    fn info(room: &str) -> RoomInfo {
+        RoomInfo {
+            room: room.into(),
+            members_online: 2,
+            last_seq: 5,
+            member: None,
+            read_seq: None,
+            unread: None,
+            mentions: None,
+            private: false,
+            topic: None,
+            role: None,
+        }
+    }
+
+    #[test]
+    fn room_lines_mark_private_rooms_roles_and_topics() {
+        assert_eq!(
+            room_line(&info("general")),
+            "room general: 2 online, 5 messages"
+        );
+        let mut plans = info("plans");
+        plans.private = true;
+        plans.role = Some(Role::Owner);
+        plans.unread = Some(1);
+        plans.mentions = Some(1);
+        plans.topic = Some("lunch".into());
+        assert_eq!(
+            room_line(&plans),
+            "room plans: private, you are owner, 2 online, 5 messages, 1 unread, 1 mention · topic: lunch"
+        );
+        plans.private = false;
+        plans.role = Some(Role::Member);
+        plans.topic = None;
+        plans.mentions = Some(0);
+        assert_eq!(
+            room_line(&plans),
+            "room plans: you are member, 2 online, 5 messages, 1 unread"
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_failed_and_why() {
+        let refused = ClientError::Http {
+            status: 403,
+            code: Some(ErrorCode::Forbidden),
+            message: "cannot act against a higher role".into(),
+        };
+        assert_eq!(
+            failed("kick alice", &refused),
+            "kick alice failed (forbidden): cannot act against a higher role"
+        );
+        let down = ClientError::Request("connection reset".into());
+        assert_eq!(
+            failed("listing the rooms", &down),
+            "listing the rooms failed: HTTP request: connection reset"
+        );
+    }
+
+    #[test]
+    fn moderation_needs_a_joined_room_that_is_not_a_dm() {
+        let mut state = ChatState::new("alice", None);
+        assert!(
+            moderated_room(&state)
+                .unwrap_err()
+                .contains("not in a room")
+        );
+        state.target = Some(Target::dm("alice", "bob"));
+        assert!(moderated_room(&state).unwrap_err().contains("not joined"));
+    }
 }

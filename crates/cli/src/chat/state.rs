@@ -1,7 +1,8 @@
 //! What the chat client knows: connection state, rooms, members, the
 //! messages it holds (each room folded from its event log by
-//! [`RoomState`]: edits, deletes, reactions, replies), unread counts and
-//! read positions, who is typing, requests not yet acknowledged.
+//! [`RoomState`]: edits, deletes, reactions, replies; the topic, the
+//! members' roles, bans), unread counts and read positions, who is
+//! typing, requests not yet acknowledged.
 //!
 //! Pure state updates: [`ChatState::apply`] turns a client [`Event`] into the
 //! [`Output`]s to show; no I/O happens here. What must be sent because of
@@ -12,11 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use parley_client::Event;
+use parley_client::protocol::rest::MemberInfo;
 use parley_client::protocol::{
-    ClientAction, CloseCode, Message, PresenceState, RoomEvent, UNREAD_CAP, dm_members, dm_room,
-    same_user,
+    ClientAction, CloseCode, Member, MemberChange, Message, PresenceState, Role, RoomEvent,
+    UNREAD_CAP, dm_members, dm_room, left_reason, same_user,
 };
 use parley_client::room_state::{Applied, RoomState};
+
+use super::format::{member_text, taken_out, topic_text};
 
 /// How long "bob is typing…" stays after bob's last typing push.
 pub const TYPING_SHOWN: Duration = Duration::from_secs(5);
@@ -105,8 +109,20 @@ pub enum Output {
     /// says who did what (`bob reacted 👍`); the TUI redraws the message in
     /// place, line mode prints a status line.
     Changed { what: String, shown: Box<Shown> },
+    /// A member or topic event of a room, with its seq (line mode: `*
+    /// [room] #seq text`).
+    Event(Box<EventLine>),
     /// A status line (shown as `* text` in line mode).
     Status(String),
+}
+
+/// A member or topic event as shown: `text` says who did what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLine {
+    pub room: String,
+    pub seq: u64,
+    pub ts: String,
+    pub text: String,
 }
 
 impl Output {
@@ -127,10 +143,22 @@ pub struct Unread {
     pub mentions: u64,
 }
 
-/// Results of background work (REST calls), handed back to the state.
+/// Results of background work (REST calls), handed back to the state:
+/// one per call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     Status(Vec<String>),
+    /// `/create` made the room: it is joined next.
+    Created {
+        room: String,
+        private: bool,
+        topic: Option<String>,
+    },
+    /// The members of `room` with their roles (`/members`).
+    Members {
+        room: String,
+        members: Vec<MemberInfo>,
+    },
     /// A page of older messages of `room` (oldest first).
     Older {
         room: String,
@@ -168,6 +196,15 @@ pub struct ChatState {
     pending: BTreeMap<String, &'static str>,
     /// Rooms asked to join and not joined yet.
     awaiting: BTreeSet<String>,
+    /// Rooms asked to part and not answered yet.
+    parting: BTreeSet<String>,
+    /// Per room, the `member` event that took the user out (kick, ban),
+    /// until the `left` that follows it.
+    ejected: BTreeMap<String, Member>,
+    /// Background REST calls whose [`Notice`] has not come yet.
+    rest_calls: usize,
+    /// Rooms to join because of a [`Notice`] (a room just created).
+    to_join: Vec<String>,
 }
 
 impl ChatState {
@@ -188,6 +225,10 @@ impl ChatState {
             typing: BTreeMap::new(),
             pending: BTreeMap::new(),
             awaiting: BTreeSet::new(),
+            parting: BTreeSet::new(),
+            ejected: BTreeMap::new(),
+            rest_calls: 0,
+            to_join: Vec::new(),
         }
     }
 
@@ -245,7 +286,13 @@ impl ChatState {
                 read_seq,
                 unread,
                 mentions,
+                topic,
+                private,
+                role,
             } => {
+                let me = self.me.clone();
+                self.room_mut(&room).joined(topic, private, &me, role);
+                self.ejected.remove(&room);
                 // The join's counts cover everything up to its last seq,
                 // including the history that follows it.
                 self.counted.insert(room.clone(), last_seq);
@@ -266,13 +313,56 @@ impl ChatState {
                     status(format!("joined {room}"))
                 }
             }
-            Event::Left { room } => {
-                self.joined.remove(&room);
-                self.awaiting.remove(&room);
-                self.resuming.remove(&room);
-                self.members.remove(&room);
-                self.unread.remove(&room);
-                status(format!("left {room}"))
+            Event::Left { room, reason } => {
+                let Some(reason) = reason else {
+                    self.forget(&room);
+                    return status(format!("left {room}"));
+                };
+                // The membership ended: the room goes, and typed text goes
+                // elsewhere.
+                let before = self.target.clone();
+                self.leaving(&room);
+                self.forget(&room);
+                self.room_mut(&room).mark_left(&reason);
+                let by = self.ejected.remove(&room);
+                let asked = self.parting.remove(&room);
+                let mut out = vec![Output::Status(match reason.as_str() {
+                    left_reason::PARTED if asked => format!("you parted #{room}"),
+                    reason => taken_out(&room, reason, by.as_ref()),
+                })];
+                if before.as_ref().is_some_and(|t| t.room() == room) {
+                    out.push(Output::Status(match &self.target {
+                        Some(t) => format!("now talking in {}", t.label()),
+                        None => "not in a room now; /join ROOM or /dm USER".into(),
+                    }));
+                }
+                out
+            }
+            Event::JoinFailed {
+                room,
+                code,
+                message,
+            } => {
+                let before = self.target.clone();
+                self.leaving(&room);
+                self.forget(&room);
+                let mut out = vec![Output::Status(format!(
+                    "cannot join {room} ({code}): {message}"
+                ))];
+                if before.as_ref().is_some_and(|t| t.room() == room)
+                    && let Some(t) = &self.target
+                {
+                    out.push(Output::Status(format!("now talking in {}", t.label())));
+                }
+                out
+            }
+            Event::PartFailed {
+                room,
+                code,
+                message,
+            } => {
+                self.parting.remove(&room);
+                status(format!("part {room} failed ({code}): {message}"))
             }
             Event::Message(m) => {
                 // The client hands out each message once per room, in order,
@@ -338,8 +428,43 @@ impl ChatState {
 
     /// Takes the result of background work; returns what to show.
     pub fn apply_notice(&mut self, notice: Notice) -> Vec<Output> {
+        self.rest_calls = self.rest_calls.saturating_sub(1);
         match notice {
             Notice::Status(lines) => lines.into_iter().map(Output::Status).collect(),
+            Notice::Created {
+                room,
+                private,
+                topic,
+            } => {
+                let mut line = format!("created room {room}");
+                if private {
+                    line.push_str(" (private)");
+                }
+                if let Some(topic) = topic {
+                    line.push_str(&format!(", topic: {topic}"));
+                }
+                self.target = Some(Target::Room(room.clone()));
+                if !self.is_joined(&room) {
+                    self.joining(&room);
+                    self.to_join.push(room);
+                }
+                vec![Output::Status(line)]
+            }
+            Notice::Members { room, members } => {
+                let state = self.room_mut(&room);
+                state.set_members(members.iter().map(|m| (m.user.as_str(), m.role)));
+                let n = members.len();
+                let list: Vec<String> = state
+                    .members()
+                    .into_iter()
+                    .map(|(user, role)| format!("{user} ({role})"))
+                    .collect();
+                vec![Output::Status(format!(
+                    "{n} member{} of {room}: {}",
+                    if n == 1 { "" } else { "s" },
+                    list.join(", ")
+                ))]
+            }
             Notice::Older {
                 room,
                 messages,
@@ -402,10 +527,42 @@ impl ChatState {
         Some(Box::new(Shown { message, quote }))
     }
 
+    /// A member or topic event: shown once, with its seq. A kick or ban of
+    /// the user is kept to say who did it when the `left` follows.
+    fn room_event(&mut self, event: RoomEvent) -> Vec<Output> {
+        let (room, seq) = (event.room().to_string(), event.seq());
+        let (ts, text) = match &event {
+            RoomEvent::Member(m) => (m.ts.clone(), member_text(m)),
+            RoomEvent::Topic(t) => (t.ts.clone(), topic_text(t)),
+            _ => return Vec::new(),
+        };
+        if self.room_mut(&room).apply(&event) != Applied::Room(seq) {
+            return Vec::new();
+        }
+        if let RoomEvent::Member(m) = event
+            && matches!(m.change, MemberChange::Removed | MemberChange::Banned)
+        {
+            // Out of the room: no longer in it (no presence push says so).
+            if let Some(online) = self.members.get_mut(&room) {
+                online.retain(|u| !same_user(u, &m.user));
+            }
+            if same_user(&m.user, &self.me) && !same_user(&m.from, &self.me) {
+                self.ejected.insert(room.clone(), m);
+            }
+        }
+        vec![Output::Event(Box::new(EventLine {
+            room,
+            seq,
+            ts,
+            text,
+        }))]
+    }
+
     /// An edit, delete or reaction: the message it changed, shown again.
     fn change(&mut self, event: RoomEvent) -> Vec<Output> {
         let what = match &event {
             RoomEvent::Message(_) => return Vec::new(),
+            RoomEvent::Member(_) | RoomEvent::Topic(_) => return self.room_event(event),
             RoomEvent::Edited(e) => format!("{} edited", e.from),
             RoomEvent::Deleted(e) => format!("{} deleted", e.from),
             RoomEvent::Reaction(r) if r.on => format!("{} reacted {}", r.from, r.emoji),
@@ -535,10 +692,52 @@ impl ChatState {
         self.awaiting.insert(room.to_string());
     }
 
-    /// Whether every send is acknowledged and every join asked for done:
-    /// quitting need not wait.
+    /// Whether every send is acknowledged, every join and part asked for
+    /// done and every REST call answered: quitting need not wait.
     pub fn settled(&self) -> bool {
-        self.pending.is_empty() && self.awaiting.is_empty()
+        self.pending.is_empty()
+            && self.awaiting.is_empty()
+            && self.parting.is_empty()
+            && self.rest_calls == 0
+    }
+
+    /// Notes a part asked for (its `left`, or refusal, is waited for).
+    pub fn parting(&mut self, room: &str) {
+        self.parting.insert(room.to_string());
+    }
+
+    /// Notes a background REST call started; its [`Notice`] ends it.
+    pub fn rest_started(&mut self) {
+        self.rest_calls += 1;
+    }
+
+    /// The rooms to join because of background results (a room created).
+    pub fn take_joins(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.to_join)
+    }
+
+    /// Forgets what is known of `room` as a joined room (its messages stay).
+    fn forget(&mut self, room: &str) {
+        self.joined.remove(room);
+        self.awaiting.remove(room);
+        self.resuming.remove(room);
+        self.members.remove(room);
+        self.unread.remove(room);
+    }
+
+    /// The topic of `room`, if it has one.
+    pub fn topic(&self, room: &str) -> Option<&str> {
+        self.rooms.get(room).and_then(RoomState::topic)
+    }
+
+    /// The user's role in `room`, if known (None in DMs).
+    pub fn my_role(&self, room: &str) -> Option<Role> {
+        self.rooms.get(room).and_then(|r| r.role_of(&self.me))
+    }
+
+    /// Whether `room` is private, as its join said.
+    pub fn is_private(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(RoomState::is_private)
     }
 
     pub fn is_joined(&self, room: &str) -> bool {
@@ -720,6 +919,7 @@ mod tests {
                 Output::Changed { what, shown } => {
                     format!("{what} #{}", shown.message.seq)
                 }
+                Output::Event(e) => format!("[{}] #{} {}", e.room, e.seq, e.text),
             })
             .collect()
     }
@@ -732,6 +932,9 @@ mod tests {
             read_seq: 0,
             unread: 0,
             mentions: 0,
+            topic: None,
+            private: false,
+            role: None,
         }
     }
 
@@ -923,7 +1126,13 @@ mod tests {
         s.joining("x");
         s.sent("n1".into());
         s.apply(joined("general", &[]), now);
-        s.apply(Event::Left { room: "x".into() }, now);
+        s.apply(
+            Event::Left {
+                room: "x".into(),
+                reason: None,
+            },
+            now,
+        );
         assert!(!s.settled());
         s.apply(
             Event::Acked {
@@ -1016,7 +1225,13 @@ mod tests {
         s.apply(joined("dm:alice:bob", &[]), now);
         s.leaving("a");
         assert_eq!(s.target, Some(Target::dm("alice", "bob")));
-        s.apply(Event::Left { room: "a".into() }, now);
+        s.apply(
+            Event::Left {
+                room: "a".into(),
+                reason: None,
+            },
+            now,
+        );
         s.leaving("dm:alice:bob");
         assert_eq!(s.target, None);
         // The first room joined becomes the target when there is none.
@@ -1134,6 +1349,9 @@ mod tests {
             read_seq,
             unread,
             mentions,
+            topic: None,
+            private: false,
+            role: None,
         };
         s.apply(join("general", 4, 1, 3, 0), now);
         s.apply(join("random", 10, 8, 2, 1), now);
@@ -1199,6 +1417,255 @@ mod tests {
                 }
             ),
             "@bob 999+ (1@)"
+        );
+    }
+
+    fn member_event(seq: u64, from: &str, user: &str, change: MemberChange) -> RoomEvent {
+        RoomEvent::Member(Member {
+            room: "plans".into(),
+            seq,
+            from: from.into(),
+            user: user.into(),
+            change,
+            role: None,
+            reason: None,
+            ts: "2026-11-22T21:00:00.123Z".into(),
+            nonce: None,
+        })
+    }
+
+    fn joined_plans(role: Option<Role>) -> Event {
+        Event::Joined {
+            room: "plans".into(),
+            members: vec!["alice".into()],
+            last_seq: 0,
+            read_seq: 0,
+            unread: 0,
+            mentions: 0,
+            topic: Some("lunch".into()),
+            private: true,
+            role,
+        }
+    }
+
+    #[test]
+    fn member_and_topic_events_are_lines_with_their_seq_once() {
+        let now = Instant::now();
+        let mut s = ChatState::new("carol", Some(Target::Room("plans".into())));
+        s.apply(joined_plans(Some(Role::Member)), now);
+        assert_eq!(s.topic("plans"), Some("lunch"));
+        assert!(s.is_private("plans"));
+        assert_eq!(s.my_role("plans"), Some(Role::Member));
+        let mut promote = member_event(3, "alice", "carol", MemberChange::Role);
+        if let RoomEvent::Member(m) = &mut promote {
+            m.role = Some(Role::Moderator);
+        }
+        assert_eq!(
+            statuses(s.apply(Event::Change(promote.clone()), now)),
+            ["[plans] #3 alice made carol moderator"]
+        );
+        assert_eq!(s.my_role("plans"), Some(Role::Moderator));
+        // A repeat (a history page after a re-join) is not shown again.
+        assert!(s.apply(Event::Change(promote), now).is_empty());
+        let topic = RoomEvent::Topic(parley_client::protocol::Topic {
+            room: "plans".into(),
+            seq: 4,
+            from: "alice".into(),
+            topic: String::new(),
+            ts: "t".into(),
+            nonce: None,
+        });
+        assert_eq!(
+            statuses(s.apply(Event::Change(topic), now)),
+            ["[plans] #4 alice cleared the topic"]
+        );
+        assert_eq!(s.topic("plans"), None);
+        // Room events move the read position like any event.
+        assert_eq!(s.take_reads(), [("plans".to_string(), 4)]);
+    }
+
+    #[test]
+    fn a_kick_drops_the_room_and_says_by_whom() {
+        let now = Instant::now();
+        let mut s = ChatState::new("carol", Some(Target::Room("plans".into())));
+        s.apply(joined("general", &[]), now);
+        s.apply(joined_plans(Some(Role::Member)), now);
+        s.apply(
+            Event::Presence {
+                room: "plans".into(),
+                user: "dave".into(),
+                state: PresenceState::Joined,
+            },
+            now,
+        );
+        let kick_dave = member_event(4, "bob", "Dave", MemberChange::Removed);
+        s.apply(Event::Change(kick_dave), now);
+        assert_eq!(s.members("plans"), ["alice"], "dave is out");
+        let kick = member_event(5, "bob", "carol", MemberChange::Removed);
+        assert_eq!(
+            statuses(s.apply(Event::Change(kick), now)),
+            ["[plans] #5 bob kicked carol"]
+        );
+        let out = s.apply(
+            Event::Left {
+                room: "plans".into(),
+                reason: Some("kicked".into()),
+            },
+            now,
+        );
+        assert_eq!(
+            statuses(out),
+            [
+                "you were kicked from #plans by bob",
+                "now talking in general"
+            ]
+        );
+        assert!(!s.is_joined("plans"));
+        assert_eq!(s.room("plans").and_then(RoomState::left), Some("kicked"));
+        assert_eq!(s.room_list().len(), 1);
+        // Joined again (re-invited): in the room again.
+        s.apply(joined_plans(Some(Role::Member)), now);
+        assert_eq!(s.room("plans").and_then(RoomState::left), None);
+        // A ban with its reason, while looking at another room.
+        s.target = Some(Target::Room("general".into()));
+        let mut ban = member_event(7, "bob", "Carol", MemberChange::Banned);
+        if let RoomEvent::Member(m) = &mut ban {
+            m.reason = Some("spam".into());
+        }
+        s.apply(Event::Change(ban), now);
+        let out = s.apply(
+            Event::Left {
+                room: "plans".into(),
+                reason: Some("banned".into()),
+            },
+            now,
+        );
+        assert_eq!(statuses(out), ["you were banned from #plans by bob: spam"]);
+        assert_eq!(s.target, Some(Target::Room("general".into())));
+    }
+
+    #[test]
+    fn a_refused_join_is_no_room() {
+        let now = Instant::now();
+        let mut s = ChatState::new("carol", Some(Target::Room("general".into())));
+        s.apply(joined("general", &[]), now);
+        s.joining("plans");
+        s.target = Some(Target::Room("plans".into()));
+        let out = s.apply(
+            Event::JoinFailed {
+                room: "plans".into(),
+                code: ErrorCode::Forbidden,
+                message: "plans is private".into(),
+            },
+            now,
+        );
+        assert_eq!(
+            statuses(out),
+            [
+                "cannot join plans (forbidden): plans is private",
+                "now talking in general"
+            ]
+        );
+        assert!(s.settled());
+        assert!(!s.is_joined("plans"));
+    }
+
+    #[test]
+    fn parts_end_with_left_or_a_refusal() {
+        let now = Instant::now();
+        let mut s = ChatState::new("alice", Some(Target::Room("plans".into())));
+        s.apply(joined_plans(Some(Role::Owner)), now);
+        s.parting("plans");
+        assert!(!s.settled(), "a part is waited for");
+        let out = s.apply(
+            Event::PartFailed {
+                room: "plans".into(),
+                code: ErrorCode::Conflict,
+                message: "the last owner cannot leave".into(),
+            },
+            now,
+        );
+        assert_eq!(
+            statuses(out),
+            ["part plans failed (conflict): the last owner cannot leave"]
+        );
+        assert!(s.settled());
+        assert!(s.is_joined("plans"));
+        s.parting("plans");
+        let out = s.apply(
+            Event::Left {
+                room: "plans".into(),
+                reason: Some("parted".into()),
+            },
+            now,
+        );
+        assert_eq!(
+            statuses(out),
+            [
+                "you parted #plans",
+                "not in a room now; /join ROOM or /dm USER"
+            ]
+        );
+        assert!(s.settled());
+        // A part on another device.
+        s.apply(joined_plans(Some(Role::Member)), now);
+        let out = s.apply(
+            Event::Left {
+                room: "plans".into(),
+                reason: Some("parted".into()),
+            },
+            now,
+        );
+        assert_eq!(
+            statuses(out)[0],
+            "you parted #plans (on another connection)"
+        );
+    }
+
+    #[test]
+    fn rest_results_end_their_call_and_a_created_room_is_joined() {
+        let now = Instant::now();
+        let mut s = ChatState::new("alice", Some(Target::Room("general".into())));
+        s.rest_started();
+        s.rest_started();
+        assert!(!s.settled());
+        let out = s.apply_notice(Notice::Created {
+            room: "plans".into(),
+            private: true,
+            topic: Some("lunch".into()),
+        });
+        assert_eq!(
+            statuses(out),
+            ["created room plans (private), topic: lunch"]
+        );
+        assert_eq!(s.target, Some(Target::Room("plans".into())));
+        assert_eq!(s.take_joins(), ["plans"]);
+        assert!(s.take_joins().is_empty());
+        assert!(!s.settled(), "the join is waited for");
+        s.apply(joined_plans(Some(Role::Owner)), now);
+        let out = s.apply_notice(Notice::Members {
+            room: "plans".into(),
+            members: [
+                ("bob", Role::Moderator),
+                ("alice", Role::Owner),
+                ("carol", Role::Member),
+            ]
+            .into_iter()
+            .map(|(user, role)| MemberInfo {
+                user: user.into(),
+                role,
+                since: "t".into(),
+            })
+            .collect(),
+        });
+        assert_eq!(
+            statuses(out),
+            ["3 members of plans: alice (owner), bob (moderator), carol (member)"]
+        );
+        assert!(s.settled());
+        assert_eq!(
+            s.room("plans").unwrap().role_of("BOB"),
+            Some(Role::Moderator)
         );
     }
 

@@ -1,9 +1,11 @@
-//! The full-screen terminal UI (ratatui + crossterm): a message pane with
-//! UTC timestamps and each message's `#seq` (what `/reply`, `/edit`,
-//! `/delete` and `/react` take), where a message that is edited, deleted or
-//! reacted to is redrawn in place; a room list with unread messages and
-//! mentions; a status bar (user, connection state, room, who is typing)
-//! and an input line.
+//! The full-screen terminal UI (ratatui + crossterm): a header with the
+//! current room, whether it is private, the user's role and its topic; a
+//! message pane with UTC timestamps and each message's `#seq` (what
+//! `/reply`, `/edit`, `/delete` and `/react` take), where a message that
+//! is edited, deleted or reacted to is redrawn in place, and member and
+//! topic events are lines of their own with their seq; a room list with
+//! unread messages and mentions; a status bar (user, connection state,
+//! room, who is typing) and an input line.
 //!
 //! Keys: Enter sends, ←/→/Home/End/Backspace/Delete edit (Ctrl-A, Ctrl-E,
 //! Ctrl-U, Ctrl-W too), ↑/↓ recall earlier lines, PgUp/PgDn scroll the pane
@@ -26,7 +28,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::{Frame, Terminal};
 use tokio::sync::mpsc;
 
-use super::format::{clock, escape, quote, reactions};
+use super::format::{clock, escape, quote, reactions, room_traits};
 use super::session::{Action, Frontend};
 use super::state::{ChatState, Conn, Output, room_label, typing_text};
 
@@ -104,13 +106,18 @@ impl View {
 
     /// Draws the whole screen.
     pub fn render(&mut self, frame: &mut Frame, state: &ChatState, now: Instant) {
-        let [pane, rooms, bar, input] = Layout::vertical([
+        let [head, pane, rooms, bar, input] = Layout::vertical([
+            Constraint::Length(1),
             Constraint::Min(1),
             Constraint::Length(1),
             Constraint::Length(1),
             Constraint::Length(1),
         ])
         .areas(frame.area());
+        frame.render_widget(
+            Paragraph::new(header(state)).style(Style::default().bg(Color::Blue).fg(Color::White)),
+            head,
+        );
         self.page = pane.height as usize;
         let rows = self.rows(pane.width as usize, pane.height as usize, &state.me);
         frame.render_widget(Paragraph::new(rows), pane);
@@ -207,11 +214,57 @@ fn entry_spans(entry: &Output, me: &str) -> Vec<(String, Style)> {
             }
             spans
         }
+        Output::Event(e) => {
+            let dim = Style::default().fg(Color::DarkGray);
+            vec![
+                (format!("{} ", clock(&e.ts)), dim),
+                (format!("#{} ", e.seq), dim),
+                (
+                    format!("[{}] ", escape(&e.room)),
+                    Style::default().fg(Color::Blue),
+                ),
+                (
+                    format!("* {}", escape(&e.text)),
+                    Style::default()
+                        .fg(Color::LightMagenta)
+                        .add_modifier(Modifier::ITALIC),
+                ),
+            ]
+        }
         Output::Status(s) => vec![(
             format!("* {}", escape(s)),
             Style::default().fg(Color::Yellow),
         )],
     }
+}
+
+/// The header: the room talked in, whether it is private and the user's
+/// role there, and its topic (`#plans (private, you are owner) — lunch`).
+fn header(state: &ChatState) -> Line<'static> {
+    let Some(target) = &state.target else {
+        return Line::from(" (no room: /join ROOM, /create NAME or /dm USER)");
+    };
+    let room = target.room();
+    let label = match target {
+        super::state::Target::Room(room) => format!("#{room}"),
+        dm => dm.label(),
+    };
+    let mut spans = vec![Span::styled(
+        format!(" {}", escape(&label)),
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
+    let traits = room_traits(state.is_private(room), state.my_role(room));
+    if !traits.is_empty() {
+        spans.push(Span::raw(format!(" ({traits})")));
+    }
+    if let Some(topic) = state.topic(room) {
+        spans.push(Span::raw(" — "));
+        spans.push(Span::styled(
+            escape(topic),
+            Style::default().add_modifier(Modifier::ITALIC),
+        ));
+    }
+    Line::from(spans)
 }
 
 /// A stable colour per user name.
@@ -765,15 +818,16 @@ mod tests {
             message(1, "bob", "hi alice"),
         ]);
         typed(&mut view, "draft");
-        let rows = screen(&mut view, &state, 60, 6);
-        assert_eq!(rows[0], "* joined general");
-        assert_eq!(rows[1], "21:07:09 #1 [general] bob: hi alice");
-        assert_eq!(rows[3], "rooms:");
-        assert!(rows[4].contains("alice"), "{}", rows[4]);
-        assert!(rows[4].contains("● online (n1)"), "{}", rows[4]);
-        assert!(rows[4].contains("general"), "{}", rows[4]);
-        assert!(rows[4].contains("bob is typing…"), "{}", rows[4]);
-        assert_eq!(rows[5], "general> draft");
+        let rows = screen(&mut view, &state, 60, 7);
+        assert_eq!(rows[0], " #general");
+        assert_eq!(rows[1], "* joined general");
+        assert_eq!(rows[2], "21:07:09 #1 [general] bob: hi alice");
+        assert_eq!(rows[4], "rooms:");
+        assert!(rows[5].contains("alice"), "{}", rows[5]);
+        assert!(rows[5].contains("● online (n1)"), "{}", rows[5]);
+        assert!(rows[5].contains("general"), "{}", rows[5]);
+        assert!(rows[5].contains("bob is typing…"), "{}", rows[5]);
+        assert_eq!(rows[6], "general> draft");
     }
 
     #[test]
@@ -783,23 +837,23 @@ mod tests {
         for i in 1..=10 {
             view.push(vec![Output::Status(format!("line {i}"))]);
         }
-        // 6 rows: 3 for the pane, then the room list, the status bar and
-        // the input line.
-        let rows = screen(&mut view, &state, 60, 6);
-        assert_eq!(rows[..3], ["* line 8", "* line 9", "* line 10"]);
+        // 7 rows: the header, 3 for the pane, then the room list, the
+        // status bar and the input line.
+        let rows = screen(&mut view, &state, 60, 7);
+        assert_eq!(rows[1..4], ["* line 8", "* line 9", "* line 10"]);
         view.key(press(KeyCode::PageUp));
-        let rows = screen(&mut view, &state, 60, 6);
-        assert_eq!(rows[..3], ["* line 6", "* line 7", "* line 8"]);
-        assert!(rows[4].contains("scrolled up"));
+        let rows = screen(&mut view, &state, 60, 7);
+        assert_eq!(rows[1..4], ["* line 6", "* line 7", "* line 8"]);
+        assert!(rows[5].contains("scrolled up"));
         // Scrolling stops at the top.
         for _ in 0..20 {
             view.key(press(KeyCode::PageUp));
         }
-        let rows = screen(&mut view, &state, 60, 6);
-        assert_eq!(rows[..3], ["* line 1", "* line 2", "* line 3"]);
+        let rows = screen(&mut view, &state, 60, 7);
+        assert_eq!(rows[1..4], ["* line 1", "* line 2", "* line 3"]);
         view.key(press(KeyCode::Esc));
-        let rows = screen(&mut view, &state, 60, 6);
-        assert_eq!(rows[2], "* line 10");
+        let rows = screen(&mut view, &state, 60, 7);
+        assert_eq!(rows[3], "* line 10");
     }
 
     #[test]
@@ -814,6 +868,9 @@ mod tests {
             read_seq: 0,
             unread,
             mentions,
+            topic: None,
+            private: false,
+            role: None,
         };
         state.apply(joined("general", 0, 0), now);
         state.apply(joined("random", 3, 1), now);
@@ -845,14 +902,71 @@ mod tests {
             nonce: None,
         });
         view.push(state.apply(parley_client::Event::Change(react), now));
-        let rows = screen(&mut view, &state, 70, 6);
+        let rows = screen(&mut view, &state, 70, 7);
         // The emoji is two columns wide: the test screen shows its second
         // cell as a space.
         assert_eq!(
-            rows[0],
+            rows[1],
             "21:07:09 #1 [general] bob: hi all (edited) · 👍  1"
         );
-        assert_eq!(rows[1], "* after");
-        assert_eq!(rows[3], "rooms: general  random 3 (1@)");
+        assert_eq!(rows[2], "* after");
+        assert_eq!(rows[4], "rooms: general  random 3 (1@)");
+    }
+
+    #[test]
+    fn the_header_shows_the_topic_and_member_events_their_seq() {
+        use parley_client::protocol::{Member, MemberChange, Role, RoomEvent, Topic};
+        let now = Instant::now();
+        let mut state = ChatState::new("alice", Some(Target::Room("plans".into())));
+        state.apply(
+            parley_client::Event::Joined {
+                room: "plans".into(),
+                members: vec![],
+                last_seq: 0,
+                read_seq: 0,
+                unread: 0,
+                mentions: 0,
+                topic: None,
+                private: true,
+                role: Some(Role::Owner),
+            },
+            now,
+        );
+        let mut view = View::default();
+        let topic = RoomEvent::Topic(Topic {
+            room: "plans".into(),
+            seq: 1,
+            from: "alice".into(),
+            topic: "lunch on friday".into(),
+            ts: "2026-11-22T21:07:09.123Z".into(),
+            nonce: None,
+        });
+        view.push(state.apply(parley_client::Event::Change(topic), now));
+        let promoted = RoomEvent::Member(Member {
+            room: "plans".into(),
+            seq: 2,
+            from: "alice".into(),
+            user: "bob".into(),
+            change: MemberChange::Role,
+            role: Some(Role::Moderator),
+            reason: None,
+            ts: "2026-11-22T21:07:10.123Z".into(),
+            nonce: None,
+        });
+        view.push(state.apply(parley_client::Event::Change(promoted), now));
+        let rows = screen(&mut view, &state, 70, 7);
+        assert_eq!(
+            rows[0],
+            " #plans (private, you are owner) — lunch on friday"
+        );
+        assert_eq!(
+            rows[1],
+            "21:07:09 #1 [plans] * alice set the topic: lunch on friday"
+        );
+        assert_eq!(rows[2], "21:07:10 #2 [plans] * alice made bob moderator");
+        // Without a room.
+        state.target = None;
+        let rows = screen(&mut view, &state, 70, 7);
+        assert!(rows[0].contains("no room"), "{}", rows[0]);
     }
 }

@@ -14,12 +14,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parley_protocol::rest::{
-    AuthReply, Credentials, MessagesPage, PasswordChange, PostMessage, RoomInfo, SearchPage,
-    SearchResult, UserInfo,
+    AuthReply, Credentials, MessagesPage, PasswordChange, PostMessage, SearchPage, SearchResult,
+    UserInfo,
 };
-use parley_protocol::{
-    ErrorCode, dm_members, fold_username, is_dm_room, same_user, valid_username,
-};
+use parley_protocol::{ErrorCode, fold_username, valid_username};
 use serde::Deserialize;
 
 use super::{ApiJson, AppState, AuthToken, AuthUser, ClientPeer};
@@ -250,50 +248,6 @@ pub async fn logout_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Public rooms, and the DM rooms of the caller.
-pub async fn rooms(
-    State(node): State<Arc<Node>>,
-    AuthUser(user): AuthUser,
-) -> Result<Json<Vec<RoomInfo>>, ChatError> {
-    let visible: Vec<(String, u64)> = node
-        .store
-        .rooms()
-        .await?
-        .into_iter()
-        .filter(|(room, _)| {
-            !is_dm_room(room)
-                || dm_members(room).is_some_and(|(a, b)| same_user(a, &user) || same_user(b, &user))
-        })
-        .collect();
-    let names: Vec<String> = visible.iter().map(|(room, _)| room.clone()).collect();
-    let online = node.hub.online_counts(&names).await;
-    let read: std::collections::HashMap<String, u64> = node
-        .store
-        .read_positions(&parley_protocol::fold_username(&user))
-        .await?
-        .into_iter()
-        .collect();
-    let mut rooms = Vec::new();
-    for ((room, last_seq), members_online) in visible.into_iter().zip(online) {
-        // The rooms the user has read in carry their read state: one capped
-        // count each (until rooms have stored members, issue 14).
-        let state = match read.contains_key(&room) {
-            true => Some(node.unread(&user, &room).await?),
-            false => None,
-        };
-        rooms.push(RoomInfo {
-            members_online,
-            member: state.map(|_| true),
-            read_seq: state.map(|s| s.read_seq),
-            unread: state.map(|s| s.unread),
-            mentions: state.map(|s| s.mentions),
-            room,
-            last_seq,
-        });
-    }
-    Ok(Json(rooms))
-}
-
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
     before: Option<u64>,
@@ -308,8 +262,7 @@ pub async fn messages(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MessagesPage>, ChatError> {
     let Query(q) = query.map_err(|e| ChatError::bad_request(e.body_text()))?;
-    node.check_read(&user, &room)?;
-    node.existing_room(&room).await?;
+    node.check_read(&user, &room).await?;
     let page = node.history(&room, q.before, q.after, q.limit).await?;
     Ok(Json(MessagesPage {
         room,
@@ -359,8 +312,7 @@ pub async fn post_message(
     Path(room): Path<String>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<impl IntoResponse, ChatError> {
-    node.check_read(&user, &room)?;
-    node.existing_room(&room).await?;
+    node.check_read(&user, &room).await?;
     let pending = node.submit(&user, &room, body.text, body.nonce).await?;
     let outcome = pending
         .await

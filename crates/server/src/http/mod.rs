@@ -9,6 +9,7 @@
 pub mod api;
 pub mod health;
 pub mod openapi;
+pub mod rooms;
 pub mod server_api;
 pub mod web;
 pub mod ws;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Re
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use parley_protocol::rest::{ErrorBody, ErrorDetail};
 
 use crate::error::ChatError;
@@ -75,7 +76,32 @@ fn table() -> Vec<Route> {
         route("/api/auth/password", &["POST"], post(api::change_password)),
         route("/api/auth/logout", &["POST"], post(api::logout)),
         route("/api/auth/logout-all", &["POST"], post(api::logout_all)),
-        route("/api/rooms", &["GET"], get(api::rooms)),
+        route(
+            "/api/rooms",
+            &["GET", "POST"],
+            get(rooms::list).post(rooms::create),
+        ),
+        route("/api/rooms/{room}", &["PATCH"], patch(rooms::patch)),
+        route(
+            "/api/rooms/{room}/members",
+            &["GET", "POST"],
+            get(rooms::members).post(rooms::add_member),
+        ),
+        route(
+            "/api/rooms/{room}/members/{user}",
+            &["PUT", "DELETE"],
+            put(rooms::set_role).delete(rooms::remove_member),
+        ),
+        route(
+            "/api/rooms/{room}/bans",
+            &["GET", "POST"],
+            get(rooms::bans).post(rooms::ban),
+        ),
+        route(
+            "/api/rooms/{room}/bans/{user}",
+            &["DELETE"],
+            delete(rooms::unban),
+        ),
         route(
             "/api/rooms/{room}/messages",
             &["GET", "POST"],

@@ -123,7 +123,7 @@ pub async fn publish(
     check_username(&body.from).map_err(|_| {
         ChatError::bad_request("from must be a username: 1–32 characters of A–Z, a–z, 0–9, _ . -")
     })?;
-    node.check_read(&body.from, &room)?;
+    node.check_name(&body.from, &room)?;
     node.existing_room(&room).await?;
     let pending = node
         .submit_unlimited(&body.from, &room, body.text, body.nonce)
@@ -180,9 +180,9 @@ pub async fn presence(
 /// A valid public or DM room name (no user's privacy applies here).
 fn check_room_name(node: &Node, room: &str) -> Result<(), ChatError> {
     if let Some((a, _)) = parley_protocol::dm_members(room) {
-        return node.check_read(a, room);
+        return node.check_name(a, room);
     }
-    node.check_read("", room)
+    node.check_name("", room)
 }
 
 /// `POST /api/server/users/{user}/revoke`: what the user's logout-all does —

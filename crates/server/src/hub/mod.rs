@@ -16,7 +16,12 @@
 //! and fleet-wide member lists come from [`Presence`]: a session talks to the
 //! hub, never to the bus.
 //!
-//! The hub does not parse frames, check permissions or write to the store.
+//! Each live room also caches who may do what in it, kept right by the
+//! room's own membership events ([`room`]); the rules that use it are
+//! [`crate::node`]'s.
+//!
+//! The hub does not check permissions or write to the store; the only
+//! frames it reads are membership events, to know whom they take out.
 
 pub mod ephemeral;
 pub mod reorder;
@@ -34,7 +39,7 @@ use parley_protocol::ServerFrame;
 use crate::bus::{Bus, Envelope, Event, Inbox};
 use crate::outbox::Outbox;
 use crate::presence::Presence;
-use crate::store::Store;
+use crate::store::{Access, Store};
 use ephemeral::{Decision, Kind, Throttle};
 use room::{Room, RoomDeps, RoomEvent};
 
@@ -218,6 +223,7 @@ impl Hub {
                     let deps = RoomDeps {
                         store: self.store.clone(),
                         bus: self.bus.clone(),
+                        presence: self.presence.clone(),
                         page: self.page,
                     };
                     Room::start(name.clone(), deps, self.outbound_queue)
@@ -280,10 +286,43 @@ impl Hub {
     /// another session in the room on this node.
     pub fn leave_room(&self, room: &str, session: &SessionRef) -> Option<bool> {
         let still_here = self.leave(room, session.id)?;
-        if !still_here {
-            self.presence.announce(room, &session.user, false);
-        }
+        // One announcement per subscription, as [`Hub::join`] made one per
+        // subscription: presence counts them, and lists the user until the
+        // last is gone.
+        self.presence.announce(room, &session.user, false);
         Some(still_here)
+    }
+
+    /// Whether `session` is subscribed to `room` (an event that took its
+    /// user out of the room unsubscribed it).
+    pub fn is_subscribed(&self, room: &str, session: u64) -> bool {
+        self.room(room).is_some_and(|r| r.contains(session))
+    }
+
+    /// See [`Room::set_parting`].
+    pub fn set_parting(&self, room: &str, session: u64, parting: bool) {
+        if let Some(r) = self.room(room) {
+            r.set_parting(session, parting);
+        }
+    }
+
+    /// `user_key`'s access to `room` as this node caches it: only for a
+    /// room live here, whose events keep the cache right ([`room`]).
+    pub fn cached_access(&self, room: &str, user_key: &str) -> Option<Access> {
+        self.room(room)?.cached_access(user_key)
+    }
+
+    /// Where a store read of access to `room` starts: `None` if the room
+    /// is not live here (nothing will be cached).
+    pub fn access_generation(&self, room: &str) -> Option<u64> {
+        self.room(room).map(|r| r.access_generation())
+    }
+
+    /// Caches a store read of access begun at `generation`.
+    pub fn remember_access(&self, room: &str, user_key: &str, access: Access, generation: u64) {
+        if let Some(r) = self.room(room) {
+            r.remember_access(user_key, access, generation);
+        }
     }
 
     /// Whether `user` has a session in `room` on this node other than `except`.

@@ -10,6 +10,14 @@
 //! lossy bus the hub's anti-entropy sweep tells the task the store's
 //! `last_seq` periodically ([`RoomEvent::StoreAt`]), and what is missing here
 //! is delivered from the store — which bounds how late a lost publish can be.
+//!
+//! The room also keeps this node's cache of who may do what in it
+//! ([`AccessMemo`]). Membership changes are room events, so they pass
+//! through [`Room::deliver`] in seq order — from the bus, a gap fill or an
+//! anti-entropy repair alike: each `member` or `topic` event empties the
+//! cache, and a kick, ban or part takes its user's connections out of the
+//! room with a `left` push. The cache therefore converges exactly when
+//! delivery does (invariants 3 and 8), even after a bus outage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +30,8 @@ use tokio::time::Instant;
 
 use crate::bus::Bus;
 use crate::outbox::Outbox;
-use crate::store::Store;
+use crate::presence::Presence;
+use crate::store::{Access, Store};
 
 use super::reorder::Reorder;
 
@@ -36,6 +45,9 @@ struct Sub {
     /// While the session is joining (reading history), live messages are
     /// parked here instead of its outbox, so that `joined` goes out first.
     pending: Option<Vec<(u64, Utf8Bytes)>>,
+    /// The session asked to part: its answer says `left`, so the push
+    /// that takes the user's connections out is not sent to it too.
+    parting: bool,
 }
 
 pub(crate) enum RoomEvent {
@@ -55,19 +67,41 @@ pub(crate) enum RoomEvent {
     Stop,
 }
 
+/// How long a cached [`Access`] is trusted without an event confirming it:
+/// a bound on staleness for a change whose event no delivery path
+/// carried to this node's cache (e.g. read just before the room went live).
+const ACCESS_TTL: Duration = Duration::from_secs(60);
+/// Most users whose access one room caches; beyond, it starts over.
+const ACCESS_ENTRIES: usize = 50_000;
+
+/// This node's cache of [`Access`] per user key for one room. `generation`
+/// grows with every membership event: a store read started before one may
+/// not be cached after it ([`Room::remember_access`]).
+#[derive(Default)]
+struct AccessMemo {
+    generation: u64,
+    users: HashMap<String, (Access, Instant)>,
+}
+
 pub struct Room {
     pub(crate) name: Arc<str>,
     subs: Mutex<HashMap<u64, Sub>>,
+    access: Mutex<AccessMemo>,
     events: mpsc::UnboundedSender<RoomEvent>,
     ready: watch::Receiver<bool>,
     /// Most live messages parked for one joining session: they go to its
     /// outbox next, whose bound is the same setting.
     outbound_queue: usize,
+    /// Told when an event takes a user out of the room on this node.
+    presence: Arc<dyn Presence>,
+    /// Where the presence push of a user taken out goes.
+    bus: Arc<dyn Bus>,
 }
 
 pub(crate) struct RoomDeps {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
+    pub presence: Arc<dyn Presence>,
     pub page: u32,
 }
 
@@ -76,9 +110,14 @@ impl Room {
     pub(crate) fn start(name: Arc<str>, deps: RoomDeps, outbound_queue: usize) -> Arc<Room> {
         let (events, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
+        let presence = deps.presence.clone();
+        let bus = deps.bus.clone();
         let room = Arc::new(Room {
             name,
             subs: Mutex::new(HashMap::new()),
+            access: Mutex::new(AccessMemo::default()),
+            presence,
+            bus,
             events,
             ready,
             outbound_queue,
@@ -122,6 +161,7 @@ impl Room {
                 outbox,
                 after: 0,
                 pending: Some(Vec::new()),
+                parting: false,
             },
         );
     }
@@ -184,9 +224,106 @@ impl Room {
         }
     }
 
+    /// The cached access of `user_key`, if fresh.
+    pub(crate) fn cached_access(&self, user_key: &str) -> Option<Access> {
+        let memo = lock(&self.access);
+        memo.users
+            .get(user_key)
+            .filter(|(_, at)| at.elapsed() < ACCESS_TTL)
+            .map(|(a, _)| a.clone())
+    }
+
+    /// The cache's generation: take it before reading the store.
+    pub(crate) fn access_generation(&self) -> u64 {
+        lock(&self.access).generation
+    }
+
+    /// Caches `access` read from the store, unless a membership event was
+    /// delivered since `generation` was taken (the read may predate it).
+    pub(crate) fn remember_access(&self, user_key: &str, access: Access, generation: u64) {
+        let mut memo = lock(&self.access);
+        if memo.generation != generation {
+            return;
+        }
+        if memo.users.len() >= ACCESS_ENTRIES {
+            memo.users.clear();
+        }
+        memo.users
+            .insert(user_key.to_string(), (access, Instant::now()));
+    }
+
+    /// A membership or topic event was delivered: what was cached may be
+    /// wrong; and if it took a user out, their connections here leave.
+    fn membership_changed(&self, frame: &str) {
+        {
+            let mut memo = lock(&self.access);
+            memo.generation += 1;
+            memo.users.clear();
+        }
+        let Some((user, reason)) = ejection(frame) else {
+            return;
+        };
+        let left = Utf8Bytes::from(
+            parley_protocol::ServerFrame::Left {
+                re: None,
+                room: self.name.to_string(),
+                reason: Some(reason.to_string()),
+            }
+            .to_json(),
+        );
+        let mut gone: Vec<Arc<str>> = Vec::new();
+        self.subs().retain(|_, sub| {
+            if !parley_protocol::same_user(&sub.user, &user) {
+                return true;
+            }
+            if !sub.parting {
+                sub.outbox.push(left.clone());
+            }
+            gone.push(sub.user.clone());
+            false
+        });
+        // One announcement per subscription taken out, as each join made one.
+        for user in &gone {
+            self.presence.announce(&self.name, user, false);
+        }
+        // And the room hears that the user is gone, as after a `leave`.
+        if let Some(user) = gone.first() {
+            let frame = parley_protocol::ServerFrame::Presence {
+                room: self.name.to_string(),
+                user: user.to_string(),
+                state: parley_protocol::PresenceState::Left,
+            };
+            self.bus.publish(crate::bus::Envelope {
+                room: self.name.clone(),
+                event: crate::bus::Event::Ephemeral {
+                    from: user.clone(),
+                    frame: Utf8Bytes::from(frame.to_json()),
+                },
+            });
+        }
+    }
+
+    /// Marks (or unmarks, when the part was refused) a session that asked
+    /// to part.
+    pub(crate) fn set_parting(&self, session: u64, parting: bool) {
+        if let Some(sub) = self.subs().get_mut(&session) {
+            sub.parting = parting;
+        }
+    }
+
     /// Hands one message to every subscriber. Called by the delivery task
     /// only, in seq order.
     fn deliver(&self, seq: u64, frame: &Utf8Bytes) {
+        if frame.starts_with(r#"{"type":"member""#) || frame.starts_with(r#"{"type":"topic""#) {
+            // Delivered first: the user being removed sees why.
+            self.deliver_to_subs(seq, frame);
+            self.membership_changed(frame);
+            return;
+        }
+        self.deliver_to_subs(seq, frame);
+    }
+
+    fn deliver_to_subs(&self, seq: u64, frame: &Utf8Bytes) {
         let mut delivered = 0u64;
         for sub in self.subs().values_mut() {
             match &mut sub.pending {
@@ -298,6 +435,22 @@ fn release(room: &Room, ready: Vec<(u64, (Utf8Bytes, Instant))>) {
         room.deliver(seq, &frame);
         metrics::histogram!("parley_hub_delivery_seconds").record(arrived.elapsed().as_secs_f64());
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The user a `member` event's frame takes out of the room, and why.
+fn ejection(frame: &str) -> Option<(String, &'static str)> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        from: String,
+        user: String,
+        change: parley_protocol::MemberChange,
+    }
+    let peek: Peek = serde_json::from_str(frame).ok()?;
+    crate::store::members::ejects(&peek.from, &peek.user, peek.change).map(|r| (peek.user, r))
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {

@@ -56,8 +56,18 @@ const MAX_BAD_FRAMES: u32 = 10;
 /// How long a draining session waits for its pending appends before closing.
 const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A pending send's answer: (request id, what the commit returned).
-type Answer = (Option<u64>, Result<AppendOutcome, StoreError>);
+/// What a committed request is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// `ack` (sends, edits, deletes, reactions).
+    Ack,
+    /// `left` (a part).
+    Left,
+}
+
+/// A pending request's answer: (request id, its reply, what the commit
+/// returned).
+type Answer = (Option<u64>, Reply, Result<AppendOutcome, StoreError>);
 type Ack = Pin<Box<dyn Future<Output = Answer> + Send + Sync>>;
 
 /// Serves one upgraded connection. `preauth` is what a token given at
@@ -210,9 +220,14 @@ fn closing(outbox: &Outbox, code: u16) -> End {
 }
 
 /// Queues the answer to a send: its ack once stored, or why it was not.
-fn send_answer(outbox: &Outbox, (re, result): Answer) {
+fn send_answer(outbox: &Outbox, (re, reply, result): Answer) {
     let frame = match result {
         Ok(outcome) => match Node::answer(&outcome) {
+            Ok(m) if reply == Reply::Left => ServerFrame::Left {
+                re,
+                room: m.room.clone(),
+                reason: None,
+            },
             Ok(m) => ServerFrame::Ack {
                 re,
                 room: m.room.clone(),
@@ -435,6 +450,7 @@ impl Session {
             }
             ClientFrame::Join { id, room, since } => self.join(id, room, since).await,
             ClientFrame::Leave { id, room } => self.leave(id, &room),
+            ClientFrame::Part { id, room } => self.part(id, &room).await,
             ClientFrame::Send {
                 id,
                 room,
@@ -506,15 +522,14 @@ impl Session {
         room: String,
         since: Option<u64>,
     ) -> Result<(), ChatError> {
-        self.node.check_read(&self.me.user, &room)?;
+        let allowed = self.node.enter(&self.me.user, &room).await?;
         let room: Arc<str> = Arc::from(room);
-        if self.joined.contains(&room) {
+        if self.is_joined(&room) {
             // Already subscribed: answer with history only (a catch-up).
             let history = self.node.join_history(&room, since).await?;
-            self.push_joined(id, &room, history).await;
+            self.push_joined(id, &room, history, &allowed).await;
             return Ok(());
         }
-        self.node.open_room(&room).await?;
         if !self.node.hub.join(&room, &self.me).await {
             return Err(ChatError::new(
                 ErrorCode::Unavailable,
@@ -525,7 +540,7 @@ impl Session {
         match self.node.join_history(&room, since).await {
             Ok(history) => {
                 let tail = history.tail;
-                self.push_joined(id, &room, history).await;
+                self.push_joined(id, &room, history, &allowed).await;
                 self.node.hub.activate(&room, self.me.id, tail);
                 self.joined.insert(room.clone());
                 if first_here {
@@ -560,7 +575,69 @@ impl Session {
         Ok(())
     }
 
-    async fn push_joined(&self, re: Option<u64>, room: &str, history: JoinHistory) {
+    /// Whether this connection is subscribed to `room`. A membership event
+    /// (kick, ban, part) may have taken it out: the hub's word wins, and
+    /// the session forgets the room then.
+    fn is_joined(&mut self, room: &str) -> bool {
+        if !self.joined.contains(room) {
+            return false;
+        }
+        if self.node.hub.is_subscribed(room, self.me.id) {
+            return true;
+        }
+        self.joined.remove(room);
+        // The room may be empty now: let the hub stop it.
+        self.node.hub.leave(room, self.me.id);
+        false
+    }
+
+    /// Part: ends the user's membership (a room event); every connection
+    /// of the user subscribed to the room gets `left` (reason `parted`),
+    /// and this one its answer, once stored.
+    async fn part(&mut self, id: Option<u64>, room: &str) -> Result<(), ChatError> {
+        let joined = self.is_joined(room);
+        let user = self.me.user.clone();
+        let change = parley_protocol::MemberChange::Removed;
+        if joined {
+            // Its answer says `left`: not the push as well.
+            self.node.hub.set_parting(room, self.me.id, true);
+        }
+        match self
+            .node
+            .moderate(&user, room, &user, change, None, None)
+            .await
+        {
+            Ok(pending) => {
+                let (hub, room, me) = (self.node.hub.clone(), room.to_string(), self.me.id);
+                self.acks.push(Box::pin(async move {
+                    let result = pending.await.unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable("committer stopped".to_string()))
+                    });
+                    if joined && !matches!(result, Ok(AppendOutcome::Stored(_))) {
+                        // Refused or failed: still subscribed, pushes as before.
+                        hub.set_parting(&room, me, false);
+                    }
+                    (id, Reply::Left, result)
+                }));
+                self.strikes = 0;
+                Ok(())
+            }
+            Err(e) => {
+                if joined {
+                    self.node.hub.set_parting(room, self.me.id, false);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn push_joined(
+        &self,
+        re: Option<u64>,
+        room: &str,
+        history: JoinHistory,
+        allowed: &crate::access::Allowed,
+    ) {
         let members = self.node.hub.members(room).await;
         // Best effort: a join is not refused because the count failed.
         let unread = match self.node.unread(&self.me.user, room).await {
@@ -585,6 +662,13 @@ impl Session {
             read_seq: unread.read_seq,
             unread: unread.unread,
             mentions: unread.mentions,
+            topic: allowed
+                .access
+                .as_ref()
+                .map(|a| a.topic.clone())
+                .filter(|t| !t.is_empty()),
+            private: allowed.access.as_ref().is_some_and(|a| a.private),
+            role: allowed.role(),
         });
     }
 
@@ -598,6 +682,7 @@ impl Session {
         self.push(&ServerFrame::Left {
             re: id,
             room: room.to_string(),
+            reason: None,
         });
         Ok(())
     }
@@ -613,8 +698,11 @@ impl Session {
     ) -> Result<(), ChatError> {
         let room = match (room, to) {
             (Some(room), None) => {
-                if !self.joined.contains(room.as_str()) {
-                    self.node.check_read(&self.me.user, &room)?;
+                let joined = self.is_joined(&room);
+                // A ban or a private room refuses a joined connection too
+                // (cached per live room: no store round trip).
+                self.node.check_read(&self.me.user, &room).await?;
+                if !joined {
                     return Err(ChatError::forbidden(format!(
                         "join room {room:?} before sending to it"
                     )));
@@ -650,7 +738,7 @@ impl Session {
         text: String,
         nonce: Option<String>,
     ) -> Result<(), ChatError> {
-        self.node.check_read(&self.me.user, room)?;
+        self.node.check_read(&self.me.user, room).await?;
         let pending = self
             .node
             .submit_change(&self.me.user, room, change, text, nonce)
@@ -662,12 +750,21 @@ impl Session {
     /// Answers `id` once `pending` is committed (acks may overtake each
     /// other across rooms; each carries its `re`).
     fn await_ack(&mut self, id: Option<u64>, pending: crate::commit::PendingAppend) {
+        self.await_reply(id, Reply::Ack, pending);
+    }
+
+    fn await_reply(
+        &mut self,
+        id: Option<u64>,
+        reply: Reply,
+        pending: crate::commit::PendingAppend,
+    ) {
         self.strikes = 0;
         self.acks.push(Box::pin(async move {
             let result = pending
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("committer stopped".to_string())));
-            (id, result)
+            (id, reply, result)
         }));
     }
 
@@ -679,8 +776,7 @@ impl Session {
         after: Option<u64>,
         limit: Option<u32>,
     ) -> Result<(), ChatError> {
-        self.node.check_read(&self.me.user, room)?;
-        self.node.existing_room(room).await?;
+        self.node.check_read(&self.me.user, room).await?;
         let page = self.node.history(room, before, after, limit).await?;
         self.push(&ServerFrame::History {
             re: id,
@@ -691,8 +787,8 @@ impl Session {
         Ok(())
     }
 
-    fn typing(&self, room: &str) -> Result<(), ChatError> {
-        if !self.joined.contains(room) {
+    fn typing(&mut self, room: &str) -> Result<(), ChatError> {
+        if !self.is_joined(room) {
             return Err(ChatError::forbidden(format!(
                 "join room {room:?} before typing in it"
             )));

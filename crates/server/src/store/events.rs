@@ -11,6 +11,9 @@
 
 use async_trait::async_trait;
 
+use parley_protocol::Role;
+
+use super::members::{Effect, Facts, check_member};
 use super::{AppendOutcome, Change, EventKind, NewMessage, Refusal, StoreError, StoredMessage};
 
 /// The statements [`append_event`] needs, run inside the batch's
@@ -68,6 +71,49 @@ pub(crate) trait EventTx: Send {
         on: bool,
         seq: u64,
     ) -> Result<(), StoreError>;
+
+    // Membership (protocol 1.1 §3), for [`Change::Member`] and
+    // [`Change::Topic`].
+
+    /// How many owners `room` has; `None` if the room does not exist.
+    async fn owners(&mut self, room: &str) -> Result<Option<u64>, StoreError>;
+
+    /// `user_key`'s role in `room` (`None`: not a member), and whether it
+    /// is banned from it.
+    async fn member_state(
+        &mut self,
+        room: &str,
+        user_key: &str,
+    ) -> Result<(Option<Role>, bool), StoreError>;
+
+    /// Makes `user` (a name as shown; its key is the case-folded name) a
+    /// member with `role`; an existing member keeps its `since_ms`.
+    async fn set_member(
+        &mut self,
+        room: &str,
+        user: &str,
+        role: Role,
+        since_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Ends `user_key`'s membership (if any).
+    async fn remove_member(&mut self, room: &str, user_key: &str) -> Result<(), StoreError>;
+
+    /// Bans `user` (a name as shown): `by` banned it at `at_ms` for `reason`.
+    async fn set_ban(
+        &mut self,
+        room: &str,
+        user: &str,
+        by: &str,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Lifts `user_key`'s ban (if any).
+    async fn remove_ban(&mut self, room: &str, user_key: &str) -> Result<(), StoreError>;
+
+    /// Sets the room's topic.
+    async fn set_topic(&mut self, room: &str, topic: &str) -> Result<(), StoreError>;
 }
 
 /// Appends one event (an edit, delete, reaction, or a reply) after the
@@ -83,6 +129,30 @@ pub(crate) async fn append_event(
         && let Some(original) = tx.by_nonce(room, &m.from, nonce).await?
     {
         return Ok(AppendOutcome::Duplicate(original));
+    }
+    if matches!(m.change, Change::Member { .. } | Change::Topic { .. }) {
+        return append_member_event(tx, room, m).await;
+    }
+    // A room's owners and moderators delete any message of the room, as a
+    // server admin does anywhere: read in the transaction, like the rules.
+    let mut moderated;
+    let mut m = m;
+    if let Change::Delete {
+        target,
+        moderator: false,
+    } = m.change
+    {
+        let (role, _) = tx
+            .member_state(room, &parley_protocol::fold_username(&m.from))
+            .await?;
+        if role.is_some_and(|r| r >= Role::Moderator) {
+            moderated = m.clone();
+            moderated.change = Change::Delete {
+                target,
+                moderator: true,
+            };
+            m = &moderated;
+        }
     }
     let target = match target_of(&m.change) {
         Some(seq) => tx.by_seq(room, seq).await?,
@@ -122,7 +192,60 @@ pub(crate) async fn append_event(
             tx.set_reaction(room, *target, emoji, &m.from, *on, seq)
                 .await?
         }
-        Change::Message | Change::Reply { .. } => {}
+        Change::Message | Change::Reply { .. } | Change::Member { .. } | Change::Topic { .. } => {}
+    }
+    Ok(AppendOutcome::Stored(event))
+}
+
+/// Appends a membership or topic event after [`check_member`]'s rules,
+/// read in this transaction, and applies its [`Effect`].
+async fn append_member_event(
+    tx: &mut impl EventTx,
+    room: &str,
+    m: &NewMessage,
+) -> Result<AppendOutcome, StoreError> {
+    let Some(owners) = tx.owners(room).await? else {
+        return Ok(AppendOutcome::Refused(Refusal::NotFound(format!(
+            "room {room:?} does not exist"
+        ))));
+    };
+    let from_key = parley_protocol::fold_username(&m.from);
+    let (actor, _) = tx.member_state(room, &from_key).await?;
+    let (admin, user) = match &m.change {
+        Change::Member { admin, user, .. } => (*admin, Some(user.as_str())),
+        Change::Topic { admin } => (*admin, None),
+        _ => (false, None),
+    };
+    let user_key = user.map(parley_protocol::fold_username);
+    let (target, target_banned) = match &user_key {
+        Some(key) if *key == from_key => (actor, false),
+        Some(key) => tx.member_state(room, key).await?,
+        None => (None, false),
+    };
+    let facts = Facts {
+        actor,
+        admin,
+        target,
+        target_banned,
+        owners,
+    };
+    let effect = match check_member(&m.from, &m.change, &facts) {
+        Ok(effect) => effect,
+        Err(refusal) => return Ok(AppendOutcome::Refused(refusal)),
+    };
+    let (seq, stamp) = tx.next_seq(room, m.ts_ms).await?;
+    let event = event_of(room, m, seq, stamp);
+    tx.insert(&event).await?;
+    let (user, key) = (user.unwrap_or_default(), user_key.unwrap_or_default());
+    match effect {
+        Effect::SetMember(role) => tx.set_member(room, user, role, stamp).await?,
+        Effect::RemoveMember => tx.remove_member(room, &key).await?,
+        Effect::Ban => {
+            tx.remove_member(room, &key).await?;
+            tx.set_ban(room, user, &m.from, &m.text, stamp).await?;
+        }
+        Effect::Unban => tx.remove_ban(room, &key).await?,
+        Effect::Topic => tx.set_topic(room, &m.text).await?,
     }
     Ok(AppendOutcome::Stored(event))
 }
@@ -136,7 +259,7 @@ pub(crate) fn check_target(
     target: Option<(&str, &str, bool)>,
 ) -> Result<(), Refusal> {
     let (seq, needs_live) = match change {
-        Change::Message => return Ok(()),
+        Change::Message | Change::Member { .. } | Change::Topic { .. } => return Ok(()),
         Change::Reply { reply_to } => (*reply_to, false),
         Change::Edit { target } | Change::Delete { target, .. } => (*target, true),
         Change::React { target, .. } => (*target, true),
@@ -165,7 +288,7 @@ pub(crate) fn check_target(
 /// The seq an event names (its target, or the message a reply answers).
 pub(crate) fn target_of(change: &Change) -> Option<u64> {
     match change {
-        Change::Message => None,
+        Change::Message | Change::Member { .. } | Change::Topic { .. } => None,
         Change::Reply { reply_to } => Some(*reply_to),
         Change::Edit { target } | Change::Delete { target, .. } => Some(*target),
         Change::React { target, .. } => Some(*target),
@@ -196,6 +319,17 @@ pub(crate) fn event_of(room: &str, m: &NewMessage, seq: u64, ts_ms: i64) -> Stor
             },
             None,
         ),
+        Change::Member {
+            user, change, role, ..
+        } => (
+            EventKind::Member {
+                user: user.clone(),
+                change: *change,
+                role: *role,
+            },
+            None,
+        ),
+        Change::Topic { .. } => (EventKind::Topic, None),
     };
     StoredMessage {
         room: room.to_string(),

@@ -11,6 +11,7 @@
 //! re-serialises.
 
 mod events;
+pub mod members;
 pub mod pg_hosts;
 pub mod postgres;
 pub mod search;
@@ -21,7 +22,9 @@ pub(crate) use events::{EventTx, append_event, event_of, runs, with_reactions};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use parley_protocol::{Deleted, Edited, Message, Reaction, RoomEvent};
+use parley_protocol::{
+    Deleted, Edited, Member, MemberChange, Message, Reaction, Role, RoomEvent, Topic,
+};
 use search::{SearchPage, SearchQuery};
 
 /// What an append asks of its room (protocol 1.1 §1: every change to a
@@ -46,6 +49,20 @@ pub enum Change {
         emoji: String,
         on: bool,
     },
+    /// A change to `user`'s membership (protocol 1.1 §3): an invite, a
+    /// kick (or a part, when `user` is the sender), a ban (`text`: the
+    /// reason), an unban, a role (`role`). `admin`: the sender is a server
+    /// admin. The rules are [`members::check_member`]'s, checked in the
+    /// transaction that stores the event.
+    Member {
+        user: String,
+        change: MemberChange,
+        role: Option<Role>,
+        admin: bool,
+    },
+    /// The room's topic becomes `text` (owners and moderators; `admin`:
+    /// the sender is a server admin).
+    Topic { admin: bool },
 }
 
 /// An append; the store assigns `seq`.
@@ -80,6 +97,30 @@ pub enum EventKind {
         emoji: String,
         on: bool,
     },
+    /// `text` is the reason (bans), else `""`.
+    Member {
+        user: String,
+        change: MemberChange,
+        role: Option<Role>,
+    },
+    /// `text` is the new topic.
+    Topic,
+}
+
+/// The columns an event's kind is stored in (`messages`): what
+/// [`EventKind::from_columns`] reads back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct EventColumns {
+    pub kind: String,
+    pub target: Option<i64>,
+    pub emoji: Option<String>,
+    pub reaction_on: Option<bool>,
+    /// A member event's `user`.
+    pub subject: Option<String>,
+    /// A member event's `change`.
+    pub member_change: Option<String>,
+    /// A member event's `role`.
+    pub role: Option<String>,
 }
 
 impl EventKind {
@@ -90,16 +131,23 @@ impl EventKind {
             EventKind::Edited { .. } => "edited",
             EventKind::Deleted { .. } => "deleted",
             EventKind::Reaction { .. } => "reaction",
+            EventKind::Member { .. } => "member",
+            EventKind::Topic => "topic",
         }
     }
 
     /// Rebuilds a kind from its stored columns.
-    pub(crate) fn from_columns(
-        kind: &str,
-        target: Option<i64>,
-        emoji: Option<String>,
-        on: Option<bool>,
-    ) -> Result<EventKind, StoreError> {
+    pub(crate) fn from_columns(columns: EventColumns) -> Result<EventKind, StoreError> {
+        let EventColumns {
+            kind,
+            target,
+            emoji,
+            reaction_on: on,
+            subject,
+            member_change,
+            role,
+        } = columns;
+        let kind = kind.as_str();
         let target = || {
             target
                 .map(|t| t as u64)
@@ -114,6 +162,18 @@ impl EventKind {
                 emoji: emoji.unwrap_or_default(),
                 on: on.unwrap_or(false),
             },
+            "member" => EventKind::Member {
+                user: subject
+                    .ok_or_else(|| StoreError::Internal("a member event without user".into()))?,
+                change: member_change
+                    .as_deref()
+                    .and_then(MemberChange::parse)
+                    .ok_or_else(|| {
+                        StoreError::Internal(format!("a member event's change {member_change:?}"))
+                    })?,
+                role: role.as_deref().and_then(Role::parse),
+            },
+            "topic" => EventKind::Topic,
             other => {
                 return Err(StoreError::Internal(format!(
                     "unknown event kind {other:?}"
@@ -125,10 +185,24 @@ impl EventKind {
     /// The stored `target` column.
     pub(crate) fn target(&self) -> Option<i64> {
         match self {
-            EventKind::Message => None,
+            EventKind::Message | EventKind::Member { .. } | EventKind::Topic => None,
             EventKind::Edited { target }
             | EventKind::Deleted { target }
             | EventKind::Reaction { target, .. } => Some(*target as i64),
+        }
+    }
+
+    /// The member columns (`subject`, `member_change`, `role`) of an event row.
+    pub(crate) fn member_columns(
+        &self,
+    ) -> (Option<&str>, Option<&'static str>, Option<&'static str>) {
+        match self {
+            EventKind::Member { user, change, role } => (
+                Some(user.as_str()),
+                Some(change.as_str()),
+                role.map(Role::as_str),
+            ),
+            _ => (None, None, None),
         }
     }
 }
@@ -211,6 +285,25 @@ impl StoredMessage {
                 ts,
                 nonce: self.nonce,
             }),
+            EventKind::Member { user, change, role } => RoomEvent::Member(Member {
+                room: self.room,
+                seq: self.seq,
+                from: self.from,
+                user,
+                change,
+                role,
+                reason: (!self.text.is_empty()).then_some(self.text),
+                ts,
+                nonce: self.nonce,
+            }),
+            EventKind::Topic => RoomEvent::Topic(Topic {
+                room: self.room,
+                seq: self.seq,
+                from: self.from,
+                topic: self.text,
+                ts,
+                nonce: self.nonce,
+            }),
         }
     }
 }
@@ -222,6 +315,9 @@ pub enum Refusal {
     NotFound(String),
     /// The user may not do this to the target.
     Forbidden(String),
+    /// The change contradicts the room's state (already a member, the last
+    /// owner leaving).
+    Conflict(String),
 }
 
 /// What happened to one append of a batch.
@@ -300,6 +396,45 @@ pub trait Store: Send + Sync + 'static {
 
     /// The room's `last_seq`, or `None` if the room does not exist.
     async fn last_seq(&self, room: &str) -> Result<Option<u64>, StoreError>;
+
+    // Rooms and members (protocol 1.1 §3). Membership changes made by
+    // others are room events ([`Change::Member`], [`Change::Topic`]),
+    // appended through [`Store::append_batch`] like messages; these are
+    // the reads, and the two writes that are not events: creating a room
+    // and joining a public one.
+
+    /// Creates `room` with `owner` (a name as shown; its key is
+    /// [`parley_protocol::fold_username`] of it) as its owner. `Conflict`
+    /// if the room exists.
+    async fn create_room(
+        &self,
+        room: &str,
+        owner: &str,
+        private: bool,
+        topic: &str,
+    ) -> Result<(), StoreError>;
+
+    /// What `user_key` may do in `room`, in one round trip: the hot path's
+    /// question when a node's cache ([`crate::access`]) does not know.
+    async fn access(&self, room: &str, user_key: &str) -> Result<Access, StoreError>;
+
+    /// A join's write: creates a missing room as public with `user` as its
+    /// owner, and makes `user` a member of a public room that has not
+    /// banned it. Never adds anyone to a private room. Returns the access
+    /// after it. A join by a member costs one read and no write.
+    async fn enter_room(&self, room: &str, user: &str) -> Result<Access, StoreError>;
+
+    /// The room's members, owners first, then by name.
+    async fn members(&self, room: &str) -> Result<Vec<MemberRow>, StoreError>;
+
+    /// The room's bans, by name.
+    async fn bans(&self, room: &str) -> Result<Vec<BanRow>, StoreError>;
+
+    /// The rooms `user_key` may see, by name, with its role in each: every
+    /// public room and DM room (the caller filters DMs by name), and the
+    /// private rooms it is a member of, but none that banned it — every one
+    /// if `all` (a server admin).
+    async fn room_list(&self, user_key: &str, all: bool) -> Result<Vec<RoomListing>, StoreError>;
 
     /// The `last_seq` of each of `rooms` that exists, in one round trip:
     /// a node's anti-entropy sweep asks for all its live rooms at once.
@@ -453,6 +588,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets every attempt for `user_key` (a login succeeded).
     async fn clear_login_failures(&self, user_key: &str) -> Result<(), StoreError>;
+}
+
+/// What one user may do in one room ([`Store::access`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The room exists (for a missing one the rest is default).
+    pub exists: bool,
+    pub private: bool,
+    pub topic: String,
+    /// The user's role; `None`: not a member.
+    pub role: Option<Role>,
+    pub banned: bool,
+}
+
+/// One member of a room ([`Store::members`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    /// The name as the member was added or joined with.
+    pub user: String,
+    pub role: Role,
+    pub since_ms: i64,
+}
+
+/// One ban of a room ([`Store::bans`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanRow {
+    pub user: String,
+    /// Who banned.
+    pub by: String,
+    /// `""`: no reason given.
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// A room as a user's room list shows it ([`Store::room_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomListing {
+    pub room: String,
+    pub last_seq: u64,
+    pub private: bool,
+    pub topic: String,
+    /// The user's role; `None`: not a member.
+    pub role: Option<Role>,
+}
+
+/// A stored role (`None`: not a member), as both backends read it.
+pub(crate) fn role_of(role: Option<String>) -> Result<Option<Role>, StoreError> {
+    role.map(|r| {
+        Role::parse(&r).ok_or_else(|| StoreError::Internal(format!("unknown member role {r:?}")))
+    })
+    .transpose()
 }
 
 /// A user's read state in one room (protocol 1.1 §2).
@@ -698,6 +884,13 @@ pub(crate) fn refuse_unstorable(batch: &[NewMessage]) -> Result<(), StoreError> 
                     _ => None,
                 },
             ),
+            (
+                "user",
+                match &m.change {
+                    Change::Member { user, .. } => Some(user.as_str()),
+                    _ => None,
+                },
+            ),
         ];
         for (field, value) in fields {
             if let Some(Err(e)) = value.map(parley_protocol::text::storable) {
@@ -873,8 +1066,14 @@ mod tests {
                 (Some(want), Some(9))
             );
             assert_eq!(kind.name(), want);
-            let back = EventKind::from_columns(want, kind.target(), Some("👍".into()), Some(true))
-                .unwrap();
+            let back = EventKind::from_columns(EventColumns {
+                kind: want.into(),
+                target: kind.target(),
+                emoji: Some("👍".into()),
+                reaction_on: Some(true),
+                ..Default::default()
+            })
+            .unwrap();
             assert_eq!(back, kind);
         }
     }

@@ -9,21 +9,28 @@
 //! seq) and inserts them. Another node's batch for the same room waits for
 //! the lock and continues from the committed value. One statement per batch:
 //! one round trip and one implicit transaction, whatever the number of rooms.
-//! `synchronous_commit` stays the server's (on): a commit is durable.
+//! A batch that holds events (edits, deletes, reactions, membership and
+//! topic changes) is a transaction that locks its rooms the same way and
+//! checks each event's rules with them held ([`super::EventTx`]), so the
+//! members and bans it reads cannot change under it; a join that adds a
+//! member ([`Store::enter_room`]) takes a share lock on the room row to
+//! stay out of its way. `synchronous_commit` stays the server's (on): a
+//! commit is durable.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parley_protocol::Role;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::search::{self, HitRow, SearchHit, SearchPage, SearchQuery};
 use super::{
-    Account, AppendOutcome, AuthChanges, Change, EventKind, EventTx, LoginAttempt, NewMessage,
-    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, Unread, append_event, auth_changes_of,
-    by_room, classify, event_of, group_collisions, login_attempt_of, refuse_unstorable, runs,
-    unread_of, with_reactions,
+    Access, Account, AppendOutcome, AuthChanges, BanRow, Change, EventColumns, EventKind, EventTx,
+    LoginAttempt, MemberRow, NewMessage, REVOKED_TOKEN_KEEP_S, RoomListing, Store, StoreError,
+    StoredMessage, Unread, append_event, auth_changes_of, by_room, classify, event_of,
+    group_collisions, login_attempt_of, refuse_unstorable, runs, unread_of, with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -46,10 +53,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0006_read_state.sql"),
     ),
     (7, include_str!("../../migrations/postgres/0007_search.sql")),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_members.sql"),
+    ),
 ];
 
 /// The columns [`row_to_message`] reads.
-const EVENT_COLUMNS: &str = "seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to, edited_ms, deleted";
+const EVENT_COLUMNS: &str = "seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, \
+     reply_to, edited_ms, deleted, subject, member_change, role";
 /// The database's clock in milliseconds since the epoch: what accounts'
 /// `changed_ms` and revocations' times are written with, so that every node
 /// compares them with one clock ([`Store::auth_changes`]).
@@ -238,7 +250,6 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 
 fn row_to_message(room: &str, row: &PgRow) -> Result<StoredMessage, StoreError> {
     let seq: i64 = row.try_get("seq").map_err(classify)?;
-    let kind: String = row.try_get("kind").map_err(classify)?;
     let reply_to: Option<i64> = row.try_get("reply_to").map_err(classify)?;
     Ok(StoredMessage {
         room: room.to_string(),
@@ -247,12 +258,15 @@ fn row_to_message(room: &str, row: &PgRow) -> Result<StoredMessage, StoreError> 
         text: row.try_get("body").map_err(classify)?,
         ts_ms: row.try_get("ts_ms").map_err(classify)?,
         nonce: row.try_get("nonce").map_err(classify)?,
-        kind: EventKind::from_columns(
-            &kind,
-            row.try_get("target").map_err(classify)?,
-            row.try_get("emoji").map_err(classify)?,
-            row.try_get("reaction_on").map_err(classify)?,
-        )?,
+        kind: EventKind::from_columns(EventColumns {
+            kind: row.try_get("kind").map_err(classify)?,
+            target: row.try_get("target").map_err(classify)?,
+            emoji: row.try_get("emoji").map_err(classify)?,
+            reaction_on: row.try_get("reaction_on").map_err(classify)?,
+            subject: row.try_get("subject").map_err(classify)?,
+            member_change: row.try_get("member_change").map_err(classify)?,
+            role: row.try_get("role").map_err(classify)?,
+        })?,
         reply_to: reply_to.map(|r| r as u64),
         edited_ms: row.try_get("edited_ms").map_err(classify)?,
         deleted: row.try_get("deleted").map_err(classify)?,
@@ -322,6 +336,22 @@ impl PgEvents<'_, '_> {
         sqlx::query(sql)
             .bind(room)
             .bind(bound(target))
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// Runs `sql` with (`room`, `user_key`) bound.
+    async fn run_keyed(
+        &mut self,
+        sql: &'static str,
+        room: &str,
+        user_key: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql)
+            .bind(room)
+            .bind(user_key)
             .execute(&mut **self.tx)
             .await
             .map(drop)
@@ -397,9 +427,11 @@ impl EventTx for PgEvents<'_, '_> {
 
     async fn insert(&mut self, event: &StoredMessage) -> Result<(), StoreError> {
         let (emoji, on) = event.reaction_columns();
+        let (subject, change, role) = event.kind.member_columns();
         sqlx::query(
-            "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce, kind, target, emoji, \
+             reaction_on, reply_to, subject, member_change, role) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&event.room)
         .bind(bound(event.seq))
@@ -412,6 +444,9 @@ impl EventTx for PgEvents<'_, '_> {
         .bind(emoji)
         .bind(on)
         .bind(event.reply_to.map(bound))
+        .bind(subject)
+        .bind(change)
+        .bind(role)
         .execute(&mut **self.tx)
         .await
         .map(drop)
@@ -484,6 +519,182 @@ impl EventTx for PgEvents<'_, '_> {
         .map(drop)
         .map_err(classify)
     }
+
+    async fn owners(&mut self, room: &str) -> Result<Option<u64>, StoreError> {
+        let owners: Option<i64> = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM members m WHERE m.room = r.name AND m.role = 'owner') \
+             FROM rooms r WHERE r.name = $1",
+        )
+        .bind(room)
+        .fetch_optional(&mut **self.tx)
+        .await
+        .map_err(classify)?;
+        Ok(owners.map(|n| n.max(0) as u64))
+    }
+
+    async fn member_state(
+        &mut self,
+        room: &str,
+        user_key: &str,
+    ) -> Result<(Option<Role>, bool), StoreError> {
+        let (role, banned): (Option<String>, bool) = sqlx::query_as(
+            "SELECT (SELECT role FROM members WHERE room = $1 AND user_key = $2), \
+                    EXISTS (SELECT 1 FROM bans WHERE room = $1 AND user_key = $2)",
+        )
+        .bind(room)
+        .bind(user_key)
+        .fetch_one(&mut **self.tx)
+        .await
+        .map_err(classify)?;
+        Ok((super::role_of(role)?, banned))
+    }
+
+    async fn set_member(
+        &mut self,
+        room: &str,
+        user: &str,
+        role: Role,
+        since_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO members (room, user_key, username, role, since_ms) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (room, user_key) DO UPDATE SET role = excluded.role",
+        )
+        .bind(room)
+        .bind(parley_protocol::fold_username(user))
+        .bind(user)
+        .bind(role.as_str())
+        .bind(since_ms)
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    async fn remove_member(&mut self, room: &str, user_key: &str) -> Result<(), StoreError> {
+        self.run_keyed(
+            "DELETE FROM members WHERE room = $1 AND user_key = $2",
+            room,
+            user_key,
+        )
+        .await
+    }
+
+    async fn set_ban(
+        &mut self,
+        room: &str,
+        user: &str,
+        by: &str,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bans (room, user_key, username, by_user, reason, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (room, user_key) DO UPDATE SET username = excluded.username, \
+             by_user = excluded.by_user, reason = excluded.reason, at_ms = excluded.at_ms",
+        )
+        .bind(room)
+        .bind(parley_protocol::fold_username(user))
+        .bind(user)
+        .bind(by)
+        .bind(reason)
+        .bind(at_ms)
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    async fn remove_ban(&mut self, room: &str, user_key: &str) -> Result<(), StoreError> {
+        self.run_keyed(
+            "DELETE FROM bans WHERE room = $1 AND user_key = $2",
+            room,
+            user_key,
+        )
+        .await
+    }
+
+    async fn set_topic(&mut self, room: &str, topic: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE rooms SET topic = $2 WHERE name = $1")
+            .bind(room)
+            .bind(topic)
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+/// [`Store::access`]: the room joined with the user's membership and ban,
+/// one query.
+async fn access_of<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    room: &str,
+    user_key: &str,
+) -> Result<Access, StoreError> {
+    let row: Option<(bool, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT r.private, r.topic, m.role, b.user_key IS NOT NULL FROM rooms r \
+         LEFT JOIN members m ON m.room = r.name AND m.user_key = $2 \
+         LEFT JOIN bans b ON b.room = r.name AND b.user_key = $2 \
+         WHERE r.name = $1",
+    )
+    .bind(room)
+    .bind(user_key)
+    .fetch_optional(db)
+    .await
+    .map_err(classify)?;
+    let Some((private, topic, role, banned)) = row else {
+        return Ok(Access::default());
+    };
+    Ok(Access {
+        exists: true,
+        private,
+        topic,
+        role: super::role_of(role)?,
+        banned,
+    })
+}
+
+/// Inserts `room` and its owner `owner` in `tx`; `false` (nothing written)
+/// if the room exists. A concurrent insert of the same room (another
+/// node's) is waited for: exactly one of them creates it, and only that one
+/// writes an owner.
+async fn insert_room(
+    tx: &mut Transaction<'_, Postgres>,
+    room: &str,
+    owner: &str,
+    private: bool,
+    topic: &str,
+) -> Result<bool, StoreError> {
+    let created: Option<String> = sqlx::query_scalar(
+        "INSERT INTO rooms (name, last_seq, created_ms, private, topic) VALUES ($1, 0, $2, $3, $4) \
+         ON CONFLICT (name) DO NOTHING RETURNING name",
+    )
+    .bind(room)
+    .bind(parley_protocol::time::now_ms())
+    .bind(private)
+    .bind(topic)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(classify)?;
+    if created.is_none() {
+        return Ok(false);
+    }
+    sqlx::query(concat!(
+        "INSERT INTO members (room, user_key, username, role, since_ms) \
+         VALUES ($1, $2, $3, 'owner', ",
+        now_ms!(),
+        ") ON CONFLICT (room, user_key) DO UPDATE SET role = 'owner'"
+    ))
+    .bind(room)
+    .bind(parley_protocol::fold_username(owner))
+    .bind(owner)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    Ok(true)
 }
 
 #[async_trait]
@@ -541,6 +752,133 @@ impl Store for PgStore {
             .await
             .map_err(classify)?;
         Ok(seq.map(|s| s as u64))
+    }
+
+    async fn create_room(
+        &self,
+        room: &str,
+        owner: &str,
+        private: bool,
+        topic: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        if !insert_room(&mut tx, room, owner, private, topic).await? {
+            return Err(StoreError::Conflict(format!("room {room:?} exists")));
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn access(&self, room: &str, user_key: &str) -> Result<Access, StoreError> {
+        access_of(&self.pool, room, user_key).await
+    }
+
+    /// A member's join is one read. Otherwise one transaction: the room is
+    /// inserted if missing (`ON CONFLICT DO NOTHING`: of several nodes
+    /// creating it at once, the one whose insert wins writes the owner;
+    /// the others wait for its commit), else its row is share-locked
+    /// (`FOR KEY SHARE`, which only an event append's `FOR UPDATE` holds
+    /// off) so that a ban being appended is either seen or sees this
+    /// member, and the user is added to a public room that has not banned it.
+    async fn enter_room(&self, room: &str, user: &str) -> Result<Access, StoreError> {
+        let key = parley_protocol::fold_username(user);
+        let seen = access_of(&self.pool, room, &key).await?;
+        if seen.exists && (seen.role.is_some() || seen.private || seen.banned) {
+            return Ok(seen);
+        }
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        if !insert_room(&mut tx, room, user, false, "").await? {
+            sqlx::query("SELECT 1 FROM rooms WHERE name = $1 FOR KEY SHARE")
+                .bind(room)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            // A new statement, so a new snapshot: it sees whatever the
+            // lock's previous holder committed.
+            sqlx::query(concat!(
+                "INSERT INTO members (room, user_key, username, role, since_ms) \
+                 SELECT r.name, $2, $3, 'member', ",
+                now_ms!(),
+                " FROM rooms r WHERE r.name = $1 AND NOT r.private \
+                   AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room = r.name AND b.user_key = $2) \
+                 ON CONFLICT (room, user_key) DO NOTHING"
+            ))
+            .bind(room)
+            .bind(&key)
+            .bind(user)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        let access = access_of(&mut *tx, room, &key).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(access)
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<MemberRow>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT username, role, since_ms FROM members WHERE room = $1 \
+             ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'moderator' THEN 1 ELSE 2 END, \
+                      lower(username COLLATE \"C\"), username COLLATE \"C\"",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(user, role, since_ms)| {
+                Ok(MemberRow {
+                    role: super::role_of(Some(role))?.unwrap_or(Role::Member),
+                    user,
+                    since_ms,
+                })
+            })
+            .collect()
+    }
+
+    async fn bans(&self, room: &str) -> Result<Vec<BanRow>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT username, by_user, reason, at_ms FROM bans WHERE room = $1 \
+             ORDER BY lower(username COLLATE \"C\"), username COLLATE \"C\"",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, by, reason, at_ms)| BanRow {
+                user,
+                by,
+                reason,
+                at_ms,
+            })
+            .collect())
+    }
+
+    async fn room_list(&self, user_key: &str, all: bool) -> Result<Vec<RoomListing>, StoreError> {
+        let rows: Vec<(String, i64, bool, String, Option<String>)> = sqlx::query_as(
+            "SELECT r.name, r.last_seq, r.private, r.topic, m.role FROM rooms r \
+             LEFT JOIN members m ON m.room = r.name AND m.user_key = $1 \
+             WHERE (NOT r.private OR starts_with(r.name, 'dm:') OR m.role IS NOT NULL OR $2) \
+               AND ($2 OR NOT EXISTS (SELECT 1 FROM bans b WHERE b.room = r.name AND b.user_key = $1)) \
+             ORDER BY r.name COLLATE \"C\"",
+        )
+        .bind(user_key)
+        .bind(all)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(room, last_seq, private, topic, role)| {
+                Ok(RoomListing {
+                    room,
+                    last_seq: last_seq as u64,
+                    private,
+                    topic,
+                    role: super::role_of(role)?,
+                })
+            })
+            .collect()
     }
 
     async fn last_seqs(&self, rooms: &[Arc<str>]) -> Result<Vec<(String, u64)>, StoreError> {
@@ -659,12 +997,21 @@ impl Store for PgStore {
         // planner can walk the order index for a common word and the GIN
         // index for a rare one (migrations/postgres/0007); a generic plan
         // would pick one for both, and be 1000× slower for the other.
+        // Rooms the caller may not read (private ones it is not a member
+        // of, those that banned it: not for a server admin) are left out
+        // here, so that a page is full whenever there is more to find.
         let rows: Vec<HitRow> = sqlx::query_as(
             "SELECT room, seq, sender, body, ts_ms FROM messages \
              WHERE search @@ plainto_tsquery('simple'::regconfig, $1) AND search IS NOT NULL \
                AND ($2::bigint IS NULL OR (ts_ms, room, seq) < ($2, $3::text, $4::bigint)) \
                AND ($5::text IS NULL OR room = $5) \
                AND (NOT starts_with(room, 'dm:') OR starts_with(room, $6) OR right(room, length($7)) = $7) \
+               AND ($9 OR (\
+                    NOT EXISTS (SELECT 1 FROM bans b \
+                                WHERE b.room = messages.room AND b.user_key = $10) \
+                    AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.name = messages.room AND r.private \
+                        AND NOT EXISTS (SELECT 1 FROM members mm \
+                                        WHERE mm.room = r.name AND mm.user_key = $10)))) \
              ORDER BY ts_ms DESC, room DESC, seq DESC LIMIT $8",
         )
         .bind(query.q)
@@ -675,6 +1022,8 @@ impl Store for PgStore {
         .bind(dm_prefix)
         .bind(dm_suffix)
         .bind(i64::from(query.limit) + 1)
+        .bind(query.admin)
+        .bind(query.user_key)
         .persistent(false)
         .fetch_all(&self.pool)
         .await

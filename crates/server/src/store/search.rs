@@ -26,6 +26,11 @@ pub struct SearchQuery<'a> {
     pub before: Option<&'a str>,
     /// At most this many results (≥ 1).
     pub limit: u32,
+    /// The caller is a server admin: every private room is searched too
+    /// (DMs stay their two users'). Otherwise a private room is searched
+    /// only if the caller is a member, and no room that banned the caller
+    /// is searched (protocol 1.1 §3).
+    pub admin: bool,
 }
 
 /// One message found, in its current state.
@@ -212,6 +217,7 @@ mod tests {
             room: None,
             before: None,
             limit,
+            admin: false,
         }
     }
 

@@ -5,12 +5,18 @@
 //! small pool that WAL lets run beside the writer. `synchronous=FULL`: a
 //! commit is on disk before it returns, so an ack survives a power cut; group
 //! commit (see [`crate::commit`]) pays that fsync once per batch.
+//!
+//! A batch's write transaction (`BEGIN IMMEDIATE`) holds the whole database,
+//! so the rules of its events (edits, deletes, membership and topic changes:
+//! [`super::EventTx`]) are read and applied with nothing changing between;
+//! a join that adds a member ([`Store::enter_room`]) writes the same way.
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parley_protocol::Role;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -20,10 +26,11 @@ use std::collections::HashMap;
 
 use super::search::{self, SearchHit, SearchPage, SearchQuery};
 use super::{
-    Account, AppendOutcome, AuthChanges, EventKind, EventTx, LoginAttempt, NewMessage,
-    REVOKED_TOKEN_KEEP_S, Store, StoreError, StoredMessage, Unread, append_event, apply_plan,
-    auth_changes_of, by_room, classify, group_collisions, login_attempt_of, nonce_keys, plan_room,
-    refuse_unstorable, runs, unread_of, with_reactions,
+    Access, Account, AppendOutcome, AuthChanges, BanRow, EventColumns, EventKind, EventTx,
+    LoginAttempt, MemberRow, NewMessage, REVOKED_TOKEN_KEEP_S, RoomListing, Store, StoreError,
+    StoredMessage, Unread, append_event, apply_plan, auth_changes_of, by_room, classify,
+    group_collisions, login_attempt_of, nonce_keys, plan_room, refuse_unstorable, runs, unread_of,
+    with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -39,10 +46,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0005_read_state.sql"),
     ),
     (6, include_str!("../../migrations/sqlite/0006_search.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_members.sql")),
 ];
 
 /// The columns [`row_to_message`] reads.
-const EVENT_COLUMNS: &str = "seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to, edited_ms, deleted";
+const EVENT_COLUMNS: &str = "seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, \
+     reply_to, edited_ms, deleted, subject, member_change, role";
 
 /// The columns of an [`Account`], for [`account_of`].
 macro_rules! account_select {
@@ -135,7 +144,6 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 
 fn row_to_message(room: &str, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, StoreError> {
     let seq: i64 = row.try_get("seq").map_err(classify)?;
-    let kind: String = row.try_get("kind").map_err(classify)?;
     let reply_to: Option<i64> = row.try_get("reply_to").map_err(classify)?;
     Ok(StoredMessage {
         room: room.to_string(),
@@ -144,12 +152,15 @@ fn row_to_message(room: &str, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMes
         text: row.try_get("body").map_err(classify)?,
         ts_ms: row.try_get("ts_ms").map_err(classify)?,
         nonce: row.try_get("nonce").map_err(classify)?,
-        kind: EventKind::from_columns(
-            &kind,
-            row.try_get("target").map_err(classify)?,
-            row.try_get("emoji").map_err(classify)?,
-            row.try_get("reaction_on").map_err(classify)?,
-        )?,
+        kind: EventKind::from_columns(EventColumns {
+            kind: row.try_get("kind").map_err(classify)?,
+            target: row.try_get("target").map_err(classify)?,
+            emoji: row.try_get("emoji").map_err(classify)?,
+            reaction_on: row.try_get("reaction_on").map_err(classify)?,
+            subject: row.try_get("subject").map_err(classify)?,
+            member_change: row.try_get("member_change").map_err(classify)?,
+            role: row.try_get("role").map_err(classify)?,
+        })?,
         reply_to: reply_to.map(|r| r as u64),
         edited_ms: row.try_get("edited_ms").map_err(classify)?,
         deleted: row.try_get("deleted").map_err(classify)?,
@@ -293,6 +304,22 @@ impl SqliteEvents<'_, '_> {
             .map(drop)
             .map_err(classify)
     }
+
+    /// Runs `sql` with (`room`, `user_key`) bound.
+    async fn run_keyed(
+        &mut self,
+        sql: &'static str,
+        room: &str,
+        user_key: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql)
+            .bind(room)
+            .bind(user_key)
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
 }
 
 #[async_trait]
@@ -363,9 +390,11 @@ impl EventTx for SqliteEvents<'_, '_> {
 
     async fn insert(&mut self, event: &StoredMessage) -> Result<(), StoreError> {
         let (emoji, on) = event.reaction_columns();
+        let (subject, change, role) = event.kind.member_columns();
         sqlx::query(
-            "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce, kind, target, emoji, reaction_on, reply_to) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO messages (room, seq, sender, body, ts_ms, nonce, kind, target, emoji, \
+             reaction_on, reply_to, subject, member_change, role) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .bind(&event.room)
         .bind(bound(event.seq))
@@ -378,6 +407,9 @@ impl EventTx for SqliteEvents<'_, '_> {
         .bind(emoji)
         .bind(on)
         .bind(event.reply_to.map(bound))
+        .bind(subject)
+        .bind(change)
+        .bind(role)
         .execute(&mut **self.tx)
         .await
         .map(drop)
@@ -450,6 +482,182 @@ impl EventTx for SqliteEvents<'_, '_> {
         .map(drop)
         .map_err(classify)
     }
+
+    async fn owners(&mut self, room: &str) -> Result<Option<u64>, StoreError> {
+        let owners: Option<i64> = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM members m WHERE m.room = r.name AND m.role = 'owner') \
+             FROM rooms r WHERE r.name = ?1",
+        )
+        .bind(room)
+        .fetch_optional(&mut **self.tx)
+        .await
+        .map_err(classify)?;
+        Ok(owners.map(|n| n.max(0) as u64))
+    }
+
+    async fn member_state(
+        &mut self,
+        room: &str,
+        user_key: &str,
+    ) -> Result<(Option<Role>, bool), StoreError> {
+        let (role, banned): (Option<String>, bool) = sqlx::query_as(
+            "SELECT (SELECT role FROM members WHERE room = ?1 AND user_key = ?2), \
+                    EXISTS (SELECT 1 FROM bans WHERE room = ?1 AND user_key = ?2)",
+        )
+        .bind(room)
+        .bind(user_key)
+        .fetch_one(&mut **self.tx)
+        .await
+        .map_err(classify)?;
+        Ok((super::role_of(role)?, banned))
+    }
+
+    async fn set_member(
+        &mut self,
+        room: &str,
+        user: &str,
+        role: Role,
+        since_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO members (room, user_key, username, role, since_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (room, user_key) DO UPDATE SET role = excluded.role",
+        )
+        .bind(room)
+        .bind(parley_protocol::fold_username(user))
+        .bind(user)
+        .bind(role.as_str())
+        .bind(since_ms)
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    async fn remove_member(&mut self, room: &str, user_key: &str) -> Result<(), StoreError> {
+        self.run_keyed(
+            "DELETE FROM members WHERE room = ?1 AND user_key = ?2",
+            room,
+            user_key,
+        )
+        .await
+    }
+
+    async fn set_ban(
+        &mut self,
+        room: &str,
+        user: &str,
+        by: &str,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bans (room, user_key, username, by_user, reason, at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (room, user_key) DO UPDATE SET username = excluded.username, \
+             by_user = excluded.by_user, reason = excluded.reason, at_ms = excluded.at_ms",
+        )
+        .bind(room)
+        .bind(parley_protocol::fold_username(user))
+        .bind(user)
+        .bind(by)
+        .bind(reason)
+        .bind(at_ms)
+        .execute(&mut **self.tx)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    async fn remove_ban(&mut self, room: &str, user_key: &str) -> Result<(), StoreError> {
+        self.run_keyed(
+            "DELETE FROM bans WHERE room = ?1 AND user_key = ?2",
+            room,
+            user_key,
+        )
+        .await
+    }
+
+    async fn set_topic(&mut self, room: &str, topic: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE rooms SET topic = ?2 WHERE name = ?1")
+            .bind(room)
+            .bind(topic)
+            .execute(&mut **self.tx)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+/// [`Store::access`]: the room joined with the user's membership and ban,
+/// one query.
+async fn access_of<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    room: &str,
+    user_key: &str,
+) -> Result<Access, StoreError> {
+    let row: Option<(bool, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT r.private, r.topic, m.role, b.user_key IS NOT NULL FROM rooms r \
+         LEFT JOIN members m ON m.room = r.name AND m.user_key = ?2 \
+         LEFT JOIN bans b ON b.room = r.name AND b.user_key = ?2 \
+         WHERE r.name = ?1",
+    )
+    .bind(room)
+    .bind(user_key)
+    .fetch_optional(db)
+    .await
+    .map_err(classify)?;
+    let Some((private, topic, role, banned)) = row else {
+        return Ok(Access::default());
+    };
+    Ok(Access {
+        exists: true,
+        private,
+        topic,
+        role: super::role_of(role)?,
+        banned,
+    })
+}
+
+/// Inserts `room` and its owner `owner` in `tx`; `false` (nothing written)
+/// if the room exists.
+async fn insert_room(
+    tx: &mut Transaction<'_, Sqlite>,
+    room: &str,
+    owner: &str,
+    private: bool,
+    topic: &str,
+) -> Result<bool, StoreError> {
+    let now = parley_protocol::time::now_ms();
+    let created = sqlx::query(
+        "INSERT INTO rooms (name, last_seq, created_ms, private, topic) VALUES (?1, 0, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(room)
+    .bind(now)
+    .bind(private)
+    .bind(topic)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?
+    .rows_affected()
+        > 0;
+    if created {
+        sqlx::query(
+            "INSERT INTO members (room, user_key, username, role, since_ms) \
+             VALUES (?1, ?2, ?3, 'owner', ?4) \
+             ON CONFLICT (room, user_key) DO UPDATE SET role = 'owner'",
+        )
+        .bind(room)
+        .bind(parley_protocol::fold_username(owner))
+        .bind(owner)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(created)
 }
 
 #[async_trait]
@@ -518,6 +726,129 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         Ok(seq.map(|s| s as u64))
+    }
+
+    async fn create_room(
+        &self,
+        room: &str,
+        owner: &str,
+        private: bool,
+        topic: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        if !insert_room(&mut tx, room, owner, private, topic).await? {
+            return Err(StoreError::Conflict(format!("room {room:?} exists")));
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn access(&self, room: &str, user_key: &str) -> Result<Access, StoreError> {
+        access_of(&self.reader, room, user_key).await
+    }
+
+    async fn enter_room(&self, room: &str, user: &str) -> Result<Access, StoreError> {
+        let key = parley_protocol::fold_username(user);
+        // The reader pool first: a member's join (every join but the
+        // first) writes nothing, and must not queue behind the committer.
+        let seen = access_of(&self.reader, room, &key).await?;
+        if seen.exists && (seen.role.is_some() || seen.private || seen.banned) {
+            return Ok(seen);
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        if !insert_room(&mut tx, room, user, false, "").await? {
+            sqlx::query(
+                "INSERT INTO members (room, user_key, username, role, since_ms) \
+                 SELECT r.name, ?2, ?3, 'member', ?4 FROM rooms r \
+                 WHERE r.name = ?1 AND r.private = 0 \
+                   AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room = r.name AND b.user_key = ?2) \
+                 ON CONFLICT (room, user_key) DO NOTHING",
+            )
+            .bind(room)
+            .bind(&key)
+            .bind(user)
+            .bind(parley_protocol::time::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        let access = access_of(&mut *tx, room, &key).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(access)
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<MemberRow>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT username, role, since_ms FROM members WHERE room = ?1 \
+             ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'moderator' THEN 1 ELSE 2 END, \
+                      lower(username), username",
+        )
+        .bind(room)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(user, role, since_ms)| {
+                Ok(MemberRow {
+                    role: super::role_of(Some(role))?.unwrap_or(Role::Member),
+                    user,
+                    since_ms,
+                })
+            })
+            .collect()
+    }
+
+    async fn bans(&self, room: &str) -> Result<Vec<BanRow>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT username, by_user, reason, at_ms FROM bans WHERE room = ?1 \
+             ORDER BY lower(username), username",
+        )
+        .bind(room)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, by, reason, at_ms)| BanRow {
+                user,
+                by,
+                reason,
+                at_ms,
+            })
+            .collect())
+    }
+
+    async fn room_list(&self, user_key: &str, all: bool) -> Result<Vec<RoomListing>, StoreError> {
+        let rows: Vec<(String, i64, bool, String, Option<String>)> = sqlx::query_as(
+            "SELECT r.name, r.last_seq, r.private, r.topic, m.role FROM rooms r \
+             LEFT JOIN members m ON m.room = r.name AND m.user_key = ?1 \
+             WHERE (r.private = 0 OR substr(r.name, 1, 3) = 'dm:' OR m.role IS NOT NULL OR ?2) \
+               AND (?2 OR NOT EXISTS (SELECT 1 FROM bans b WHERE b.room = r.name AND b.user_key = ?1)) \
+             ORDER BY r.name",
+        )
+        .bind(user_key)
+        .bind(all)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(room, last_seq, private, topic, role)| {
+                Ok(RoomListing {
+                    room,
+                    last_seq: last_seq as u64,
+                    private,
+                    topic,
+                    role: super::role_of(role)?,
+                })
+            })
+            .collect()
     }
 
     async fn last_seqs(&self, rooms: &[Arc<str>]) -> Result<Vec<(String, u64)>, StoreError> {
@@ -641,7 +972,10 @@ impl Store for SqliteStore {
         let (dm_prefix, dm_suffix) = search::dm_bounds(query.user_key);
         // FTS5 walks the matches in rowid order from `before` down, and
         // stops once a page is found: a page costs the rows it skips, not
-        // every match.
+        // every match. Rooms the caller may not read (private ones it is
+        // not a member of, those that banned it: not for a server admin)
+        // are left out here, so that a page is full whenever there is more
+        // to find; each test is a key lookup in a small table.
         let rows: Vec<(i64, String, i64, String, String, i64)> = sqlx::query_as(
             "SELECT k.id, k.room, k.seq, m.sender, m.body, m.ts_ms \
              FROM search_text f \
@@ -652,6 +986,11 @@ impl Store for SqliteStore {
                AND (substr(k.room, 1, 3) <> 'dm:' \
                     OR substr(k.room, 1, length(?4)) = ?4 \
                     OR substr(k.room, -length(?5)) = ?5) \
+               AND (?7 OR (\
+                    NOT EXISTS (SELECT 1 FROM bans b WHERE b.room = k.room AND b.user_key = ?8) \
+                    AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.name = k.room AND r.private <> 0 \
+                        AND NOT EXISTS (SELECT 1 FROM members mm \
+                                        WHERE mm.room = r.name AND mm.user_key = ?8)))) \
              ORDER BY f.rowid DESC LIMIT ?6",
         )
         .bind(terms)
@@ -660,6 +999,8 @@ impl Store for SqliteStore {
         .bind(dm_prefix)
         .bind(dm_suffix)
         .bind(i64::from(query.limit) + 1)
+        .bind(query.admin)
+        .bind(query.user_key)
         .fetch_all(&self.reader)
         .await
         .map_err(classify)?;

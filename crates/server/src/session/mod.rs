@@ -536,6 +536,15 @@ impl Session {
                 "room is not available right now; retry",
             ));
         }
+        // Asked again now that the room is live here: a ban committed
+        // between the check above and the room's start on this node is
+        // after that check but before the room's cursor, so no event
+        // would take this connection out. (Cached in a room that was
+        // live already: no store round trip.)
+        if let Err(e) = self.node.check_read(&self.me.user, &room).await {
+            self.node.hub.leave_room(&room, &self.me);
+            return Err(e);
+        }
         let first_here = !self.node.hub.user_in_room(&room, &self.me.user, self.me.id);
         match self.node.join_history(&room, since).await {
             Ok(history) => {
@@ -698,15 +707,16 @@ impl Session {
     ) -> Result<(), ChatError> {
         let room = match (room, to) {
             (Some(room), None) => {
-                let joined = self.is_joined(&room);
-                // A ban or a private room refuses a joined connection too
-                // (cached per live room: no store round trip).
-                self.node.check_read(&self.me.user, &room).await?;
-                if !joined {
+                if !self.is_joined(&room) {
+                    // No store read for a frame that cannot succeed.
+                    self.node.check_name(&self.me.user, &room)?;
                     return Err(ChatError::forbidden(format!(
                         "join room {room:?} before sending to it"
                     )));
                 }
+                // A ban or a private room refuses a joined connection too
+                // (cached per live room: no store round trip).
+                self.node.check_read(&self.me.user, &room).await?;
                 room
             }
             (None, Some(to)) => self.node.dm_room_for(&self.me.user, &to)?,

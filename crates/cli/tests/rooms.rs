@@ -1863,3 +1863,54 @@ async fn members_are_named_as_registered() {
     let names: Vec<&str> = page.members.iter().map(|m| m.user.as_str()).collect();
     assert_eq!(names, ["Olga", "Ghost-Only-In-Tokens"]);
 }
+
+/// A resume (a join with `since`) never makes a member: a device that was
+/// away while its user was kicked from a public room reads it again as
+/// anyone may, but the room does not come back among the user's rooms; a
+/// join without `since` (the user choosing the room) does make a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_does_not_undo_a_kick() {
+    let node = TestNode::start().await;
+    let base = node.http();
+    create(&base, "alice", json!({"room": "square"}))
+        .await
+        .ok(201);
+    let mut bob = node.connect("bob").await;
+    bob.join("square", None).await.unwrap();
+    assert_eq!(
+        listed(&base, "bob", "square").await.and_then(|r| r.member),
+        Some(true)
+    );
+    let path = at("square", "/members/bob");
+    rest(&base, "DELETE", &path, "alice", None).await.ok(200);
+    assert_eq!(
+        listed(&base, "bob", "square").await.and_then(|r| r.member),
+        Some(false)
+    );
+    // Bob's other device comes back and resumes where it was.
+    let mut away = node.connect("bob").await;
+    let resumed = away.join("square", Some(0)).await.unwrap();
+    assert_eq!(resumed.last_seq, 1, "the kick is in the room's log");
+    assert_eq!(
+        listed(&base, "bob", "square").await.and_then(|r| r.member),
+        Some(false),
+        "a resume made bob a member again"
+    );
+    // Choosing the room again does.
+    node.connect("bob")
+        .await
+        .join("square", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&base, "bob", "square").await.and_then(|r| r.member),
+        Some(true)
+    );
+    // A resume still creates a room nobody made yet (version 1 clients).
+    let fresh = away.join("brand-new", Some(0)).await.unwrap();
+    assert_eq!(fresh.last_seq, 0);
+    assert_eq!(
+        members(&base, "bob", "brand-new").await,
+        [("bob".to_string(), "owner".to_string())]
+    );
+}

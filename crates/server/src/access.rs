@@ -161,7 +161,14 @@ impl Node {
     /// entered ([`crate::store::Store::enter_room`]: a first join creates a
     /// public room owned by the joiner, a public room makes the joiner a
     /// member) unless the cache knows the user is a member already.
-    pub async fn enter(&self, user: &str, room: &str) -> Result<Allowed, ChatError> {
+    ///
+    /// A `resume` (a join with `since`: a client re-subscribing after a
+    /// reconnect) reads and never makes a member: a device that was away
+    /// while its user was kicked from a public room, or parted it on
+    /// another device, resumes reading it as anyone may, without putting
+    /// the room back among the user's rooms. Only a missing room is still
+    /// created, as a first join would.
+    pub async fn enter(&self, user: &str, room: &str, resume: bool) -> Result<Allowed, ChatError> {
         self.check_name(user, room)?;
         if is_dm_room(room) {
             self.open_room(room).await?;
@@ -170,6 +177,11 @@ impl Node {
         let key = fold_username(user);
         let access = match self.hub.cached_access(room, &key) {
             Some(a) if a.role.is_some() && !a.banned => a,
+            Some(a) if resume && a.exists => a,
+            _ if resume => match self.access_of(user, room).await? {
+                a if a.exists => a,
+                _ => self.store.enter_room(room, user).await?,
+            },
             _ => {
                 // Cached only if the room was live before the read: its
                 // events since then are known to have reached the cache.

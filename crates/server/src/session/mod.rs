@@ -522,7 +522,10 @@ impl Session {
         room: String,
         since: Option<u64>,
     ) -> Result<(), ChatError> {
-        let allowed = self.node.enter(&self.me.user, &room).await?;
+        let allowed = self
+            .node
+            .enter(&self.me.user, &room, since.is_some())
+            .await?;
         let room: Arc<str> = Arc::from(room);
         if self.is_joined(&room) {
             // Already subscribed: answer with history only (a catch-up).

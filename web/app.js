@@ -48,7 +48,7 @@
   const ROSTER_DELAY_MS = 150;            // member events in a burst refetch the list once
   const REACTION_EMOJI = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
   const EDGE_PX = 80;                     // "near the top/bottom" of the scroller
-  const STORE = { token: 'parley.token', user: 'parley.user', rooms: 'parley.rooms', active: 'parley.active' };
+  const STORE = { token: 'parley.token', user: 'parley.user', admin: 'parley.admin', rooms: 'parley.rooms', active: 'parley.active' };
 
   // The server's close codes: the reason it sends with each, and what this
   // client does next. A mirror of `CloseCode` in crates/protocol/src/close.rs,
@@ -166,6 +166,9 @@
   // Room roles, compared as the server does (protocol 1.1 §3): 0 is no role.
   function roleRank(role) { return role ? ROLES.length - ROLES.indexOf(role) : 0; }
   function isModerator(role) { return roleRank(role) >= roleRank('moderator'); }
+  // The role whose tools we are offered in `room`: a server admin moderates
+  // every room as its owner would (the server still decides).
+  function myRole(room) { return state.admin && room && !room.isDm ? 'owner' : room && room.role; }
 
   // Whether `mine` may kick or ban someone with role `theirs`: owners and
   // moderators, never against a higher role, never an owner. The server
@@ -338,6 +341,7 @@
   const state = {
     token: null,
     me: null,
+    admin: false,          // a server admin (said by login): every room's tools
     ws: null,
     connected: false,       // welcome received on the current socket
     halted: false,          // the server closed with a "stop" code: no reconnect
@@ -384,6 +388,7 @@
   function saveSession() {
     storageSet(STORE.token, state.token);
     storageSet(STORE.user, state.me);
+    storageSet(STORE.admin, state.token && state.admin ? '1' : null);
     const wanted = [...state.rooms.values()].filter((r) => r.wanted).map((r) => r.name);
     storageSet(STORE.rooms, state.token ? JSON.stringify(wanted) : null);
     storageSet(STORE.active, state.active);
@@ -577,7 +582,7 @@
     const path = roomPath(room.name);
     const res = await api('GET', `${path}/members`);
     let bans = null;
-    if (res.ok && isModerator(room.role)) bans = await api('GET', `${path}/bans`);
+    if (res.ok && isModerator(myRole(room))) bans = await api('GET', `${path}/bans`);
     room.rosterLoading = false;
     if (token !== state.token || state.rooms.get(room.name) !== room) return;
     if (res.status === 401 || (bans && bans.status === 401)) { sessionExpired(); return; }
@@ -591,7 +596,7 @@
       room.bans = bans.data.bans.filter((b) => b && typeof b.user === 'string').map((b) => ({
         user: b.user, by: typeof b.by === 'string' ? b.by : '', reason: typeof b.reason === 'string' ? b.reason : '',
       }));
-    } else if (!isModerator(room.role)) room.bans = null;
+    } else if (!isModerator(myRole(room))) room.bans = null;
     if (room.rosterDirty) { fetchRoster(room); return; }
     if (room.name === state.active) renderMembers();
   }
@@ -1413,6 +1418,7 @@
     const data = res.data || {};
     if (typeof data.token !== 'string') { showAuthError('The server sent an unexpected reply. Try again.'); return; }
     dom.password.value = '';
+    state.admin = Boolean(data.user && data.user.admin === true);
     startSession(data.token, (data.user && data.user.name) || username, null, []);
   }
 
@@ -1440,7 +1446,7 @@
     for (const e of state.outbox.values()) clearTimeout(e.retryTimer);
     for (const r of state.rooms.values()) { clearTimeout(r.retryTimer); clearTimeout(r.rosterTimer); }
     Object.assign(state, {
-      token: null, me: null, ws: null, connected: false, halted: false, attempt: 0, active: null, roomList: [],
+      token: null, me: null, admin: false, ws: null, connected: false, halted: false, attempt: 0, active: null, roomList: [],
       msgUi: null, replyTo: null, jump: null, notice: null, topicEdit: null, partConfirm: null,
     });
     state.pending.clear();
@@ -2268,7 +2274,7 @@
     const topic = managed ? room.topic : '';
     dom.roomTopic.textContent = topic;
     dom.roomTopic.title = topic;
-    const canEdit = managed && isModerator(room.role);
+    const canEdit = managed && isModerator(myRole(room));
     if (state.topicEdit && (!room || state.topicEdit !== room.name || !canEdit)) state.topicEdit = null;
     dom.topicForm.hidden = !state.topicEdit;
     dom.topicEditBtn.hidden = !canEdit || !!state.topicEdit;
@@ -2305,7 +2311,7 @@
     const inList = dom.members.contains(focused) || dom.bans.contains(focused);
     const focusKey = inList && focused.dataset.focus ? focused.dataset.focus : null;
     dom.members.textContent = '';
-    dom.modTools.hidden = !room || room.isDm || !isModerator(room.role);
+    dom.modTools.hidden = !room || room.isDm || !isModerator(myRole(room));
     renderBans(room);
     if (!room) return;
     const online = new Set([...room.members].map((u) => u.toLowerCase()));
@@ -2342,14 +2348,14 @@
   function memberActions(room, row) {
     if (room.isDm || !row.role || sameUser(row.user, state.me)) return null;
     const buttons = [];
-    if (room.role === 'owner') {
+    if (myRole(room) === 'owner') {
       for (const role of ROLES) {
         if (role === row.role) continue;
         const text = roleRank(role) > roleRank(row.role) ? `Make ${role}` : `Demote to ${role}`;
         buttons.push(memberButton(text, `${text}: ${row.user}`, `role-${role}-${row.user}`, () => setMemberRole(room, row.user, role)));
       }
     }
-    if (canRemove(room.role, row.role)) {
+    if (canRemove(myRole(room), row.role)) {
       buttons.push(memberButton('Kick', `Kick ${row.user}`, `kick-${row.user}`, () => kickMember(room, row.user)));
       buttons.push(memberButton('Ban…', `Ban ${row.user}`, `ban-${row.user}`, () => prepareBan(row.user)));
     }
@@ -2363,7 +2369,7 @@
 
   function renderBans(room) {
     dom.bans.textContent = '';
-    const bans = room && !room.isDm && isModerator(room.role) && room.bans ? room.bans : [];
+    const bans = room && !room.isDm && isModerator(myRole(room)) && room.bans ? room.bans : [];
     dom.bansEmpty.hidden = bans.length > 0;
     for (const b of [...bans].sort((x, y) => x.user.localeCompare(y.user))) {
       const li = el('li', 'ban');
@@ -2566,6 +2572,7 @@
     let wanted = [];
     try { wanted = JSON.parse(storageGet(STORE.rooms) || '[]'); } catch (e) { wanted = []; }
     wanted = Array.isArray(wanted) ? wanted.filter((r) => typeof r === 'string') : [];
+    state.admin = storageGet(STORE.admin) === '1';
     startSession(token, user, storageGet(STORE.active), wanted);
   }());
 }());

@@ -706,6 +706,13 @@ async fn admin_commands_manage_users_in_a_sqlite_file() {
     // With a node serving the same file.
     let node = NodeProcess::spawn(BIN, dir.path(), &[]).await;
     let (base, ws) = (node.http(), node.ws_url());
+    // The login reply says who is a server admin (a client offers them
+    // every room's tools; the server decides).
+    for (name, admin) in [("alice", Some(true)), ("bob", None)] {
+        let r = login(&base, name, PW).await;
+        let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(v["user"]["admin"].as_bool(), admin, "{name}: {v}");
+    }
     let t = logged_in(&base, "alice", PW).await;
     let mut c = open(&ws, &t).await;
     let mut minted = open(&ws, &token("ALICE")).await;

@@ -18,9 +18,14 @@ pub struct PasswordChange {
     pub new: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub name: String,
+    /// A server admin (protocol 1.1 §5): sees and moderates every room.
+    /// Said by login and a password change, so that a client can offer an
+    /// admin the tools of a room it has no role in; the server decides.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// Reply to register, login and a password change.

@@ -127,6 +127,7 @@ pub async fn register(
         token: node.auth.issue(&creds.username),
         user: UserInfo {
             name: creds.username,
+            admin: false,
         },
     };
     Ok((StatusCode::CREATED, Json(reply)))
@@ -171,7 +172,10 @@ pub async fn login(
         token: node
             .auth
             .issue_not_before(&account.name, account.tokens_after_s),
-        user: UserInfo { name: account.name },
+        user: UserInfo {
+            admin: account.role == "admin" && !account.disabled,
+            name: account.name,
+        },
     }))
 }
 
@@ -215,7 +219,10 @@ pub async fn change_password(
     tracing::info!(user = %account.name, "password changed; older tokens revoked");
     Ok(Json(AuthReply {
         token: node.auth.issue_not_before(&account.name, after),
-        user: UserInfo { name: account.name },
+        user: UserInfo {
+            admin: account.role == "admin" && !account.disabled,
+            name: account.name,
+        },
     }))
 }
 

@@ -219,7 +219,7 @@ pub async fn create_user(
     tracing::info!(user = %creds.username, "user created by the server API");
     Ok((
         StatusCode::CREATED,
-        Json(json!({"user": UserInfo { name: creds.username }})),
+        Json(json!({"user": UserInfo { name: creds.username, admin: false }})),
     ))
 }
 

@@ -16,7 +16,8 @@ import {
   state, sessions, eventually, sleep, WAIT_MS, RECOVER_MS, PASSWORD, launchBrowser, closeBrowser,
   newSession, newTab, assertClean, shot, connState, waitConnected, shown, countText, waitShown, send,
   assertGapless, step, register, login, joinRoom as joinRoomIn, liOf, msgLi, framesSent, focused,
-  rowAction, tokenOf, badge, openFromList, membershipSteps,
+  rowAction, tokenOf, badge, openFromList, membershipSteps, createRoom, invite, setTopic, header,
+  waitMembers, memberRoles, waitEventLine, waitInMyRooms,
 } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -788,3 +789,67 @@ membershipSteps(step, {
     return s;
   },
 });
+
+// ---- a server admin (`parley admin user promote`) -------------------------------
+// bob owns a private room with eve as a plain member. A user promoted with
+// the admin command, who has no role there, is offered its tools (and uses
+// one); eve, a member, is not. The command writes to the node's own store
+// (E2E_DATABASE_URL, from run.sh) while the node runs.
+
+step('a server admin is offered the tools of a room it has no role in, and uses them; a member is not', async () => {
+  const room = `staff-${RUN}`;
+  const [T1, T2] = [`bob's private room ${RUN}`, `topic set by the server admin ${RUN}`];
+  const admin = `root-${RUN}`;
+  const [O, E] = [B(), sessions[`eve-${RUN}`]];
+  assert.ok(process.env.E2E_DATABASE_URL, 'E2E_DATABASE_URL is not set: run tests/web/run.sh');
+
+  // bob makes the room and adds eve; she opens it from her list.
+  await createRoom(O, room, { topic: T1, isPrivate: true });
+  await invite(O, E.name);
+  await waitMembers(O, { [O.name]: 'owner', [E.name]: 'member' });
+  await waitInMyRooms(E, room, true, RECOVER_MS);
+  await openFromList(E, room);
+  await waitMembers(E, { [O.name]: 'owner', [E.name]: 'member' });
+
+  // Registered over REST, promoted by the command, then logged in in a browser.
+  const reg = await fetch(`${BASE}/api/auth/register`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: admin, password: PASSWORD }),
+  });
+  assert.ok(reg.ok, `register ${admin}: ${reg.status}`);
+  const out = execFileSync(process.env.PARLEY_BIN, ['admin', 'user', 'promote', admin], {
+    env: { ...process.env, PARLEY_DATABASE_URL: process.env.E2E_DATABASE_URL }, timeout: 30000, encoding: 'utf8',
+  });
+  assert.match(out, new RegExp(`^${admin} is an admin`));
+  const R = await newSession(admin);
+  await R.page.goto(BASE + '/');
+  await login(R, admin);
+  assert.equal(await R.page.evaluate(() => sessionStorage.getItem('parley.admin')), '1', 'the admin flag is kept for a reload');
+
+  // It opens the room by name: let in, yet no member (no "Leave room").
+  await joinRoomIn(R, room);
+  await eventually('the admin to be offered the tools', () => header(R),
+    (h) => h.title === `#${room}` && h.topic === T1 && h.private && h.editTopic && h.modTools && !h.part);
+  await eventually('the admin to show the roles', () => memberRoles(R),
+    (m) => m[O.name] === 'owner' && m[E.name] === 'member' && !(admin in m && m[admin]));
+  // Kick and ban on the member, never on the owner; the bans list is asked for.
+  const actions = await R.page.locator('#members .member-action').evaluateAll((els) => els.map((e) => e.getAttribute('aria-label')));
+  for (const a of [`Kick ${E.name}`, `Ban ${E.name}`, `Make moderator: ${E.name}`]) assert.ok(actions.includes(a), `admin offered ${a}: ${actions.join(', ')}`);
+  for (const a of [`Kick ${O.name}`, `Ban ${O.name}`]) assert.ok(!actions.includes(a), `admin not offered ${a}`);
+  assert.ok(R.requests.some((u) => u.endsWith(`/api/rooms/${room}/bans`)), 'the admin\'s page asks for the bans');
+  assert.equal(await R.page.evaluate(() => document.getElementById('bans-empty').hidden), false, 'no ban listed');
+
+  // eve, a plain member, sees none of it.
+  assert.deepEqual(await header(E), { title: `#${room}`, topic: T1, private: true, editTopic: false, modTools: false, part: true });
+  assert.equal(await E.page.locator('#members-panel .member-action').count(), 0, 'a member has no actions');
+
+  // The admin sets the topic: bob and eve see it live.
+  await setTopic(R, T2);
+  for (const s of [O, E, R]) {
+    await waitEventLine(s, `${admin} set the topic to “${T2}”`);
+    await eventually(`${s.name} header topic`, () => header(s), (h) => h.topic === T2);
+  }
+  await shot(R, `${shotNo++}-server-admin.png`);
+  for (const s of [O, E, R]) assertClean(s);
+});
+

@@ -7,7 +7,8 @@
 #   node.sh stop    SIGTERM it, SIGKILL after 10 s; does nothing if not running
 #
 # Environment (set by run.sh): PARLEY_BIN (absolute path of the binary),
-# E2E_DIR (temp dir: database, log, pid file), E2E_PORT (127.0.0.1 port).
+# E2E_DIR (temp dir: database, log, pid file), E2E_PORT (127.0.0.1 port),
+# E2E_DATABASE_URL (the store; default sqlite://$E2E_DIR/parley.db).
 set -euo pipefail
 
 : "${PARLEY_BIN:?PARLEY_BIN must be set (run tests/web/run.sh)}"
@@ -44,7 +45,7 @@ case "${1:-}" in
     if alive "$pid"; then echo "node.sh: parley already running (pid $pid)" >&2; exit 1; fi
     echo "=== node.sh start $(date -u +%FT%TZ) ===" >>"$log"
     PARLEY_LISTEN="127.0.0.1:$E2E_PORT" \
-    PARLEY_DATABASE_URL="sqlite://$E2E_DIR/parley.db" \
+    PARLEY_DATABASE_URL="${E2E_DATABASE_URL:-sqlite://$E2E_DIR/parley.db}" \
     PARLEY_JWT_SECRET="parley-web-e2e-secret" \
     PARLEY_NODE_ID="web-e2e" \
     PARLEY_LOG_FORMAT=text \

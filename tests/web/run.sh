@@ -83,6 +83,8 @@ export ARTIFACTS="$artifacts"
 # ---- 4. What we start, always stopped ----------------------------------------
 E2E_DIR=$(mktemp -d "${TMPDIR:-/tmp}/parley-web-e2e.XXXXXX")
 export E2E_DIR
+# The single node's store (node.sh), also for `parley admin` in e2e.test.mjs.
+export E2E_DATABASE_URL="sqlite://$E2E_DIR/parley.db"
 fleet_pid=""
 
 # SIGINT to the launcher: it stops nginx, its nodes (SIGTERM, drain), Redis

@@ -1926,3 +1926,23 @@ async fn a_resume_does_not_undo_a_kick() {
         [("bob".to_string(), "owner".to_string())]
     );
 }
+
+/// Every stored membership change is counted by kind (and logged), for
+/// the operators' dashboards and audit trail.
+#[tokio::test]
+async fn membership_changes_are_counted() {
+    let node = TestNode::start().await;
+    let base = node.http();
+    create(&base, "alice", json!({"room": "audit", "private": true}))
+        .await
+        .ok(201);
+    invite(&base, "alice", "audit", "bob").await.ok(201);
+    invite(&base, "alice", "audit", "bob")
+        .await
+        .refused(409, "conflict");
+    ban(&base, "alice", "audit", "bob").await.ok(201);
+    for (change, want) in [("added", 1.0), ("banned", 1.0), ("role", 0.0)] {
+        let name = format!("parley_membership_changes_total{{change=\"{change}\"}}");
+        assert_eq!(metric(&base, &name).await.unwrap_or(0.0), want, "{change}");
+    }
+}

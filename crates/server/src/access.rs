@@ -80,6 +80,24 @@ pub fn notice(m: &StoredMessage, frame: &Utf8Bytes) -> Option<Envelope> {
     })
 }
 
+/// Counts and logs a stored membership event (an audit line for the log
+/// store; the event itself is in the room's log).
+pub fn record(m: &StoredMessage) {
+    if let EventKind::Member { user, change, role } = &m.kind {
+        metrics::counter!("parley_membership_changes_total", "change" => change.as_str())
+            .increment(1);
+        tracing::info!(
+            room = %m.room,
+            seq = m.seq,
+            by = %m.from,
+            user = %user,
+            change = change.as_str(),
+            role = role.map(Role::as_str),
+            "membership changed"
+        );
+    }
+}
+
 /// What a caller may do in a room it was let into.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowed {

@@ -165,6 +165,7 @@ async fn commit(
                     if let AppendOutcome::Stored(m) = outcome {
                         let frame = Utf8Bytes::from(m.encode());
                         if let Some(notice) = crate::access::notice(m, &frame) {
+                            crate::access::record(m);
                             bus.publish(notice);
                         }
                         for envelope in Envelope::for_message(&m.room, m.seq, frame) {

@@ -46,12 +46,24 @@ pub async fn list(
         .collect();
     let names: Vec<String> = visible.iter().map(|r| r.room.clone()).collect();
     let online = node.hub.online_counts(&names).await;
+    let read: std::collections::HashMap<String, u64> = node
+        .store
+        .read_positions(&fold_username(&user))
+        .await?
+        .into_iter()
+        .collect();
     let mut rooms = Vec::with_capacity(visible.len());
     for (r, members_online) in visible.into_iter().zip(online) {
         // The rooms the user belongs to carry their read state: one capped
-        // count each.
+        // count each, but none for a room read to its end (most of them,
+        // and clients poll this list).
         let member = r.role.is_some() || is_dm_room(&r.room);
+        let read_seq = read.get(&r.room).copied().unwrap_or(0);
         let state = match member {
+            true if read_seq >= r.last_seq => Some(crate::store::Unread {
+                read_seq,
+                ..Default::default()
+            }),
             true => Some(node.unread(&user, &r.room).await?),
             false => None,
         };

@@ -15,6 +15,9 @@ use crate::tls::TestCerts;
 use crate::wait::{eventually_blocking, poll_until_blocking};
 
 /// Waits until `what` accepts TCP connections on `port`; panics after `limit`.
+/// How many ports a server tries before a test gives up.
+const PORT_ATTEMPTS: usize = 5;
+
 fn wait_for_port(what: &str, port: u16, limit: Duration) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     eventually_blocking(&format!("{what} to listen on {addr}"), limit, || {
@@ -95,11 +98,26 @@ impl Redis {
             dir,
             tls,
         };
-        redis.run();
+        redis.launch();
         redis
     }
 
-    fn run(&mut self) {
+    /// Starts the server on a port nobody else took: [`free_port`] only
+    /// says the port was free a moment ago, and another test process may
+    /// bind it first — then this server exits, and the one listening there
+    /// is someone else's. Tries another port then.
+    fn launch(&mut self) {
+        for _ in 0..PORT_ATTEMPTS {
+            if self.run() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("redis-server could not get a port of its own in {PORT_ATTEMPTS} attempts");
+    }
+
+    /// Starts the server on `self.port`; false if it exited (its port was taken).
+    fn run(&mut self) -> bool {
         let bin = find_binary("redis-server", &[]);
         let port = self.port.to_string();
         let mut cmd = Command::new(bin);
@@ -131,6 +149,12 @@ impl Redis {
             .expect("redis-server starts");
         self.child = Some(child);
         wait_for_port("redis-server", self.port, Duration::from_secs(10));
+        // A server that could not bind exits at once: look again after the
+        // port answered (it may be another process's).
+        std::thread::sleep(Duration::from_millis(200));
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn url(&self) -> String {
@@ -152,7 +176,11 @@ impl Redis {
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        self.run();
+        assert!(
+            self.run(),
+            "redis-server could not take its port {} back",
+            self.port
+        );
     }
 }
 
@@ -249,7 +277,7 @@ impl Postgres {
             tls,
             settings,
         };
-        pg.run();
+        pg.launch();
         pg
     }
 
@@ -311,7 +339,7 @@ impl Postgres {
             // synchronous_standby_names and pg_stat_replication show).
             settings: vec!["cluster_name=standby".into()],
         };
-        standby.run();
+        standby.launch();
         eventually_blocking(
             "the standby to be the primary's synchronous standby",
             Duration::from_secs(20),
@@ -394,7 +422,22 @@ impl Postgres {
         }
     }
 
-    fn run(&mut self) {
+    /// Starts the server on a port nobody else took (see [`Redis::launch`]):
+    /// ready only once the server answering on the port says it serves
+    /// this data directory.
+    fn launch(&mut self) {
+        for _ in 0..PORT_ATTEMPTS {
+            if self.run() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("postgres could not get a port of its own in {PORT_ATTEMPTS} attempts");
+    }
+
+    /// Starts the server on `self.port`; false if it exited (its port was
+    /// taken) or another server answers there.
+    fn run(&mut self) -> bool {
         let data = self.dir.path().join("data");
         let child = Self::command(self.as_postgres, &self.bin.join("postgres"))
             .arg("-D")
@@ -427,33 +470,28 @@ impl Postgres {
             .spawn()
             .expect("postgres starts");
         self.child = Some(child);
-        wait_for_port("postgres", self.port, Duration::from_secs(20));
-        // Accepting TCP is not accepting queries: wait for the database.
+        // Accepting TCP is not accepting queries: wait for the database,
+        // and for it to be this one.
         let psql = self.bin.join("psql");
+        let (port, mine) = (self.port.to_string(), data.display().to_string());
+        let child = self.child.as_mut().expect("just started");
         eventually_blocking(
             "postgres to accept queries",
             Duration::from_secs(20),
             || {
-                Command::new(&psql)
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &self.port.to_string(),
-                        "-U",
-                        "parley",
-                        "-d",
-                        "postgres",
-                        "-c",
-                        "SELECT 1",
-                    ])
-                    .stdout(Stdio::null())
+                if child.try_wait().ok().flatten().is_some() {
+                    return Some(false);
+                }
+                let out = Command::new(&psql)
+                    .args(["-h", "127.0.0.1", "-p", &port, "-U", "parley"])
+                    .args(["-d", "postgres", "-tAc", "SHOW data_directory"])
                     .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-                    .then_some(())
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())?;
+                Some(String::from_utf8_lossy(&out.stdout).trim() == mine)
             },
-        );
+        )
     }
 
     /// Runs `sql` with `psql` as the superuser; returns its unaligned output.
@@ -502,7 +540,11 @@ impl Postgres {
     /// Starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
-        self.run();
+        assert!(
+            self.run(),
+            "postgres could not take its port {} back",
+            self.port
+        );
     }
 }
 

@@ -32,6 +32,10 @@ TEST_DEBS=(
   openssl
 )
 
+# TEST_DISK_GB: what a clean run of scripts/test writes, with margin
+# (target/, fuzz/target/, the container image, temp dirs; see README).
+TEST_DISK_GB=10
+
 # need_apt PKG... — installs the Debian packages that are missing (idempotent).
 need_apt() {
   local missing=()
@@ -118,6 +122,15 @@ preflight() {
   _tool npm
   if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
     missing+=("rust target x86_64-unknown-linux-musl")
+  fi
+  # Disk: a run that runs out of space fails late and cryptically (the linker
+  # died with "Bus error" 9 minutes in), so the space is checked up front.
+  local dir=${CARGO_TARGET_DIR:-.} free_gb
+  [ -d "$dir" ] || dir=.
+  free_gb=$(df -P -BG "$dir" | awk 'NR == 2 { sub(/G$/, "", $4); print $4 }')
+  _found "disk" "${free_gb} GB free under $dir (a clean run writes about ${TEST_DISK_GB} GB)"
+  if [ "${free_gb:-0}" -lt "$TEST_DISK_GB" ]; then
+    missing+=("${TEST_DISK_GB} GB of free disk (have ${free_gb} GB)")
   fi
   if [ ${#missing[@]} -gt 0 ]; then
     echo "preflight: missing ${missing[*]}"

@@ -32,9 +32,10 @@ TEST_DEBS=(
   openssl
 )
 
-# TEST_DISK_GB: what a clean run of scripts/test writes, with margin
-# (target/, fuzz/target/, the container image, temp dirs; see README).
-TEST_DISK_GB=10
+# TEST_DISK_GB: what a clean run of scripts/test writes, with margin: a
+# fresh clone peaked at 4.9 GB (target/, fuzz/target/, the container image,
+# temp dirs; `du -sm` every 30 s, 2026-12-01; README).
+TEST_DISK_GB=8
 
 # need_apt PKG... — installs the Debian packages that are missing (idempotent).
 need_apt() {

@@ -124,6 +124,12 @@ fn server_calls() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ),
         ("POST", "/api/server/users/alice/disconnect", None),
         ("POST", "/api/server/users/alice/revoke", None),
+        (
+            "PUT",
+            "/api/server/rooms/general/members/alice",
+            Some(json!({"role": "member"})),
+        ),
+        ("DELETE", "/api/server/rooms/general/members/alice", None),
     ]
 }
 
@@ -620,7 +626,10 @@ async fn rooms_are_created_idempotently() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(r.json, json!({"room": "news", "last_seq": 0}));
+    assert_eq!(
+        r.json,
+        json!({"room": "news", "last_seq": 0, "private": false})
+    );
     let r = api(
         &node,
         "POST",
@@ -637,7 +646,10 @@ async fn rooms_are_created_idempotently() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json, json!({"room": "news", "last_seq": 1}));
+    assert_eq!(
+        r.json,
+        json!({"room": "news", "last_seq": 1, "private": false})
+    );
     let rooms = user_call(&node, "GET", "/api/rooms", &token("alice")).await;
     assert_eq!(
         rooms.json,
@@ -651,6 +663,12 @@ async fn rooms_are_created_idempotently() {
         json!({"room": "x".repeat(65)}),
         json!({}),
         json!({"room": 7}),
+        // A private room or a topic needs an owner; an owner a username.
+        json!({"room": "quiet", "private": true}),
+        json!({"room": "quiet", "topic": "shh"}),
+        json!({"room": "quiet", "owner": "no spaces"}),
+        json!({"room": "quiet", "owner": "alice", "private": "yes"}),
+        json!({"room": "quiet", "owner": "alice", "colour": "red"}),
     ] {
         let r = api(&node, "POST", "/api/server/rooms", Some(body.clone())).await;
         assert_eq!(
@@ -660,6 +678,295 @@ async fn rooms_are_created_idempotently() {
             r.text
         );
     }
+}
+
+/// The kinds of the events a membership call answered with, as
+/// `change user` (`role` changes with the role), and who made them.
+fn changes(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .expect("an array of events")
+        .iter()
+        .map(|e| {
+            let what = match e["role"].as_str() {
+                Some(role) => format!("{} {role}", e["change"].as_str().unwrap()),
+                None => e["change"].as_str().unwrap().to_string(),
+            };
+            format!("{what} {} by {}", e["user"], e["from"])
+        })
+        .collect()
+}
+
+/// The application's backend owns the directory: it creates a private room
+/// for a team with an owner, puts people in with roles and takes them out —
+/// each change a room event in the log, seen live by the room's members,
+/// and the room's rules still hold (an owner is not kicked, a banned user
+/// is not added back behind the moderators' backs).
+#[tokio::test]
+async fn the_application_manages_a_private_room_and_its_members() {
+    let node = node().await;
+    let r = api(
+        &node,
+        "POST",
+        "/api/server/rooms",
+        Some(json!({"room": "team", "owner": "Alice", "private": true, "topic": "plans"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json,
+        json!({"room": "team", "last_seq": 0, "private": true, "topic": "plans"})
+    );
+    // Asking again changes nothing, and says what the room is.
+    let r = api(
+        &node,
+        "POST",
+        "/api/server/rooms",
+        Some(json!({"room": "team"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["private"], true);
+
+    let mut alice = node.connect("Alice").await;
+    let joined = alice.join("team", None).await.unwrap();
+    assert_eq!(joined.role, Some(parley_client::protocol::Role::Owner));
+    let history = "/api/rooms/team/messages";
+    let r = user_call(&node, "GET", history, &token("bob")).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.text);
+
+    // Bob in, as a member (the log names the API unless told whom).
+    let bob_path = "/api/server/rooms/team/members/bob";
+    let r = api(&node, "PUT", bob_path, Some(json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        (&r.json["user"], &r.json["role"]),
+        (&json!("bob"), &json!("member"))
+    );
+    assert_eq!(
+        changes(&r.json["events"]),
+        [r#"added "bob" by "server-api""#]
+    );
+    let r = api(&node, "PUT", bob_path, Some(json!({"role": "member"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["events"], json!([]), "nothing to change, no event");
+    let r = api(
+        &node,
+        "PUT",
+        bob_path,
+        Some(json!({"role": "moderator", "by": "hr-bot"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        changes(&r.json["events"]),
+        [r#"role moderator "bob" by "hr-bot""#]
+    );
+    // Carol in straight as a moderator: two events.
+    let r = api(
+        &node,
+        "PUT",
+        "/api/server/rooms/team/members/carol",
+        Some(json!({"role": "moderator"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        changes(&r.json["events"]),
+        [
+            r#"added "carol" by "server-api""#,
+            r#"role moderator "carol" by "server-api""#
+        ]
+    );
+    // Alice watched all four live, in order.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(alice.next_event(WAIT).await.unwrap().seq());
+    }
+    assert_eq!(seen, [1, 2, 3, 4]);
+    let r = user_call(&node, "GET", history, &token("bob")).await;
+    assert_eq!(r.status, 200, "bob reads the room now: {}", r.text);
+    assert_eq!(r.json["messages"].as_array().unwrap().len(), 4);
+
+    // Bob out: his connection is taken out of the room at once.
+    let mut bob = node.connect("bob").await;
+    bob.join("team", None).await.unwrap();
+    let r = api(&node, "DELETE", &format!("{bob_path}?by=hr-bot"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (&r.json["change"], &r.json["from"]),
+        (&json!("removed"), &json!("hr-bot"))
+    );
+    loop {
+        match bob.recv_timeout(WAIT).await.unwrap() {
+            ServerFrame::Left { room, reason, .. } => {
+                assert_eq!((room.as_str(), reason.as_deref()), ("team", Some("kicked")));
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let r = user_call(&node, "GET", history, &token("bob")).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.text);
+
+    // The room's rules hold for the application too.
+    let cases = [
+        ("DELETE", bob_path.to_string(), None, 404, "not_found"),
+        (
+            "DELETE",
+            "/api/server/rooms/team/members/alice".to_string(),
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            // The last owner keeps the role.
+            "PUT",
+            "/api/server/rooms/team/members/alice".to_string(),
+            Some(json!({"role": "member"})),
+            409,
+            "conflict",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let r = api(&node, method, &path, body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code),
+            "{method} {path}: {}",
+            r.text
+        );
+    }
+    // A user the moderators banned is not added back.
+    let ban = raw(
+        node.addr(),
+        "POST",
+        "/api/rooms/team/bans",
+        &[("authorization", &format!("Bearer {}", token("carol")))],
+        Some(r#"{"user":"dave","reason":"spam"}"#),
+    )
+    .await;
+    assert_eq!(ban.status, 201, "{}", ban.text);
+    let r = api(
+        &node,
+        "PUT",
+        "/api/server/rooms/team/members/dave",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn membership_calls_refuse_bad_input() {
+    let node = node().await;
+    let r = api(
+        &node,
+        "POST",
+        "/api/server/rooms",
+        Some(json!({"room": "team", "owner": "alice"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let long = "x".repeat(33);
+    let cases: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
+        (
+            "PUT",
+            "/api/server/rooms/nowhere/members/bob".into(),
+            Some(json!({})),
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            "/api/server/rooms/nowhere/members/bob".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            "/api/server/rooms/dm:alice:bob/members/bob".into(),
+            Some(json!({})),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/server/rooms/Team/members/bob".into(),
+            Some(json!({})),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            format!("/api/server/rooms/team/members/{long}"),
+            Some(json!({})),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/server/rooms/team/members/bob".into(),
+            Some(json!({"role": "king"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/server/rooms/team/members/bob".into(),
+            Some(json!({"by": "no spaces"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/server/rooms/team/members/bob".into(),
+            Some(json!({"by": ""})),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/server/rooms/team/members/bob".into(),
+            Some(json!({"reason": "x"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/server/rooms/team/members/bob".into(),
+            Some(json!([])),
+            400,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            "/api/server/rooms/team/members/bob?by=no%20spaces".into(),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            format!("/api/server/rooms/team/members/{long}"),
+            None,
+            400,
+            "bad_request",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let r = api(&node, method, &path, body.clone()).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code),
+            "{method} {path} {body:?}: {}",
+            r.text
+        );
+    }
+    // Nothing of that reached the room's log.
+    let r = user_call(&node, "GET", "/api/rooms/team/messages", &token("alice")).await;
+    assert_eq!(r.json["messages"], json!([]), "{}", r.text);
 }
 
 /// The document served is the embedded one, and the live router agrees with

@@ -200,9 +200,34 @@ pub struct Publish {
     pub nonce: Option<String>,
 }
 
-/// `POST /api/server/rooms`: a room to create.
+/// `POST /api/server/rooms`: a room to make sure exists. Without `owner`
+/// a room created now is public and ownerless (as a first join of version 1
+/// made it); with `owner` it is owned by that user, and may be `private`
+/// and have a `topic` (both need an `owner`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoom {
     pub room: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
+
+/// `PUT /api/server/rooms/{room}/members/{user}`: the role the user is to
+/// have (default `member`), and whom the room's log names as having done
+/// it (default [`APP_ACTOR`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppMember {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// Whom a membership change made through the server API is recorded as
+/// done by (its `member` event's `from`) when the request names no `by`.
+pub const APP_ACTOR: &str = "server-api";

@@ -229,29 +229,58 @@ impl Node {
         reason: Option<String>,
     ) -> Result<PendingAppend, ChatError> {
         self.check_managed(room)?;
-        if !valid_username(target) {
-            return Err(ChatError::bad_request(format!(
-                "{target:?} is not a valid username"
-            )));
-        }
         let reason = reason.unwrap_or_default();
         check_text("reason", &reason, MAX_REASON_BYTES)?;
+        let user_name = self.member_name(target).await?;
         self.check_read(user, room).await?;
-        // A registered user is named as registered, whatever the spelling
-        // typed; a name only tokens know (an operator's backend mints
-        // them) as typed.
-        let target = match self.store.account(&fold_username(target)).await? {
-            Some(account) => account.name,
-            None => target.to_string(),
-        };
         let change = Change::Member {
-            user: target,
+            user: user_name,
             change,
             role,
             admin: self.is_admin(user).await?,
         };
         self.submit_as(user, room, change, reason, None, Limit::PerUser)
             .await
+    }
+
+    /// The application's backend (the server API) changes `target`'s
+    /// membership of the existing `room`, recorded as done by `by`: with a
+    /// server admin's rights, so the room's rules still hold (an owner is
+    /// not kicked; the last owner keeps the role). No rate limit, as for
+    /// the server API's messages.
+    pub async fn moderate_as_app(
+        &self,
+        by: &str,
+        room: &str,
+        target: &str,
+        change: MemberChange,
+        role: Option<Role>,
+    ) -> Result<PendingAppend, ChatError> {
+        self.check_managed(room)?;
+        self.check_name(by, room)?;
+        let change = Change::Member {
+            user: self.member_name(target).await?,
+            change,
+            role,
+            admin: true,
+        };
+        self.submit_as(by, room, change, String::new(), None, Limit::None)
+            .await
+    }
+
+    /// The name a membership change records for `target`: a registered
+    /// user as registered, whatever the spelling typed; a name only tokens
+    /// know (an operator's backend mints them) as typed.
+    pub(crate) async fn member_name(&self, target: &str) -> Result<String, ChatError> {
+        if !valid_username(target) {
+            return Err(ChatError::bad_request(format!(
+                "{target:?} is not a valid username"
+            )));
+        }
+        Ok(match self.store.account(&fold_username(target)).await? {
+            Some(account) => account.name,
+            None => target.to_string(),
+        })
     }
 
     /// `user` (an owner, a moderator or a server admin) sets the topic.

@@ -123,6 +123,11 @@ fn table() -> Vec<Route> {
             post(server_api::create_room),
         ),
         route(
+            "/api/server/rooms/{room}/members/{user}",
+            &["PUT", "DELETE"],
+            put(server_api::put_member).delete(server_api::remove_member),
+        ),
+        route(
             "/api/server/users",
             &["POST"],
             post(server_api::create_user),

@@ -111,7 +111,7 @@ pub async fn create(
 }
 
 /// Waits for a moderation event to be stored; the event, or why not.
-async fn stored(pending: PendingAppend) -> Result<Json<RoomEvent>, ChatError> {
+pub(super) async fn stored(pending: PendingAppend) -> Result<Json<RoomEvent>, ChatError> {
     let outcome = pending
         .await
         .map_err(|_| ChatError::new(ErrorCode::Unavailable, "node is shutting down; retry"))??;

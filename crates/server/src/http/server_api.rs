@@ -1,6 +1,7 @@
 //! The server API (`/api/server/...`): what the application's backend does
 //! through Parley — publish as a bot or system user, disconnect a user,
-//! read a room's members, revoke a user's tokens, create users and rooms.
+//! read a room's members, revoke a user's tokens, create users and rooms,
+//! and manage who is a member of a room (and with which role).
 //!
 //! **Authentication.** Every request carries one of the keys of
 //! `PARLEY_API_KEYS` (comma-separated, so that keys can be rotated: all are
@@ -18,17 +19,21 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION, request::Parts};
 use axum::response::IntoResponse;
-use parley_protocol::rest::{Credentials, NewRoom, Publish, UserInfo};
+use parley_protocol::rest::{APP_ACTOR, AppMember, Credentials, NewRoom, Publish, UserInfo};
 use parley_protocol::{
-    ErrorCode, ServerFrame, close, fold_username, is_dm_room, same_user, valid_room,
+    ErrorCode, MemberChange, Role, RoomEvent, ServerFrame, close, fold_username, is_dm_room,
+    same_user, valid_room,
 };
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::api::{check_password, check_username};
+use super::rooms::stored;
 use super::{ApiJson, AppState};
 use crate::auth::watch;
 use crate::error::ChatError;
@@ -223,33 +228,146 @@ pub async fn create_user(
     ))
 }
 
-/// `POST /api/server/rooms`: makes sure a public room exists. `201` when
-/// it was created, `200` when it existed; both say its `last_seq`.
+/// `POST /api/server/rooms`: makes sure a room exists. `201` when it was
+/// created, `200` when it existed (and is left as it was); both say its
+/// `last_seq`, whether it is `private`, and its `topic`. With `owner`, a
+/// room created now is owned by that user (registered or not) and may be
+/// `private` with a `topic`; without, it is public and ownerless, as a
+/// first join of version 1 made it.
 pub async fn create_room(
     State(node): State<Arc<Node>>,
     _key: ServerKey,
     ApiJson(body): ApiJson<NewRoom>,
 ) -> Result<impl IntoResponse, ChatError> {
-    if !valid_room(&body.room) || is_dm_room(&body.room) {
-        return Err(ChatError::bad_request(format!(
-            "{:?} is not a valid room name ([a-z0-9][a-z0-9_-]{{0,63}})",
-            body.room
-        )));
-    }
-    let existed = node.store.last_seq(&body.room).await?;
-    let last_seq = match existed {
-        Some(seq) => seq,
-        None => node.store.ensure_room(&body.room).await?,
+    check_managed_room(&body.room)?;
+    let private = body.private.unwrap_or(false);
+    let topic = body.topic.unwrap_or_default();
+    let owner = match &body.owner {
+        Some(owner) => Some(node.member_name(owner).await?),
+        None if private || !topic.is_empty() => {
+            return Err(ChatError::bad_request(
+                "a private room or a topic needs an owner (\"owner\": a username)",
+            ));
+        }
+        None => None,
     };
-    let status = if existed.is_some() {
-        StatusCode::OK
-    } else {
+    let mut created = false;
+    if node.store.last_seq(&body.room).await?.is_none() {
+        created = match &owner {
+            Some(owner) => match node.create_room(owner, &body.room, private, &topic).await {
+                Ok(()) => true,
+                // Another request created it first: it exists.
+                Err(e) if e.code == ErrorCode::Conflict => false,
+                Err(e) => return Err(e),
+            },
+            None => {
+                node.store.ensure_room(&body.room).await?;
+                true
+            }
+        };
+        if created {
+            tracing::info!(room = %body.room, owner = ?owner, private, "room created by the server API");
+        }
+    }
+    let access = node.store.access(&body.room, "").await?;
+    let last_seq = node.store.last_seq(&body.room).await?.unwrap_or(0);
+    let status = if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut room = json!({"room": body.room, "last_seq": last_seq, "private": access.private});
+    if !access.topic.is_empty() {
+        room["topic"] = json!(access.topic);
+    }
+    Ok((status, Json(room)))
+}
+
+/// A room with members and roles: a valid room name, not a DM's.
+fn check_managed_room(room: &str) -> Result<(), ChatError> {
+    if valid_room(room) && !is_dm_room(room) {
+        return Ok(());
+    }
+    Err(ChatError::bad_request(format!(
+        "{room:?} is not a valid room name ([a-z0-9][a-z0-9_-]{{0,63}})"
+    )))
+}
+
+/// Whom the log names for a membership change (`by`, else [`APP_ACTOR`]).
+fn actor(by: Option<&str>) -> Result<&str, ChatError> {
+    let by = by.unwrap_or(APP_ACTOR);
+    check_username(by).map_err(|_| {
+        ChatError::bad_request("by must be a username: 1–32 characters of A–Z, a–z, 0–9, _ . -")
+    })?;
+    Ok(by)
+}
+
+/// `PUT /api/server/rooms/{room}/members/{user}`: makes `user` a member of
+/// `room` with `role` (default `member`): an `added` event if they were
+/// not a member, a `role` event if their role differs — none if both hold
+/// already. `201` when added, else `200`; the events it stored. The room's
+/// rules hold as for a server admin: a banned user is not added (`409`),
+/// the last owner keeps the role.
+pub async fn put_member(
+    State(node): State<Arc<Node>>,
+    _key: ServerKey,
+    Path((room, user)): Path<(String, String)>,
+    ApiJson(body): ApiJson<AppMember>,
+) -> Result<impl IntoResponse, ChatError> {
+    path_user(&user)?;
+    check_managed_room(&room)?;
+    let by = actor(body.by.as_deref())?;
+    node.existing_room(&room).await?;
+    let want = body.role.unwrap_or(Role::Member);
+    let had = node.store.access(&room, &fold_username(&user)).await?.role;
+    let mut events = Vec::new();
+    if had.is_none() {
+        let added = node
+            .moderate_as_app(by, &room, &user, MemberChange::Added, None)
+            .await?;
+        events.push(stored(added).await?.0);
+    }
+    if had.unwrap_or(Role::Member) != want {
+        let role = node
+            .moderate_as_app(by, &room, &user, MemberChange::Role, Some(want))
+            .await?;
+        events.push(stored(role).await?.0);
+    }
+    let status = match had {
+        None => StatusCode::CREATED,
+        Some(_) => StatusCode::OK,
     };
     Ok((
         status,
-        Json(json!({"room": body.room, "last_seq": last_seq})),
+        Json(json!({"room": room, "user": user, "role": want, "events": events})),
     ))
+}
+
+/// The query of `DELETE /api/server/rooms/{room}/members/{user}`.
+#[derive(Debug, Deserialize)]
+pub struct ByQuery {
+    by: Option<String>,
+}
+
+/// `DELETE /api/server/rooms/{room}/members/{user}?by=NAME`: removes a
+/// member (their connections get `left` with reason `kicked`); the stored
+/// `member` event. Not a member: `404`; an owner: `403` (make them a
+/// member first).
+pub async fn remove_member(
+    State(node): State<Arc<Node>>,
+    _key: ServerKey,
+    Path((room, user)): Path<(String, String)>,
+    query: Result<Query<ByQuery>, QueryRejection>,
+) -> Result<Json<RoomEvent>, ChatError> {
+    let Query(q) = query.map_err(|e| ChatError::bad_request(e.body_text()))?;
+    path_user(&user)?;
+    check_managed_room(&room)?;
+    let by = actor(q.by.as_deref())?;
+    node.existing_room(&room).await?;
+    let removed = node
+        .moderate_as_app(by, &room, &user, MemberChange::Removed, None)
+        .await?;
+    stored(removed).await
 }
 
 #[cfg(test)]

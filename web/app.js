@@ -502,14 +502,30 @@
     state.timers.read = setTimeout(markActiveRead, READ_DELAY_MS);
   }
 
-  // Marks the open room read up to the newest event shown.
+  // Marks the open room read as far as it has been seen.
   function markActiveRead() {
     clearTimeout(state.timers.read);
     state.timers.read = null;
     const room = activeRoom();
-    if (!room || !room.joined || !isViewing(room) || room.maxSeq <= room.readSeq) return;
-    if (request({ type: 'read', room: room.name, seq: room.maxSeq }, { kind: 'read', room: room.name }) === null) return;
-    applyReadPosition(room, room.maxSeq);
+    if (!room || !room.joined || !isViewing(room)) return;
+    const seq = Math.min(room.maxSeq, seenUpTo(room));
+    if (seq <= room.readSeq) return;
+    if (request({ type: 'read', room: room.name, seq }, { kind: 'read', room: room.name }) === null) return;
+    applyReadPosition(room, seq);
+  }
+
+  // How far the open room has been seen: all of it when its newest message
+  // is in view; else up to the last message that has come into view. A
+  // reader scrolled up into history has not read what arrives below, on
+  // this device or any other (the read position is the user's).
+  function seenUpTo(room) {
+    if (isNearBottom()) return room.maxSeq;
+    const bottom = dom.scroller.getBoundingClientRect().bottom;
+    const shown = dom.messages.querySelectorAll('li.msg[data-seq]:not(.pending)');
+    for (let i = shown.length - 1; i >= 0; i--) {
+      if (shown[i].getBoundingClientRect().top < bottom) return Number(shown[i].dataset.seq);
+    }
+    return 0;
   }
 
   // ===== Room state: members, roles, topic =================================
@@ -2497,6 +2513,8 @@
   dom.scroller.addEventListener('scroll', () => {
     if (isNearBottom()) dom.newMessagesBtn.hidden = true;
     if (dom.scroller.scrollTop < EDGE_PX) requestOlder(activeRoom());
+    const room = activeRoom();
+    if (room && room.maxSeq > room.readSeq) scheduleRead(); // scrolling down reads
   }, { passive: true });
 
   dom.loadOlderBtn.addEventListener('click', () => requestOlder(activeRoom()));

@@ -17,7 +17,7 @@ import {
   newSession, newTab, assertClean, shot, connState, waitConnected, shown, countText, waitShown, send,
   assertGapless, step, register, login, joinRoom as joinRoomIn, liOf, msgLi, framesSent, focused,
   rowAction, tokenOf, badge, openFromList, membershipSteps, createRoom, invite, setTopic, header,
-  waitMembers, memberRoles, waitEventLine, waitInMyRooms,
+  waitMembers, memberRoles, waitEventLine, waitInMyRooms, restAs,
 } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -648,6 +648,9 @@ step('unread badges and mentions, the "new messages" divider, read state shared 
   await waitShown(B(), `first in the side room ${RUN}`);
   await eventually('bob to mark it read', () => framesSent(B(), 'read').filter((f) => f.room === side).length, (n) => n >= 1);
   await openFromList(B(), ROOM); // the side room stays joined, out of sight
+  // Bob left the main room scrolled up at the original of a reply (the step
+  // before): what came after it is read now that the room opens at its end.
+  await eventually('bob to read the main room', () => badge(B(), ROOM), (v) => v && v.unread === '');
 
   // Live: two messages for bob, one mentioning him.
   const hello = `hello bob ${RUN}`;
@@ -710,6 +713,38 @@ step('unread badges and mentions, the "new messages" divider, read state shared 
   await sleep(300);
   assert.deepEqual(await badge(A(), side), { unread: '2', mentions: '' }, 'her own message did not count');
   for (const s of [A(), B(), B2]) assertClean(s);
+});
+
+step('a reader scrolled up into history has not read what arrives below; scrolling down reads it', async () => {
+  const room = `scroll-${RUN}`;
+  const readSeq = async () => (await restAs(A(), 'GET', '/api/rooms')).body.find((r) => r.room === room)?.read_seq;
+  await joinRoom(B(), room);
+  const text = (i) => `history ${i} ${RUN}\nsecond line\nthird line`;
+  for (let i = 1; i <= 24; i++) {
+    const r = await restAs(B(), 'POST', `/api/rooms/${room}/messages`, { text: text(i) });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+  }
+  await joinRoom(A(), room);
+  const last = await waitShown(A(), text(24));
+  await eventually('alice to read to the end', readSeq, (v) => v === last.seq);
+  assert.ok(await A().page.$eval('#scroller', (s) => s.scrollHeight > 2 * s.clientHeight), 'the history overflows the pane');
+
+  // Scrolled up to the top, alice is not reading what bob adds below.
+  await A().page.$eval('#scroller', (s) => { s.scrollTop = 0; });
+  const below = `arrived below ${RUN}`;
+  const posted = await restAs(B(), 'POST', `/api/rooms/${room}/messages`, { text: below });
+  assert.equal(posted.status, 201, JSON.stringify(posted.body));
+  await eventually('alice to receive it', () => A().wsReceived.some((f) => f.frame.type === 'message' && f.frame.text === below));
+  await eventually('the "new messages" button', () => A().page.$eval('#new-messages-btn', (b) => !b.hidden));
+  await sleep(1000); // four read batches' worth
+  assert.deepEqual(framesSent(A(), 'read').filter((f) => f.room === room && f.seq > last.seq), [], 'no read past what was seen');
+  assert.equal(await readSeq(), last.seq, 'the read position (every device\'s) stays');
+  await shot(A(), '20b-scrolled-up-new-messages.png');
+
+  // The button takes her down: now it is read, up to the newest.
+  await A().page.click('#new-messages-btn');
+  await eventually('alice to read it once scrolled down', readSeq, (v) => v === posted.body.seq);
+  for (const s of [A(), B()]) assertClean(s);
 });
 
 step('search: results, "more", and a result opens its room at the message', async () => {

@@ -598,6 +598,21 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    async fn wait_gone(&self, what: &str) {
+        let mut screen = String::new();
+        let gone = poll_until(WAIT, || {
+            screen = self.screen();
+            std::future::ready((!screen.contains(what)).then_some(()))
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "{what:?} stayed on the screen for {WAIT:?}; the screen:\n{screen}"
+        );
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = std::process::Command::new("tmux")
@@ -651,11 +666,39 @@ async fn the_tui_in_tmux_sends_and_shows_messages() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].text, "hello from the tui");
 
-    // A message from someone else shows up live.
-    http::post_message(&node.http(), &token("bob"), "general", "hi tui", None)
+    // A message from someone else shows up live, and is read: the pane
+    // shows its end.
+    let hi = http::post_message(&node.http(), &token("bob"), "general", "hi tui", None)
         .await
         .expect("REST send");
     tmux.wait_for("[general] bob: hi tui").await;
+    wait_read(&node, "alice", "general", hi.seq).await;
+
+    // Scrolled up into history, what arrives below is not read (on any of
+    // alice's devices) until she scrolls back down.
+    let mut last = hi.seq;
+    for i in 1..=25 {
+        let text = format!("filler {i}");
+        let m = http::post_message(&node.http(), &token("dora"), "general", &text, None)
+            .await
+            .expect("REST send");
+        last = m.seq;
+    }
+    tmux.wait_for("dora: filler 25").await;
+    wait_read(&node, "alice", "general", last).await;
+    tmux.run(&["send-keys", "-t", "chat", "PPage"]);
+    tmux.wait_for("scrolled up (PgDn, Esc)").await;
+    let below = http::post_message(&node.http(), &token("bob"), "general", "below", None)
+        .await
+        .expect("REST send");
+    // The room list counts it: the client has it, and has not read it.
+    tmux.wait_for("rooms: general 1").await;
+    let rooms = http::rooms(&node.http(), &token("alice")).await.unwrap();
+    let general = rooms.iter().find(|r| r.room == "general").unwrap();
+    assert_eq!(general.read_seq, Some(last), "not read while scrolled up");
+    tmux.run(&["send-keys", "-t", "chat", "NPage"]);
+    wait_read(&node, "alice", "general", below.seq).await;
+    tmux.wait_gone("rooms: general 1").await;
 
     // A room of one's own: the header shows it private, one's role and
     // its topic.

@@ -104,6 +104,12 @@ pub trait Frontend {
     /// Called every [`Frontend::TICK`] (e.g. to expire the typing indicator).
     fn tick(&mut self, state: &ChatState) -> anyhow::Result<()>;
     const TICK: Option<Duration>;
+    /// Whether the user sees the newest of the room: `read` is said only
+    /// then, since a reader scrolled up into history has not read what
+    /// arrives below (on this device or any other).
+    fn at_end(&self) -> bool {
+        true
+    }
 }
 
 /// The connection to the server: the resilient client plus what REST calls need.
@@ -512,7 +518,8 @@ impl Session {
     }
 
     /// Carries out what the state says is due: `read` requests (the room
-    /// looked at has new events), joins (a room just created).
+    /// looked at has new events, and its end is in view), joins (a room
+    /// just created).
     pub fn flush(&self, state: &mut ChatState) {
         for (room, seq) in state.take_reads() {
             self.client.read(&room, seq);
@@ -565,6 +572,7 @@ pub async fn drive<F: Frontend>(
                 let Some(event) = event else {
                     bail!("the connection to the server ended for good");
                 };
+                state.seeing_end = frontend.at_end();
                 let out = state.apply(event, std::time::Instant::now());
                 frontend.show(state, out)?;
                 if let Some(why) = &state.fatal {
@@ -588,11 +596,13 @@ pub async fn drive<F: Frontend>(
                     Some(Action::Submit(line)) => {
                         let (out, quit) = session.submit(state, &line);
                         frontend.show(state, out)?;
-                        // Switching rooms reads the one switched to.
-                        session.flush(state);
                         quit
                     }
                 };
+                // Switching rooms reads the one switched to; scrolling
+                // back down reads what arrived meanwhile.
+                state.seeing_end = frontend.at_end();
+                session.flush(state);
                 if quit {
                     closing = Some(Instant::now() + ACK_WAIT);
                     if !state.settled() {

@@ -184,7 +184,8 @@ pub struct ChatState {
     members: BTreeMap<String, BTreeSet<String>>,
     /// Every room's messages in their current state.
     rooms: BTreeMap<String, RoomState>,
-    /// Unread counts per joined room (0 for the one being looked at).
+    /// Unread counts per joined room (0 for the one being looked at, at
+    /// its end).
     unread: BTreeMap<String, Unread>,
     /// The read position stored (or asked for) per room.
     read: BTreeMap<String, u64>,
@@ -205,6 +206,11 @@ pub struct ChatState {
     rest_calls: usize,
     /// Rooms to join because of a [`Notice`] (a room just created).
     to_join: Vec<String>,
+    /// The user sees the newest of the room looked at (the front end says:
+    /// a pane scrolled up into history does not). Only then is what
+    /// arrives there read at once; else it counts as unread, like any
+    /// other room's, until the end is seen again.
+    pub seeing_end: bool,
 }
 
 impl ChatState {
@@ -229,6 +235,7 @@ impl ChatState {
             ejected: BTreeMap::new(),
             rest_calls: 0,
             to_join: Vec::new(),
+            seeing_end: true,
         }
     }
 
@@ -586,10 +593,10 @@ impl ChatState {
     }
 
     /// A new message of `room` counts as unread unless it is one's own or
-    /// the room is the one being looked at (it is read at once).
+    /// the room is the one being looked at, at its end (it is read at once).
     fn count_unread(&mut self, room: &str, seq: u64, from: &str, text: &str) {
         if same_user(from, &self.me)
-            || self.looking_at(room)
+            || (self.looking_at(room) && self.seeing_end)
             || seq <= self.read.get(room).copied().unwrap_or(0)
             || seq <= self.counted.get(room).copied().unwrap_or(0)
         {
@@ -635,10 +642,14 @@ impl ChatState {
         self.target.as_ref().is_some_and(|t| t.room() == room)
     }
 
-    /// The `read` requests due: the room being looked at, read up to its
-    /// last event, when that is past the position stored. Noted as read
-    /// at once, so each position is asked for once.
+    /// The `read` requests due: the room being looked at, at its end
+    /// ([`ChatState::seeing_end`]), read up to its last event, when that is
+    /// past the position stored. Noted as read at once, so each position is
+    /// asked for once.
     pub fn take_reads(&mut self) -> Vec<(String, u64)> {
+        if !self.seeing_end {
+            return Vec::new();
+        }
         let Some(room) = self.target.as_ref().map(|t| t.room().to_string()) else {
             return Vec::new();
         };
@@ -1407,6 +1418,22 @@ mod tests {
         assert!(s.take_reads().is_empty());
         s.apply(Event::Message(msg("random", 13, "bob")), now);
         assert_eq!(s.take_reads(), [("random".to_string(), 13)]);
+        // Scrolled up into history, what arrives is not read: it counts,
+        // until the end is seen again.
+        s.seeing_end = false;
+        let mut ping = msg("random", 14, "bob");
+        ping.text = "@alice look".into();
+        s.apply(Event::Message(ping), now);
+        s.apply(Event::Message(msg("random", 15, "bob")), now);
+        assert!(s.take_reads().is_empty());
+        let behind = Unread {
+            unread: 2,
+            mentions: 1,
+        };
+        assert_eq!(s.unread("random"), behind);
+        s.seeing_end = true;
+        assert_eq!(s.take_reads(), [("random".to_string(), 15)]);
+        assert_eq!(s.unread("random"), Unread::default());
         assert_eq!(room_label("random", Unread::default()), "random");
         assert_eq!(
             room_label(

@@ -610,6 +610,10 @@ impl Frontend for Tui {
     type Input = TermEvent;
     const TICK: Option<Duration> = Some(Duration::from_millis(250));
 
+    fn at_end(&self) -> bool {
+        self.view.scroll == 0
+    }
+
     fn show(&mut self, state: &ChatState, out: Vec<Output>) -> anyhow::Result<()> {
         self.view.push(out);
         self.redraw(state)

@@ -13,6 +13,7 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -668,6 +669,8 @@ def cmd_probe_node(args):
                 ok("logs are JSON lines (PARLEY_LOG_FORMAT=json), what the log shipper parses")
             except (ValueError, IndexError):
                 bad += fail(f"first log line is not JSON: {lines[:1]}")
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if bad else 0
 
 
@@ -1219,6 +1222,8 @@ def cmd_helm_test_pod(args):
         if bad:
             log.seek(0)
             print("  node log:\n    " + "\n    ".join(log.read().splitlines()[-20:]))
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if bad else 0
 
 

@@ -13,7 +13,7 @@ use parley_server::bus::Bus;
 use parley_server::bus::local::LocalBus;
 use parley_server::commit::Appender;
 use parley_server::store::{
-    AppendOutcome, Change, EventKind, NewMessage, Refusal, Store, StoreError,
+    AppendOutcome, Change, EventKind, NewMessage, Refusal, Store, StoreError, Unread,
 };
 use parley_testkit::services::Postgres;
 use parley_testkit::{eventually, postgres_pair, sqlite_pair};
@@ -449,6 +449,64 @@ async fn read_state_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
         vec![("big".to_string(), 1_200)]
     );
     assert!(b.read_positions("bob").await.unwrap().is_empty());
+
+    // Many rooms in one statement (`GET /api/rooms`) count as each room
+    // alone does: a room over the cap, one with a deleted mention, an
+    // edited one and one's own message, one read to its end, one missing.
+    let small = [
+        msg("small", "bob", "hi @ALICE.", None),
+        msg("small", "bob", "@alice gone", None),
+        msg("small", "alice", "@alice me", None),
+        msg("small", "carol", "plain", None),
+        msg("small", "bob", "later", None),
+    ];
+    a.append_batch(&small).await.unwrap();
+    one(&a, change("small", "bob", delete(2, false), "", None)).await;
+    one(&a, change("small", "carol", edit(4), "now @alice", None)).await;
+    a.append_batch(&[msg("quiet", "bob", "x", None)])
+        .await
+        .unwrap();
+    a.mark_read("alice", "quiet", 1).await.unwrap();
+    a.mark_read("alice", "big", 1_000).await.unwrap();
+    let asked: Vec<(String, u64)> = [
+        ("small", 0),
+        ("big", 0),
+        ("quiet", 1),
+        ("nowhere", 0),
+        ("small", 4),
+    ]
+    .into_iter()
+    .map(|(room, seq)| (room.to_string(), seq))
+    .collect();
+    let many = b.unread_many("alice", &asked).await.unwrap();
+    let small_all = Unread {
+        read_seq: 0,
+        unread: 3,
+        mentions: 2,
+    };
+    let small_after_4 = Unread {
+        read_seq: 4,
+        unread: 1,
+        mentions: 0,
+    };
+    let big_all = Unread {
+        read_seq: 0,
+        unread: parley_protocol::UNREAD_CAP,
+        mentions: 11,
+    };
+    let nothing = |read_seq| Unread {
+        read_seq,
+        unread: 0,
+        mentions: 0,
+    };
+    assert_eq!(
+        many,
+        [small_all, big_all, nothing(1), nothing(0), small_after_4]
+    );
+    // The one-room count, from the stored position, agrees.
+    a.mark_read("alice", "small", 4).await.unwrap();
+    assert_eq!(a.unread("alice", "small").await.unwrap(), small_after_4);
+    assert_eq!(b.unread_many("alice", &[]).await.unwrap(), []);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

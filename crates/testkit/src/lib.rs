@@ -488,6 +488,14 @@ pub mod faulty {
             self.check()?;
             self.inner.unread(user_key, room).await
         }
+        async fn unread_many(
+            &self,
+            user_key: &str,
+            rooms: &[(String, u64)],
+        ) -> Result<Vec<Unread>, StoreError> {
+            self.check()?;
+            self.inner.unread_many(user_key, rooms).await
+        }
         async fn search(&self, query: &SearchQuery<'_>) -> Result<SearchPage, StoreError> {
             self.check()?;
             self.inner.search(query).await

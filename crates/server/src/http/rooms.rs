@@ -52,19 +52,33 @@ pub async fn list(
         .await?
         .into_iter()
         .collect();
+    // The rooms the user belongs to carry their read state: those read to
+    // their end (most of them; clients poll this list) need no count, the
+    // others are counted together, in one store statement.
+    let is_member = |r: &crate::store::RoomListing| r.role.is_some() || is_dm_room(&r.room);
+    let read_seq = |room: &str| read.get(room).copied().unwrap_or(0);
+    let behind: Vec<(String, u64)> = visible
+        .iter()
+        .filter(|r| is_member(r) && read_seq(&r.room) < r.last_seq)
+        .map(|r| (r.room.clone(), read_seq(&r.room)))
+        .collect();
+    let counted = node
+        .store
+        .unread_many(&fold_username(&user), &behind)
+        .await?;
+    let mut counted: std::collections::HashMap<String, crate::store::Unread> = behind
+        .into_iter()
+        .map(|(room, _)| room)
+        .zip(counted)
+        .collect();
     let mut rooms = Vec::with_capacity(visible.len());
     for (r, members_online) in visible.into_iter().zip(online) {
-        // The rooms the user belongs to carry their read state: one capped
-        // count each, but none for a room read to its end (most of them,
-        // and clients poll this list).
-        let member = r.role.is_some() || is_dm_room(&r.room);
-        let read_seq = read.get(&r.room).copied().unwrap_or(0);
+        let member = is_member(&r);
         let state = match member {
-            true if read_seq >= r.last_seq => Some(crate::store::Unread {
-                read_seq,
+            true => Some(counted.remove(&r.room).unwrap_or(crate::store::Unread {
+                read_seq: read_seq(&r.room),
                 ..Default::default()
-            }),
-            true => Some(node.unread(&user, &r.room).await?),
+            })),
             false => None,
         };
         rooms.push(RoomInfo {

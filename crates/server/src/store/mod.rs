@@ -481,6 +481,16 @@ pub trait Store: Send + Sync + 'static {
     /// mention the user.
     async fn unread(&self, user_key: &str, room: &str) -> Result<Unread, StoreError>;
 
+    /// [`Store::unread`] of many rooms at once, after read positions the
+    /// caller holds (`rooms`: room, read seq), in their order: one
+    /// statement for all of them (`GET /api/rooms` of a user behind in
+    /// hundreds of rooms), each room still a capped range of its key.
+    async fn unread_many(
+        &self,
+        user_key: &str,
+        rooms: &[(String, u64)],
+    ) -> Result<Vec<Unread>, StoreError>;
+
     /// Messages whose current text holds every word of the query, newest
     /// first, in the rooms the caller may read (protocol 1.1 §4); a deleted
     /// message is never found, an edited one by its current text only.
@@ -665,6 +675,30 @@ pub(crate) fn unread_of(
             .filter(|body| parley_protocol::mentions(body, user_key))
             .count() as u64,
     }
+}
+
+/// [`Store::unread_many`]'s answer from a backend's rows, one per room in
+/// the order asked: how many unread messages the capped range held, and
+/// the bodies among them that may mention the user.
+pub(crate) fn unread_rows(
+    user_key: &str,
+    rooms: &[(String, u64)],
+    rows: Vec<(i64, Vec<String>)>,
+) -> Result<Vec<Unread>, StoreError> {
+    if rows.len() != rooms.len() {
+        return Err(StoreError::Internal(format!(
+            "unread of {} rooms answered {} rows",
+            rooms.len(),
+            rows.len()
+        )));
+    }
+    Ok(rooms
+        .iter()
+        .zip(rows)
+        .map(|(&(_, read_seq), (counted, candidates))| {
+            unread_of(read_seq, counted, &candidates, user_key)
+        })
+        .collect())
 }
 
 /// A registered user, as login and `parley admin` see it.

@@ -30,7 +30,8 @@ use super::{
     Access, Account, AppendOutcome, AuthChanges, BanRow, Change, EventColumns, EventKind, EventTx,
     LoginAttempt, MemberRow, NewMessage, REVOKED_TOKEN_KEEP_S, RoomListing, Store, StoreError,
     StoredMessage, Unread, append_event, auth_changes_of, by_room, classify, event_of,
-    group_collisions, login_attempt_of, refuse_unstorable, runs, unread_of, with_reactions,
+    group_collisions, login_attempt_of, refuse_unstorable, runs, unread_of, unread_rows,
+    with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -1069,6 +1070,43 @@ impl Store for PgStore {
             &candidates,
             user_key,
         ))
+    }
+
+    async fn unread_many(
+        &self,
+        user_key: &str,
+        rooms: &[(String, u64)],
+    ) -> Result<Vec<Unread>, StoreError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Per room (in order: WITH ORDINALITY), the same capped range of the
+        // key as `unread`, read once: its count and the bodies that may
+        // mention the user.
+        let names: Vec<&str> = rooms.iter().map(|(room, _)| room.as_str()).collect();
+        let seqs: Vec<i64> = rooms.iter().map(|&(_, seq)| seq as i64).collect();
+        let rows: Vec<(i64, Vec<String>)> = sqlx::query_as(
+            "SELECT x.n, x.bodies \
+             FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(room, read_seq, i) \
+             CROSS JOIN LATERAL ( \
+               SELECT count(*) AS n, \
+                 coalesce(array_agg(body) FILTER (WHERE position($5 in lower(body)) > 0), \
+                          '{}'::text[]) AS bodies \
+               FROM (SELECT body FROM messages \
+                     WHERE room = w.room AND seq > w.read_seq AND kind = 'message' \
+                       AND NOT deleted AND lower(sender) <> $3 \
+                     ORDER BY seq DESC LIMIT $4) u) x \
+             ORDER BY w.i",
+        )
+        .bind(&names)
+        .bind(&seqs)
+        .bind(user_key)
+        .bind(parley_protocol::UNREAD_CAP as i64)
+        .bind(format!("@{user_key}"))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        unread_rows(user_key, rooms, rows)
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {

@@ -30,7 +30,7 @@ use super::{
     LoginAttempt, MemberRow, NewMessage, REVOKED_TOKEN_KEEP_S, RoomListing, Store, StoreError,
     StoredMessage, Unread, append_event, apply_plan, auth_changes_of, by_room, classify,
     group_collisions, login_attempt_of, nonce_keys, plan_room, refuse_unstorable, runs, unread_of,
-    with_reactions,
+    unread_rows, with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -1045,6 +1045,48 @@ impl Store for SqliteStore {
             &candidates,
             user_key,
         ))
+    }
+
+    async fn unread_many(
+        &self,
+        user_key: &str,
+        rooms: &[(String, u64)],
+    ) -> Result<Vec<Unread>, StoreError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The rooms travel as one JSON array of [room, read_seq]. Per room,
+        // the same capped range of the key as `unread`, read once: its
+        // count and the bodies that may mention the user, as `[n, [...]]`.
+        let wanted =
+            serde_json::to_string(rooms).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "WITH wanted(i, room, read_seq) AS ( \
+               SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+               FROM json_each(?1)) \
+             SELECT (SELECT json_array(count(*), \
+                       json_group_array(body) FILTER (WHERE instr(lower(body), ?4) > 0)) \
+                     FROM (SELECT body FROM messages \
+                           WHERE room = w.room AND seq > w.read_seq AND kind = 'message' \
+                             AND deleted = 0 AND lower(sender) <> ?2 \
+                           ORDER BY seq DESC LIMIT ?3)) \
+             FROM wanted w ORDER BY w.i",
+        )
+        .bind(wanted)
+        .bind(user_key)
+        .bind(parley_protocol::UNREAD_CAP as i64)
+        .bind(format!("@{user_key}"))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        let rows = rows
+            .into_iter()
+            .map(|(json,)| {
+                serde_json::from_str::<(i64, Vec<String>)>(&json)
+                    .map_err(|e| StoreError::Internal(format!("unread of a room: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        unread_rows(user_key, rooms, rows)
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {

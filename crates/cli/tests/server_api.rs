@@ -130,6 +130,12 @@ fn server_calls() -> Vec<(&'static str, &'static str, Option<Value>)> {
             Some(json!({"role": "member"})),
         ),
         ("DELETE", "/api/server/rooms/general/members/alice", None),
+        (
+            "POST",
+            "/api/server/rooms/general/bans",
+            Some(json!({"user": "mallory"})),
+        ),
+        ("DELETE", "/api/server/rooms/general/bans/mallory", None),
     ]
 }
 
@@ -847,14 +853,70 @@ async fn the_application_manages_a_private_room_and_its_members() {
     )
     .await;
     assert_eq!(ban.status, 201, "{}", ban.text);
+    let dave = "/api/server/rooms/team/members/dave";
+    let r = api(&node, "PUT", dave, Some(json!({}))).await;
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+
+    // The backend bans and unbans too: a moderator who is banned is out of
+    // the room at once, and cannot read it.
+    let mut carol = node.connect("carol").await;
+    carol.join("team", None).await.unwrap();
+    let bans = "/api/server/rooms/team/bans";
     let r = api(
         &node,
-        "PUT",
-        "/api/server/rooms/team/members/dave",
-        Some(json!({})),
+        "POST",
+        bans,
+        Some(json!({"user": "carol", "reason": "spam", "by": "tns-bot"})),
     )
     .await;
-    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        (&r.json["change"], &r.json["reason"], &r.json["from"]),
+        (&json!("banned"), &json!("spam"), &json!("tns-bot"))
+    );
+    loop {
+        if let ServerFrame::Left { room, reason, .. } = carol.recv_timeout(WAIT).await.unwrap() {
+            assert_eq!((room.as_str(), reason.as_deref()), ("team", Some("banned")));
+            break;
+        }
+    }
+    let r = user_call(&node, "GET", history, &token("carol")).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.text);
+    let cases = [
+        (
+            "POST",
+            bans.to_string(),
+            Some(json!({"user": "carol"})),
+            409,
+            "conflict",
+        ),
+        (
+            "POST",
+            bans.to_string(),
+            Some(json!({"user": "alice"})),
+            403,
+            "forbidden",
+        ),
+        ("DELETE", format!("{bans}/erin"), None, 404, "not_found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let r = api(&node, method, &path, body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code),
+            "{method} {path}: {}",
+            r.text
+        );
+    }
+    // Lifting the moderators' ban on dave lets the backend add him back.
+    let r = api(&node, "DELETE", &format!("{bans}/dave?by=tns-bot"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (&r.json["change"], &r.json["user"]),
+        (&json!("unbanned"), &json!("dave"))
+    );
+    let r = api(&node, "PUT", dave, Some(json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
 }
 
 #[tokio::test]
@@ -950,6 +1012,76 @@ async fn membership_calls_refuse_bad_input() {
         (
             "DELETE",
             format!("/api/server/rooms/team/members/{long}"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/nowhere/bans".into(),
+            Some(json!({"user": "bob"})),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/team/bans".into(),
+            Some(json!({})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/team/bans".into(),
+            Some(json!({"user": "no spaces"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/team/bans".into(),
+            Some(json!({"user": "bob", "by": "a b"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/team/bans".into(),
+            Some(json!({"user": "bob", "until": 5})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/team/bans".into(),
+            Some(json!({"user": "bob", "reason": "x".repeat(513)})),
+            413,
+            "too_large",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/team/bans".into(),
+            Some(json!({"user": "bob", "reason": "nul\u{0}"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/server/rooms/dm:alice:bob/bans".into(),
+            Some(json!({"user": "bob"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            format!("/api/server/rooms/team/bans/{long}"),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            "/api/server/rooms/team/bans/bob?by=".into(),
             None,
             400,
             "bad_request",

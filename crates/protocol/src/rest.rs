@@ -228,6 +228,18 @@ pub struct AppMember {
     pub by: Option<String>,
 }
 
+/// `POST /api/server/rooms/{room}/bans`: the user to ban, why, and whom
+/// the room's log names as having done it (default [`APP_ACTOR`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppBan {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
 /// Whom a membership change made through the server API is recorded as
 /// done by (its `member` event's `from`) when the request names no `by`.
 pub const APP_ACTOR: &str = "server-api";

@@ -255,16 +255,19 @@ impl Node {
         target: &str,
         change: MemberChange,
         role: Option<Role>,
+        reason: Option<String>,
     ) -> Result<PendingAppend, ChatError> {
         self.check_managed(room)?;
         self.check_name(by, room)?;
+        let reason = reason.unwrap_or_default();
+        check_text("reason", &reason, MAX_REASON_BYTES)?;
         let change = Change::Member {
             user: self.member_name(target).await?,
             change,
             role,
             admin: true,
         };
-        self.submit_as(by, room, change, String::new(), None, Limit::None)
+        self.submit_as(by, room, change, reason, None, Limit::None)
             .await
     }
 

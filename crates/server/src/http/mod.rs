@@ -128,6 +128,16 @@ fn table() -> Vec<Route> {
             put(server_api::put_member).delete(server_api::remove_member),
         ),
         route(
+            "/api/server/rooms/{room}/bans",
+            &["POST"],
+            post(server_api::ban),
+        ),
+        route(
+            "/api/server/rooms/{room}/bans/{user}",
+            &["DELETE"],
+            delete(server_api::unban),
+        ),
+        route(
             "/api/server/users",
             &["POST"],
             post(server_api::create_user),

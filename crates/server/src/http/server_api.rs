@@ -1,7 +1,8 @@
 //! The server API (`/api/server/...`): what the application's backend does
 //! through Parley — publish as a bot or system user, disconnect a user,
 //! read a room's members, revoke a user's tokens, create users and rooms,
-//! and manage who is a member of a room (and with which role).
+//! and manage who is a member of a room (with which role) and who is
+//! banned from it.
 //!
 //! **Authentication.** Every request carries one of the keys of
 //! `PARLEY_API_KEYS` (comma-separated, so that keys can be rotated: all are
@@ -23,7 +24,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION, request::Parts};
 use axum::response::IntoResponse;
-use parley_protocol::rest::{APP_ACTOR, AppMember, Credentials, NewRoom, Publish, UserInfo};
+use parley_protocol::rest::{
+    APP_ACTOR, AppBan, AppMember, Credentials, NewRoom, Publish, UserInfo,
+};
 use parley_protocol::{
     ErrorCode, MemberChange, Role, RoomEvent, ServerFrame, close, fold_username, is_dm_room,
     same_user, valid_room,
@@ -323,13 +326,13 @@ pub async fn put_member(
     let mut events = Vec::new();
     if had.is_none() {
         let added = node
-            .moderate_as_app(by, &room, &user, MemberChange::Added, None)
+            .moderate_as_app(by, &room, &user, MemberChange::Added, None, None)
             .await?;
         events.push(stored(added).await?.0);
     }
     if had.unwrap_or(Role::Member) != want {
         let role = node
-            .moderate_as_app(by, &room, &user, MemberChange::Role, Some(want))
+            .moderate_as_app(by, &room, &user, MemberChange::Role, Some(want), None)
             .await?;
         events.push(stored(role).await?.0);
     }
@@ -343,10 +346,30 @@ pub async fn put_member(
     ))
 }
 
-/// The query of `DELETE /api/server/rooms/{room}/members/{user}`.
+/// The query of the server API's DELETEs of a member or a ban.
 #[derive(Debug, Deserialize)]
 pub struct ByQuery {
     by: Option<String>,
+}
+
+/// A DELETE of the server API: `change` (a removal, an unban) of `user` in
+/// `room`, as `?by=`; the stored `member` event.
+async fn undo(
+    node: &Node,
+    room: &str,
+    user: &str,
+    query: Result<Query<ByQuery>, QueryRejection>,
+    change: MemberChange,
+) -> Result<Json<RoomEvent>, ChatError> {
+    let Query(q) = query.map_err(|e| ChatError::bad_request(e.body_text()))?;
+    path_user(user)?;
+    check_managed_room(room)?;
+    let by = actor(q.by.as_deref())?;
+    node.existing_room(room).await?;
+    let pending = node
+        .moderate_as_app(by, room, user, change, None, None)
+        .await?;
+    stored(pending).await
 }
 
 /// `DELETE /api/server/rooms/{room}/members/{user}?by=NAME`: removes a
@@ -359,15 +382,45 @@ pub async fn remove_member(
     Path((room, user)): Path<(String, String)>,
     query: Result<Query<ByQuery>, QueryRejection>,
 ) -> Result<Json<RoomEvent>, ChatError> {
-    let Query(q) = query.map_err(|e| ChatError::bad_request(e.body_text()))?;
-    path_user(&user)?;
+    undo(&node, &room, &user, query, MemberChange::Removed).await
+}
+
+/// `POST /api/server/rooms/{room}/bans`: bans `user` (a trust-and-safety
+/// backend's decision): out of the room at once on every node (`left` with
+/// reason `banned`), and kept out until unbanned. `201` and the stored
+/// `member` event. An owner: `403`; banned already: `409`.
+pub async fn ban(
+    State(node): State<Arc<Node>>,
+    _key: ServerKey,
+    Path(room): Path<String>,
+    ApiJson(body): ApiJson<AppBan>,
+) -> Result<(StatusCode, Json<RoomEvent>), ChatError> {
+    path_user(&body.user)?;
     check_managed_room(&room)?;
-    let by = actor(q.by.as_deref())?;
+    let by = actor(body.by.as_deref())?;
     node.existing_room(&room).await?;
-    let removed = node
-        .moderate_as_app(by, &room, &user, MemberChange::Removed, None)
+    let pending = node
+        .moderate_as_app(
+            by,
+            &room,
+            &body.user,
+            MemberChange::Banned,
+            None,
+            body.reason,
+        )
         .await?;
-    stored(removed).await
+    Ok((StatusCode::CREATED, stored(pending).await?))
+}
+
+/// `DELETE /api/server/rooms/{room}/bans/{user}?by=NAME`: lifts a ban; the
+/// stored `member` event. Not banned: `404`.
+pub async fn unban(
+    State(node): State<Arc<Node>>,
+    _key: ServerKey,
+    Path((room, user)): Path<(String, String)>,
+    query: Result<Query<ByQuery>, QueryRejection>,
+) -> Result<Json<RoomEvent>, ChatError> {
+    undo(&node, &room, &user, query, MemberChange::Unbanned).await
 }
 
 #[cfg(test)]

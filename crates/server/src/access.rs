@@ -98,6 +98,16 @@ pub fn record(m: &StoredMessage) {
     }
 }
 
+/// Who changes a membership: a user, whose place in the room decides what
+/// they may do and whose sends are rate limited; or the application's
+/// backend through the server API, named as it asks, with a server admin's
+/// rights.
+#[derive(Debug, Clone, Copy)]
+enum Actor<'a> {
+    User(&'a str),
+    App(&'a str),
+}
+
 /// What a caller may do in a room it was let into.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowed {
@@ -228,18 +238,8 @@ impl Node {
         role: Option<Role>,
         reason: Option<String>,
     ) -> Result<PendingAppend, ChatError> {
-        self.check_managed(room)?;
-        let reason = reason.unwrap_or_default();
-        check_text("reason", &reason, MAX_REASON_BYTES)?;
-        let user_name = self.member_name(target).await?;
-        self.check_read(user, room).await?;
-        let change = Change::Member {
-            user: user_name,
-            change,
-            role,
-            admin: self.is_admin(user).await?,
-        };
-        self.submit_as(user, room, change, reason, None, Limit::PerUser)
+        let actor = Actor::User(user);
+        self.change_member(actor, room, target, change, role, reason)
             .await
     }
 
@@ -257,17 +257,41 @@ impl Node {
         role: Option<Role>,
         reason: Option<String>,
     ) -> Result<PendingAppend, ChatError> {
+        let actor = Actor::App(by);
+        self.change_member(actor, room, target, change, role, reason)
+            .await
+    }
+
+    async fn change_member(
+        &self,
+        actor: Actor<'_>,
+        room: &str,
+        target: &str,
+        change: MemberChange,
+        role: Option<Role>,
+        reason: Option<String>,
+    ) -> Result<PendingAppend, ChatError> {
         self.check_managed(room)?;
-        self.check_name(by, room)?;
         let reason = reason.unwrap_or_default();
         check_text("reason", &reason, MAX_REASON_BYTES)?;
+        let user = self.member_name(target).await?;
+        let (from, admin, limit) = match actor {
+            Actor::User(from) => {
+                self.check_read(from, room).await?;
+                (from, self.is_admin(from).await?, Limit::PerUser)
+            }
+            Actor::App(by) => {
+                self.check_name(by, room)?;
+                (by, true, Limit::None)
+            }
+        };
         let change = Change::Member {
-            user: self.member_name(target).await?,
+            user,
             change,
             role,
-            admin: true,
+            admin,
         };
-        self.submit_as(by, room, change, reason, None, Limit::None)
+        self.submit_as(from, room, change, reason, None, limit)
             .await
     }
 

@@ -30,8 +30,7 @@ use super::{
     Access, Account, AppendOutcome, AuthChanges, BanRow, Change, EventColumns, EventKind, EventTx,
     LoginAttempt, MemberRow, NewMessage, REVOKED_TOKEN_KEEP_S, RoomListing, Store, StoreError,
     StoredMessage, Unread, append_event, auth_changes_of, by_room, classify, event_of,
-    group_collisions, login_attempt_of, refuse_unstorable, runs, unread_of, unread_rows,
-    with_reactions,
+    group_collisions, login_attempt_of, refuse_unstorable, runs, unread_rows, with_reactions,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -1046,30 +1045,12 @@ impl Store for PgStore {
                 .await
                 .map_err(classify)?
                 .unwrap_or(0);
-        // The newest unread messages of others, at most the cap: a range of
-        // the primary key. A row's body comes back only if it may mention
-        // the user; `mentions` decides.
-        let rows: Vec<(Option<String>,)> = sqlx::query_as(
-            "SELECT CASE WHEN position($5 in lower(body)) > 0 THEN body END FROM messages \
-             WHERE room = $1 AND seq > $2 AND kind = 'message' AND NOT deleted \
-               AND lower(sender) <> $3 \
-             ORDER BY seq DESC LIMIT $4",
-        )
-        .bind(room)
-        .bind(read_seq)
-        .bind(user_key)
-        .bind(parley_protocol::UNREAD_CAP as i64)
-        .bind(format!("@{user_key}"))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        let candidates: Vec<String> = rows.iter().filter_map(|(b,)| b.clone()).collect();
-        Ok(unread_of(
-            read_seq as u64,
-            rows.len() as i64,
-            &candidates,
-            user_key,
-        ))
+        // The same capped range as a room list's, for one room.
+        let mut one = self
+            .unread_many(user_key, &[(room.to_string(), read_seq.max(0) as u64)])
+            .await?;
+        one.pop()
+            .ok_or_else(|| StoreError::Internal("unread of a room answered no row".into()))
     }
 
     async fn unread_many(
